@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` (the default pipeline end to end) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+CONFIG ?= config.yaml
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+.PHONY: demo test lint format dryrun report pull clean
+
+$(BIN)/snakemake: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/snakemake
+	$(SNAKEMAKE)
+	$(SNAKEMAKE) --report results/report.html
+
+test: $(BIN)/snakemake
+	$(BIN)/pytest -q
+
+lint: $(BIN)/snakemake
+	$(BIN)/ruff check src scripts tests benchmarks
+	$(BIN)/ruff format --check src scripts tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+format: $(BIN)/snakemake
+	$(BIN)/ruff format src scripts tests benchmarks
+	$(BIN)/snakefmt Snakefile rules
+
+dryrun: $(BIN)/snakemake
+	$(SNAKEMAKE) -n
+
+pull: $(BIN)/snakemake
+	$(BIN)/dvc pull
+	$(SNAKEMAKE) --touch
+
+clean:
+	rm -rf results .snakemake

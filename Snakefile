@@ -1,0 +1,19 @@
+# saeprobe: sparse autoencoders on vision models, from activations to the study's claims.
+# Default config: the synthetic world (config.yaml). The study: --configfile configs/paper.yaml.
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/world.smk"
+include: "rules/extract.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,87 @@
+# Helpers shared by every rule file: config validation, model/dataset lookups, target lists.
+import os
+import sys
+from pathlib import Path
+
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
+# Scripts run in their own interpreter (and, on SLURM, on other nodes): let them import the library.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p
+)
+
+from saeprobe.config import gpus_for, validate_config
+
+validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+
+ENV = "../envs/saeprobe.yaml"
+GPUS = gpus_for(config)
+WORLD_SPLITS = [
+    "train",
+    "test",
+    "ood_shape",
+    "ood_texture",
+    "shift_outline",
+    "shift_noise",
+]
+WORLD_MODEL_DIR = "results/models/world_clip"
+
+
+wildcard_constraints:
+    model="[A-Za-z0-9][A-Za-z0-9_-]*",
+    dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    split="[a-z_]+",
+
+
+def model_spec(name: str) -> dict:
+    """The model's config entry with the world CLIP's checkpoint path filled in."""
+    spec = dict(config["models"][name])
+    if spec["source"] == "world":
+        spec.setdefault("weights", WORLD_MODEL_DIR)
+    return spec
+
+
+def dataset_spec(name: str) -> dict:
+    """The dataset's config entry with the world's root filled in."""
+    spec = dict(config["datasets"][name])
+    if spec["source"] == "world":
+        spec.setdefault("root", "results/world")
+    return spec
+
+
+def uses_world() -> bool:
+    return any(m["source"] == "world" for m in config["models"].values()) or any(
+        d["source"] == "world" for d in config["datasets"].values()
+    )
+
+
+def extract_inputs(wildcards) -> dict:
+    """Files an extraction needs that the pipeline itself makes (world images, world CLIP)."""
+    inputs = {}
+    if model_spec(wildcards.model)["source"] == "world":
+        inputs["model"] = f"{WORLD_MODEL_DIR}/open_clip_model.safetensors"
+    dataset = dataset_spec(wildcards.dataset)
+    if dataset["source"] == "world":
+        inputs["images"] = f"results/world/{dataset['split']}/images.npy"
+        inputs["manifest"] = f"results/world/{dataset['split']}/manifest.csv"
+    return inputs
+
+
+def extract_settings() -> dict:
+    """Extraction settings without the target lists, so adding a dataset reruns nothing else."""
+    return {k: v for k, v in config["extract"].items() if k not in ("models", "datasets")}
+
+
+def activation_dirs() -> list[str]:
+    return [
+        f"results/activations/{m}/{d}"
+        for m in config["extract"]["models"]
+        for d in config["extract"]["datasets"]
+    ]
+
+
+def all_targets() -> list[str]:
+    targets = activation_dirs()
+    if uses_world():
+        targets.append("results/tables/world_models.csv")
+    return targets

@@ -1,0 +1,27 @@
+# Activation extraction: one forward pass per (model, dataset) writes every configured site.
+
+
+rule extract_activations:
+    input:
+        unpack(extract_inputs),
+    output:
+        directory("results/activations/{model}/{dataset}"),
+    params:
+        model=lambda wc: model_spec(wc.model),
+        dataset=lambda wc: dataset_spec(wc.dataset),
+        settings=extract_settings(),
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "results/logs/extract_activations/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+        gpu=GPUS,
+    script:
+        "../scripts/extract_activations.py"

@@ -1,0 +1,117 @@
+"""Config validation against the JSON schema, with messages that name the offending key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+
+class ConfigError(ValueError):
+    """A config value that does not match the schema; the message names every bad key."""
+
+
+def _with_defaults(validator_class: type) -> type:
+    """Extend a validator class so that validating fills in the schema's `default:` values."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema) -> Iterator[ValidationError]:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = _copy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def key_path(error: ValidationError) -> str:
+    """The dotted config key an error is about, e.g. `models.world_clip.layers[0]`."""
+    parts: list[str] = []
+    for part in error.absolute_path:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+    return "".join(parts) or "<top level>"
+
+
+def describe(error: ValidationError) -> str:
+    """One line per error: the key, what was expected and what was found."""
+    key = key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"'{key}'" if key != "<top level>" else "the top level"
+        return f"unknown key(s) {extra} in {where}; allowed keys: {allowed}"
+    if error.validator == "type":
+        return (
+            f"config key '{key}': expected {error.validator_value}, "
+            f"got {type(error.instance).__name__} {error.instance!r}"
+        )
+    if error.validator == "enum":
+        return (
+            f"config key '{key}': expected one of {error.validator_value}, got {error.instance!r}"
+        )
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}"
+    return f"config key '{key}': {error.message}"
+
+
+def load_schema(schema_path: str | Path) -> dict:
+    with open(schema_path) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate `config` in place against the schema, fill defaults, and return it.
+
+    Raises ConfigError listing every problem, each naming its key and what was expected.
+    """
+    schema = load_schema(schema_path)
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(f"  - {describe(e)}" for e in errors)
+        raise ConfigError(f"invalid config (checked against {Path(schema_path).name}):\n{lines}")
+    _with_defaults(Draft202012Validator)(schema).validate(config)
+    check_references(config)
+    return config
+
+
+def check_references(config: dict) -> None:
+    """Cross-key checks the schema cannot express: names that must refer to defined entries."""
+    problems: list[str] = []
+    models = config.get("models", {})
+    datasets = config.get("datasets", {})
+    extract = config.get("extract", {})
+    for i, name in enumerate(extract.get("models", [])):
+        if name not in models:
+            problems.append(
+                f"config key 'extract.models[{i}]': '{name}' is not defined under 'models' "
+                f"(defined: {sorted(models)})"
+            )
+    for i, name in enumerate(extract.get("datasets", [])):
+        if name not in datasets:
+            problems.append(
+                f"config key 'extract.datasets[{i}]': '{name}' is not defined under 'datasets' "
+                f"(defined: {sorted(datasets)})"
+            )
+    for name, spec in models.items():
+        layers = spec.get("layers", [])
+        if len(set(layers)) != len(layers):
+            problems.append(f"config key 'models.{name}.layers': repeated layer in {layers}")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def gpus_for(config: dict) -> int:
+    """GPUs a GPU-capable job asks the scheduler for: one when the config says `device: cuda`."""
+    return 1 if config.get("device") == "cuda" else 0
