@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, model/dataset lookups, target lists.
+# Shared helpers: config validation, model/dataset lookups, target lists.
 import os
 import sys
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 # Scripts run in their own interpreter (and, on SLURM, on other nodes): let them import the library.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
 )
 
 from saeprobe.config import gpus_for, validate_config
@@ -69,7 +69,9 @@ def extract_inputs(wildcards) -> dict:
 
 def extract_settings() -> dict:
     """Extraction settings without the target lists, so adding a dataset reruns nothing else."""
-    return {k: v for k, v in config["extract"].items() if k not in ("models", "datasets")}
+    return {
+        k: v for k, v in config["extract"].items() if k not in ("models", "datasets")
+    }
 
 
 def activation_dirs() -> list[str]:

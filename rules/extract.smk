@@ -6,12 +6,6 @@ rule extract_activations:
         unpack(extract_inputs),
     output:
         directory("results/activations/{model}/{dataset}"),
-    params:
-        model=lambda wc: model_spec(wc.model),
-        dataset=lambda wc: dataset_spec(wc.dataset),
-        settings=extract_settings(),
-        seed=config["seed"],
-        device=config["device"],
     log:
         "results/logs/extract_activations/{model}/{dataset}.log",
     benchmark:
@@ -23,5 +17,11 @@ rule extract_activations:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
         gpu=GPUS,
+    params:
+        model=lambda wc: model_spec(wc.model),
+        dataset=lambda wc: dataset_spec(wc.dataset),
+        settings=extract_settings(),
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/extract_activations.py"

@@ -7,9 +7,6 @@ rule make_world:
         manifests=expand("results/world/{split}/manifest.csv", split=WORLD_SPLITS),
         hierarchy="results/world/hierarchy.tsv",
         vocab="results/world/vocab.json",
-    params:
-        world=config.get("world", {}),
-        seed=config["seed"],
     log:
         "results/logs/make_world.log",
     benchmark:
@@ -19,6 +16,9 @@ rule make_world:
     resources:
         mem_mb=4000,
         runtime=15,
+    params:
+        world=config.get("world", {}),
+        seed=config["seed"],
     script:
         "../scripts/make_world.py"
 
@@ -31,10 +31,6 @@ rule train_world_clip:
     output:
         model=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
         model_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
-    params:
-        clip=config.get("world_clip", {}),
-        seed=config["seed"],
-        device=config["device"],
     log:
         "results/logs/train_world_clip.log",
     benchmark:
@@ -46,6 +42,10 @@ rule train_world_clip:
         mem_mb=8000,
         runtime=60,
         gpu=GPUS,
+    params:
+        clip=config.get("world_clip", {}),
+        seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_world_clip.py"
 
@@ -59,8 +59,6 @@ rule eval_world_clip:
         vocab="results/world/vocab.json",
     output:
         table="results/tables/world_models.csv",
-    params:
-        device=config["device"],
     log:
         "results/logs/eval_world_clip.log",
     benchmark:
@@ -70,5 +68,7 @@ rule eval_world_clip:
     resources:
         mem_mb=4000,
         runtime=15,
+    params:
+        device=config["device"],
     script:
         "../scripts/eval_world_clip.py"
