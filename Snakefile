@@ -17,3 +17,13 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+rule world:
+    input:
+        world_targets(),
+
+
+rule activations:
+    input:
+        activation_dirs(),

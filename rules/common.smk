@@ -82,8 +82,16 @@ def activation_dirs() -> list[str]:
     ]
 
 
+def world_targets() -> list[str]:
+    """The world's images and its CLIP with its zero-shot table (nothing in the paper config)."""
+    if not uses_world():
+        return []
+    return [
+        "results/world/hierarchy.tsv",
+        f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
+        "results/tables/world_models.csv",
+    ]
+
+
 def all_targets() -> list[str]:
-    targets = activation_dirs()
-    if uses_world():
-        targets.append("results/tables/world_models.csv")
-    return targets
+    return world_targets() + activation_dirs()
