@@ -5,12 +5,16 @@ from snakemake.utils import min_version
 min_version("9.27")
 
 
-configfile: "config.yaml"
+# --configfile replaces the default instead of being merged into it.
+if not config:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/world.smk"
 include: "rules/extract.smk"
+include: "rules/sae.smk"
 
 
 rule all:
@@ -27,3 +31,8 @@ rule world:
 rule activations:
     input:
         activation_dirs(),
+
+
+rule saes:
+    input:
+        [f"{d}/sae.safetensors" for d in sae_dirs()],

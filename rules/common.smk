@@ -1,6 +1,7 @@
 # Shared helpers: config validation, model/dataset lookups, target lists.
 import os
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 SRC = Path(workflow.basedir) / "src"
@@ -93,5 +94,45 @@ def world_targets() -> list[str]:
     ]
 
 
+def sae_names() -> list[str]:
+    return list(config["sae"]["sweep"]) if "sae" in config else []
+
+
+def sae_dirs() -> list[str]:
+    """One directory per trained SAE: results/saes/{model}/{site}/{name}."""
+    if "sae" not in config:
+        return []
+    return [
+        f"results/saes/{model}/{site}/{name}"
+        for model, sites in config["sae"]["sites"].items()
+        for site in sites
+        for name in sae_names()
+    ]
+
+
+def quality_files() -> list[str]:
+    return [f"{d}/quality.json" for d in sae_dirs()]
+
+
+def eval_sae_inputs(wildcards) -> dict:
+    """The SAE, its held-out activations and, for downstream accuracy, images and model."""
+    sae_dir = f"results/saes/{wildcards.model}/{wildcards.site}/{wildcards.name}"
+    eval_dataset = config["sae"]["eval_dataset"]
+    inputs = {
+        "sae": f"{sae_dir}/sae.safetensors",
+        "cfg": f"{sae_dir}/cfg.json",
+        "held_out": f"results/activations/{wildcards.model}/{eval_dataset}",
+        "train": f"results/activations/{wildcards.model}/{config['sae']['train_dataset']}",
+    }
+    wc = Namespace(model=wildcards.model, dataset=eval_dataset)
+    inputs.update(extract_inputs(wc))
+    if uses_world():
+        inputs["hierarchy"] = "results/world/hierarchy.tsv"
+    return inputs
+
+
 def all_targets() -> list[str]:
-    return world_targets() + activation_dirs()
+    targets = world_targets() + activation_dirs()
+    if "sae" in config:
+        targets.append("results/tables/sae_quality.csv")
+    return targets

@@ -104,6 +104,36 @@ def check_references(config: dict) -> None:
                 f"config key 'extract.datasets[{i}]': '{name}' is not defined under 'datasets' "
                 f"(defined: {sorted(datasets)})"
             )
+    sae = config.get("sae")
+    if sae:
+        for key in ("train_dataset", "eval_dataset"):
+            if sae[key] not in datasets:
+                problems.append(
+                    f"config key 'sae.{key}': '{sae[key]}' is not defined under 'datasets'"
+                )
+            elif sae[key] not in extract.get("datasets", []):
+                problems.append(
+                    f"config key 'sae.{key}': '{sae[key]}' is not listed in 'extract.datasets'"
+                )
+        for model, sites in sae["sites"].items():
+            if model not in extract.get("models", []):
+                problems.append(
+                    f"config key 'sae.sites.{model}': not a model listed in 'extract.models'"
+                )
+                continue
+            spec = models[model]
+            stored = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
+            if spec.get("pooled", True):
+                stored.add("pooled")
+            for i, site in enumerate(sites):
+                if site not in stored:
+                    problems.append(
+                        f"config key 'sae.sites.{model}[{i}]': site '{site}' is not extracted "
+                        f"(extracted: {sorted(stored)}; see models.{model}.layers/tokens/pooled)"
+                    )
+        for name, entry in sae["sweep"].items():
+            if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
+                problems.append(f"config key 'sae.sweep.{name}.k': arch {entry['arch']} needs k")
     for name, spec in models.items():
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):

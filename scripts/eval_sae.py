@@ -1,0 +1,36 @@
+"""Quality metrics of one SAE (NMSE, L0, dead/dense fractions, downstream_recovered)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from saeprobe.device import pick_device
+from saeprobe.eval.sae_quality import quality_row
+from saeprobe.sae.io import atomic_write_json
+from saeprobe.world.hierarchy import read_hierarchy
+
+with open(snakemake.log[0], "a") as log_file:
+    sys.stderr = log_file
+    logging.basicConfig(stream=log_file, level=logging.INFO)
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    params = snakemake.params
+    site = snakemake.wildcards.site
+    hierarchy = snakemake.input.get("hierarchy")
+    downstream = params.downstream and hierarchy is not None
+    row = quality_row(
+        Path(snakemake.input.sae).parent,
+        held_out=Path(snakemake.input.held_out) / site,
+        train=Path(snakemake.input.train) / site,
+        model=snakemake.wildcards.model,
+        model_spec=params.model,
+        dataset_spec=params.dataset if downstream else None,
+        class_names=read_hierarchy(hierarchy).names if downstream else None,
+        device=pick_device(params.device),
+        batch_size=int(params.batch_size),
+        seed=int(params.seed),
+    )
+    logging.info("quality: %s", json.dumps(row))
+    atomic_write_json(Path(snakemake.output.quality), row)

@@ -1,0 +1,19 @@
+"""Collect every SAE's quality.json into results/tables/sae_quality.csv."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from saeprobe.activations.writer import atomic_write_text
+from saeprobe.eval.sae_quality import COLUMNS
+
+with open(snakemake.log[0], "a") as log_file:
+    sys.stderr = log_file
+    logging.basicConfig(stream=log_file, level=logging.INFO)
+    rows = [json.loads(open(path).read()) for path in snakemake.input]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    logging.info("%d SAEs", len(table))
+    atomic_write_text(Path(snakemake.output[0]), table.to_csv(index=False))

@@ -1,0 +1,1 @@
+"""Evaluations of SAEs: one module per task of the study."""

@@ -1,0 +1,156 @@
+"""One row of `sae_quality.csv` per SAE: reconstruction metrics and downstream accuracy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saeprobe.activations import ActivationStore
+from saeprobe.sae import downstream_recovered, evaluate, load_sae, reconstruct
+from saeprobe.sae.sources import StoreSource
+
+COLUMNS = [
+    "sae",
+    "model",
+    "layer",
+    "site",
+    "arch",
+    "width",
+    "k",
+    "l1",
+    "l0",
+    "nmse",
+    "explained_variance",
+    "cos_sim",
+    "dead_frac",
+    "dense_frac",
+    "downstream_recovered",
+    "acc_clean",
+    "acc_sae",
+    "acc_ablated",
+    "n_inputs",
+]
+
+
+def parse_site(site: str) -> tuple[int | None, str | None]:
+    """`L{layer}_{tokens}` -> (layer, tokens); `pooled` -> (None, None)."""
+    if site == "pooled":
+        return None, None
+    match = re.fullmatch(r"L(\d+)_(cls|patches|all|mean)", site)
+    if match is None:
+        raise ValueError(f"site {site!r}: expected L<layer>_<cls|patches|all|mean> or pooled")
+    return int(match.group(1)), match.group(2)
+
+
+def downstream_accuracies(
+    sae: Any,
+    model_spec: Mapping,
+    dataset_spec: Mapping,
+    site: str,
+    ablation_mean: np.ndarray,
+    class_names: Mapping[str, str],
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """Zero-shot accuracy clean, with the SAE spliced in at `site`, and with the site ablated.
+
+    ablation_mean: (d,) mean activation of the site on the SAE's training data; class_names
+    maps each dataset label to the word put into the prompt.
+    """
+    from saeprobe.backbones import load_backbone
+    from saeprobe.data import load_dataset
+    from saeprobe.eval.downstream import text_classifier, zero_shot_accuracies
+
+    layer, tokens = parse_site(site)
+    backbone = load_backbone(model_spec, device, precision="fp32")
+    dataset = load_dataset(dataset_spec, backbone.preprocess_params, seed=seed)
+    labels = dataset.labels()
+    classes = sorted(set(labels))
+    classifier = text_classifier(model_spec, [class_names.get(c, c) for c in classes], device)
+    index = {c: i for i, c in enumerate(classes)}
+    targets = np.array([index[label] for label in labels], dtype=np.int64)
+    mean = torch.as_tensor(ablation_mean, dtype=torch.float32, device=device)
+    sae = sae.to(device)
+    return zero_shot_accuracies(
+        backbone,
+        dataset,
+        classifier,
+        targets,
+        layer,
+        tokens,
+        {
+            "clean": None,
+            "sae": lambda x: reconstruct(sae, x.float()).to(x.dtype),
+            "ablated": lambda x: mean.to(x.dtype).expand_as(x),
+        },
+        batch_size=batch_size,
+    )
+
+
+def quality_row(
+    sae_dir: str | Path,
+    held_out: str | Path,
+    train: str | Path,
+    model: str,
+    model_spec: Mapping,
+    dataset_spec: Mapping | None,
+    class_names: Mapping[str, str] | None,
+    device: torch.device,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics of the SAE in `sae_dir` (results/saes/{model}/{site}/{name}) on held-out data.
+
+    held_out / train: the activation-store site directories of the held-out and training sets.
+    Downstream accuracy is measured when `dataset_spec` and `class_names` are given and the
+    model has a text tower and the site can be spliced back; otherwise those columns are NaN.
+    """
+    from saeprobe.eval.downstream import has_text_tower
+
+    sae_dir = Path(sae_dir)
+    site, name = sae_dir.parent.name, sae_dir.name
+    layer, tokens = parse_site(site)
+    sae = load_sae(sae_dir, device)
+    metrics = evaluate(sae, StoreSource(held_out).sequential(4096), device=device)
+    accs = {"clean": float("nan"), "sae": float("nan"), "ablated": float("nan")}
+    spliceable = tokens != "mean"
+    if dataset_spec is not None and class_names and has_text_tower(model_spec) and spliceable:
+        accs = downstream_accuracies(
+            sae,
+            model_spec,
+            dataset_spec,
+            site,
+            ActivationStore(train).mean,
+            class_names,
+            device,
+            batch_size,
+            seed,
+        )
+    cfg = sae.cfg
+    return {
+        "sae": f"{model}/{site}/{name}",
+        "model": model,
+        "layer": "pooled" if layer is None else layer,
+        "site": site,
+        "arch": cfg.arch if cfg.arch != "matryoshka" else f"matryoshka-{cfg.matryoshka_base}",
+        "width": sae.width,
+        "k": cfg.k if cfg.arch in ("topk", "batchtopk", "matryoshka") else None,
+        "l1": cfg.l1 if cfg.arch == "relu" else None,
+        "l0": metrics["l0"],
+        "nmse": metrics["nmse"],
+        "explained_variance": metrics["explained_variance"],
+        "cos_sim": metrics["cos_sim"],
+        "dead_frac": metrics["dead_frac"],
+        "dense_frac": metrics["dense_frac"],
+        "downstream_recovered": downstream_recovered(accs["clean"], accs["sae"], accs["ablated"]),
+        "acc_clean": accs["clean"],
+        "acc_sae": accs["sae"],
+        "acc_ablated": accs["ablated"],
+        "n_inputs": metrics["n_inputs"],
+    }

@@ -1,0 +1,72 @@
+"""The pipeline end to end on the smallest config (configs/smoke.yaml), through real snakemake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from snakemake_run import ROOT, run_snakemake
+
+SMOKE = ROOT / "configs" / "smoke.yaml"
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory in which the smoke config has run to completion."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(workdir))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def smoke_config() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def test_world_and_its_clip_are_made(smoke_run: Path) -> None:
+    table = pd.read_csv(smoke_run / "results/tables/world_models.csv")
+    assert {"model", "attribute", "split", "accuracy", "chance", "n"} <= set(table.columns)
+    assert {"shape", "colour"} <= set(table["attribute"])
+    assert table["accuracy"].between(0, 1).all()
+    assert (smoke_run / "results/world/hierarchy.tsv").stat().st_size > 0
+    assert (smoke_run / "results/models/world_clip/open_clip_model.safetensors").exists()
+
+
+def test_every_configured_store_is_complete(smoke_run: Path) -> None:
+    config = smoke_config()
+    for model in config["extract"]["models"]:
+        spec = config["models"][model]
+        for dataset in config["extract"]["datasets"]:
+            split = config["datasets"][dataset]["split"]
+            n_images = len(pd.read_csv(smoke_run / f"results/world/{split}/manifest.csv"))
+            root = smoke_run / "results/activations" / model / dataset
+            sites = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
+            if spec.get("pooled", True):
+                sites.add("pooled")
+            assert {p.name for p in root.iterdir() if p.is_dir()} == sites
+            for site in sites:
+                meta = json.loads((root / site / "metadata.json").read_text())
+                assert meta["n_images"] == n_images
+                assert meta["n_skipped"] == 0
+                rows = sum(np.load(p, mmap_mode="r").shape[0] for p in root.glob(f"{site}/shard_*"))
+                assert rows == meta["count"] == n_images * meta["tokens_per_image"]
+            assert not (root.parent / f"{dataset}.partial").exists()
+
+
+def test_a_finished_run_has_nothing_left_to_do(smoke_run: Path) -> None:
+    result = run_snakemake(
+        "--cores", "1", "--configfile", str(SMOKE), "--directory", str(smoke_run), "-n"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_lint_and_format_are_clean() -> None:
+    lint = run_snakemake("--lint", "--configfile", str(SMOKE))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for" not in lint.stdout + lint.stderr
