@@ -1,0 +1,317 @@
+"""Extraction: dataset -> backbone -> sharded activation store, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from saeprobe.activations.writer import (
+    SUMMARY,
+    AsyncWriter,
+    PartialStore,
+    SiteShard,
+    host_stats,
+)
+from saeprobe.backbones import Backbone, load_backbone, site_name
+from saeprobe.data import load_dataset
+
+log = logging.getLogger(__name__)
+
+STORE_DTYPES = {
+    "float16": np.float16,
+    "fp16": np.float16,
+    "float32": np.float32,
+    "fp32": np.float32,
+}
+
+
+_TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
+
+
+def store_dtype(name: str) -> np.dtype:
+    if name not in STORE_DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(STORE_DTYPES)}, got {name!r}")
+    return np.dtype(STORE_DTYPES[name])
+
+
+def model_sites(spec: Mapping) -> tuple[list[int], list[str], bool]:
+    """(layers, tokens, pooled) a model spec asks for; defaults as the config schema: tokens
+    [cls], pooled true."""
+    layers = [int(v) for v in spec.get("layers", [])]
+    tokens = list(spec.get("tokens", ["cls"]))
+    pooled = bool(spec.get("pooled", True))
+    if not pooled and not layers:
+        raise ValueError("model spec: nothing to extract (no 'layers' and 'pooled' is false)")
+    return layers, tokens, pooled
+
+
+def _batch_ranges(
+    n_images: int, first_shard: int, shard_images: int, batch_size: int
+) -> list[tuple[int, int, int]]:
+    """(shard, start, stop) of every batch from `first_shard` on; no batch crosses a shard."""
+    out = []
+    for s in range(first_shard, math.ceil(n_images / shard_images)):
+        a, b = s * shard_images, min(n_images, (s + 1) * shard_images)
+        out.extend((s, start, min(b, start + batch_size)) for start in range(a, b, batch_size))
+    return out
+
+
+class _ShardState:
+    """What one shard accumulates while its batches run."""
+
+    def __init__(self, shard: int, start: int, stop: int) -> None:
+        self.shard, self.start, self.stop = shard, start, stop
+        self.files: dict[str, SiteShard] = {}
+        self.rows: dict[str, int] = {}
+        self.sums: dict[str, torch.Tensor | np.ndarray] = {}  # (dim + 1,) float64
+        self.indices: list[np.ndarray] = []
+        self.skipped: list[dict] = []
+
+
+def extract(
+    dataset_spec: Mapping,
+    model_spec: Mapping,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 256,
+    dtype: str = "float16",
+    shard_images: int = 4096,
+    num_workers: int = 2,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    precision: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    on_shard_complete: Callable[[int], None] | None = None,
+    backbone: Backbone | None = None,
+) -> dict:
+    """Extract every site the model spec asks for into `out_dir/{site}/`.
+
+    dataset_spec: see `saeprobe.data.load_dataset`; model_spec: see
+    `saeprobe.backbones.load_backbone`, plus `layers` (0-based blocks), `tokens`
+    (cls|patches|all|mean) and `pooled`. Work happens in `{out_dir}.partial/`; a rerun after a
+    kill resumes at the first unfinished shard (of `shard_images` images) and gives
+    byte-identical files. `on_shard_complete(shard)` is called after each shard is committed.
+    `backbone`: an already loaded backbone for `model_spec` (else it is loaded here).
+    Returns a summary with the sites, counts, skipped images and timings (seconds: setup_s
+    for loading, loop_s for the batches, finalize_s for metadata and the final rename).
+    """
+    out_dir = Path(out_dir)
+    np_dtype = store_dtype(dtype)
+    if batch_size <= 0 or shard_images <= 0:
+        raise ValueError(
+            f"batch_size and shard_images must be positive ({batch_size}, {shard_images})"
+        )
+    if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} already exists; delete it or pass overwrite=True")
+    layers, tokens, pooled = model_sites(model_spec)
+    t_setup = time.perf_counter()
+    torch.manual_seed(seed)
+    if backbone is None:
+        backbone = load_backbone(model_spec, device, precision)
+    for layer in layers:
+        backbone.check_layer(layer)
+    dataset = load_dataset(dataset_spec, backbone.preprocess_params, seed=seed)
+    n_images = len(dataset)
+    settings = {
+        "batch_size": batch_size,
+        "dtype": np_dtype.name,
+        "shard_images": shard_images,
+        "precision": precision,
+        "seed": seed,
+        "device_type": backbone.device.type,
+    }
+    fingerprint = {
+        "model": dict(model_spec),
+        "dataset": dict(dataset_spec),
+        "n_images": n_images,
+        "settings": settings,
+    }
+    partial = PartialStore(out_dir, fingerprint)
+    state = partial.open()
+    if state == "finalized":
+        partial.rename(overwrite)
+        summary = json.loads((out_dir / SUMMARY).read_text())
+        return {
+            **summary,
+            "out_dir": str(out_dir),
+            "resumed_from_shard": None,
+            "images_processed": 0,
+            "setup_s": time.perf_counter() - t_setup,
+            "loop_s": 0.0,
+            "finalize_s": 0.0,
+        }
+    first = partial.shards_done
+    if state == "resume":
+        log.info("resuming %s at shard %d (%d done)", partial.dir, first, first)
+    ranges = _batch_ranges(n_images, first, shard_images, batch_size)
+    setup_s = time.perf_counter() - t_setup
+
+    site_info: dict[str, dict] = {k: dict(v) for k, v in partial.sites.items()}
+    running = {s: partial.running_stats(s, int(i["dim"])) for s, i in site_info.items()}
+    cuda = backbone.device.type == "cuda"
+    writer = AsyncWriter(background=cuda)
+    batches = dataset.iter_batches(
+        [(a, b) for _, a, b in ranges], num_workers, pin_memory=cuda, prefetch=cuda
+    )
+    bar = tqdm(
+        total=n_images,
+        initial=min(n_images, first * shard_images),
+        unit="img",
+        desc=f"extract {backbone.name} / {dataset.name}",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=1.0 if sys.stderr.isatty() else 15.0,
+    )
+    shard: _ShardState | None = None
+    t_loop = time.perf_counter()
+    n_done = 0
+    try:
+        for (s, start, stop), batch in zip(ranges, batches, strict=True):
+            if shard is None or shard.shard != s:
+                shard = _ShardState(s, s * shard_images, min(n_images, (s + 1) * shard_images))
+            shard.indices.append(batch.indices)
+            shard.skipped.extend(item.to_dict() for item in batch.skipped)
+            if len(batch.indices):
+                pixels = backbone.prepare(batch.images)
+                acts = backbone.collect(pixels, layers, tokens, pooled)
+                for site, act in acts.items():
+                    _write_site(partial, shard, site, act, site_info, running, writer, np_dtype)
+            n_done += stop - start
+            bar.update(stop - start)
+            if stop == shard.stop:
+                writer.join()
+                _commit(partial, shard, site_info, running)
+                if on_shard_complete is not None:
+                    on_shard_complete(s)
+    finally:
+        bar.close()
+        batches.close()
+        writer.close()
+        if shard is not None:
+            for target in shard.files.values():
+                target.abort()
+    loop_s = time.perf_counter() - t_loop
+    if n_done:
+        log.info("extracted %d images in %.1f s (%.1f img/s)", n_done, loop_s, n_done / loop_s)
+    metadata_common = {
+        "model": dict(model_spec),
+        "dataset": {**dict(dataset_spec), "name": dataset.name},
+        "backbone": backbone.describe(),
+        "settings": settings,
+    }
+    t_finalize = time.perf_counter()
+    summary = partial.finalize(metadata_common, dataset.manifest, np_dtype, overwrite)
+    finalize_s = time.perf_counter() - t_finalize
+    if summary["n_skipped"]:
+        log.warning(
+            "%d unreadable images were skipped: %s",
+            summary["n_skipped"],
+            ", ".join(item["path"] for item in summary["skipped"][:20]),
+        )
+    return {
+        **summary,
+        "out_dir": str(out_dir),
+        "resumed_from_shard": first if state == "resume" else None,
+        "images_processed": n_done,
+        "setup_s": setup_s,
+        "loop_s": loop_s,
+        "finalize_s": finalize_s,
+    }
+
+
+def _write_site(
+    partial: PartialStore,
+    shard: _ShardState,
+    site: str,
+    act: torch.Tensor,
+    site_info: dict[str, dict],
+    running: dict[str, np.ndarray],
+    writer: AsyncWriter,
+    np_dtype: np.dtype,
+) -> None:
+    """Cast one site's batch to the store dtype, add it to the shard's statistics and queue it.
+
+    act: (B, d) or (B, tokens, d).
+    """
+    tpi, dim = (1 if act.ndim == 2 else act.shape[1]), act.shape[-1]
+    info = site_info.setdefault(site, {"tokens_per_image": tpi, "dim": dim})
+    if (info["tokens_per_image"], info["dim"]) != (tpi, dim):
+        raise RuntimeError(f"site {site}: got {tpi} x {dim} per image, expected {info}")
+    running.setdefault(site, np.zeros(dim + 1, dtype=np.float64))
+    rows = act.reshape(-1, dim).to(_TORCH_DTYPES[np_dtype])
+    if site not in shard.files:
+        max_rows = (shard.stop - shard.start) * tpi
+        path = partial.shard_path(site, shard.shard)
+        shard.files[site] = SiteShard(path, max_rows, dim, np_dtype)
+        shard.rows[site] = 0
+    target, offset = shard.files[site], shard.rows[site]
+    shard.rows[site] += rows.shape[0]
+    if rows.device.type == "cuda":
+        # statistics on the device; the copy to the host overlaps with the next batch
+        acc = shard.sums.get(site)
+        if acc is None:
+            acc = shard.sums[site] = torch.zeros(dim + 1, dtype=torch.float64, device=rows.device)
+        acc[:dim] += rows.sum(dim=0, dtype=torch.float64)
+        acc[dim] += torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).sum()
+        host = rows.to("cpu", non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+
+        def task() -> None:
+            ready.synchronize()
+            target.write(offset, host.numpy())
+
+    else:
+        # numpy's float64 reductions are several times faster than torch's on CPU
+        host_rows = rows.numpy()
+        previous = shard.sums.get(site)
+        stats = host_stats(host_rows)
+        shard.sums[site] = stats if previous is None else previous + stats
+
+        def task() -> None:
+            target.write(offset, host_rows)
+
+    writer.submit(task)
+
+
+def _commit(
+    partial: PartialStore,
+    shard: _ShardState,
+    site_info: dict[str, dict],
+    running: dict[str, np.ndarray],
+) -> None:
+    """Close the shard's files, fold its statistics into the running totals and commit it."""
+    for site, target in shard.files.items():
+        target.close(shard.rows[site])
+    for site, acc in shard.sums.items():
+        shard_total = acc.cpu().numpy() if isinstance(acc, torch.Tensor) else acc
+        running[site] = running[site] + shard_total
+    record = {
+        "shard": shard.shard,
+        "start": shard.start,
+        "stop": shard.stop,
+        "n_images": int(sum(len(i) for i in shard.indices)),
+        "rows": {site: int(n) for site, n in shard.rows.items()},
+        "skipped": shard.skipped,
+    }
+    indices = np.concatenate(shard.indices) if shard.indices else np.empty(0, np.int64)
+    partial.commit_shard(record, indices, running, site_info)
+
+
+def describe_sites(layers: list[int], tokens: list[str], pooled: bool) -> list[str]:
+    """The site names an extraction of these layers/tokens writes."""
+    sites = [site_name(layer, tok) for layer in sorted(set(layers)) for tok in tokens]
+    return [*sites, "pooled"] if pooled else sites
+
+
+__all__ = ["describe_sites", "extract", "model_sites", "store_dtype"]

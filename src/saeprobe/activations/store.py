@@ -1,0 +1,179 @@
+"""Reading an activation store: one site's shards, memory-mapped, with a shuffled batch iterator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+METADATA = "metadata.json"
+IMAGE_INDEX = "image_index.npy"
+IMAGES_CSV = "images.csv"
+
+
+class ActivationStore:
+    """The activations of one site (`L{layer}_{tokens}` or `pooled`) of one model on one dataset.
+
+    Rows are stored as 2-D shards (rows, dim); `image_index()` gives the dataset index of the
+    image each row comes from. Nothing is loaded until asked for, and then only by slices of
+    memory-mapped shards.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / METADATA
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{self.path} is not an activation store: missing {METADATA} (expected a site "
+                "directory written by saeprobe.activations.extract, e.g. "
+                "results/activations/<model>/<dataset>/L11_cls)"
+            )
+        self.metadata: dict = json.loads(meta_path.read_text())
+        self._shard_files = [self.path / s["file"] for s in self.metadata["shards"]]
+        self._shard_rows = np.array([s["rows"] for s in self.metadata["shards"]], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(self._shard_rows)])
+        self._shards: list[np.ndarray | None] = [None] * len(self._shard_files)
+
+    # -- description -------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.metadata["dim"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.metadata["dtype"])
+
+    @property
+    def site(self) -> str:
+        return str(self.metadata["site"])
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.metadata["tokens_per_image"])
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(dim,) float64 per-dimension mean of the stored rows."""
+        return np.asarray(self.metadata["mean"], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return int(self.metadata["count"])
+
+    def __repr__(self) -> str:
+        return f"ActivationStore({str(self.path)!r}, rows={len(self)}, dim={self.dim})"
+
+    # -- raw access --------------------------------------------------------------------
+    def shard(self, i: int) -> np.ndarray:
+        """Shard i as a read-only memory map, (rows_i, dim)."""
+        if self._shards[i] is None:
+            self._shards[i] = np.load(self._shard_files[i], mmap_mode="r")
+        return self._shards[i]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self._shard_files)
+
+    def read_rows(self, start: int, stop: int, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """Rows [start, stop) in store order, as (stop - start, dim) `dtype`."""
+        start, stop = max(0, start), min(len(self), stop)
+        out = np.empty((max(0, stop - start), self.dim), dtype=dtype)
+        pos = 0
+        for i in range(self.num_shards):
+            lo, hi = max(start, self._offsets[i]), min(stop, self._offsets[i + 1])
+            if lo < hi:
+                part = self.shard(i)[lo - self._offsets[i] : hi - self._offsets[i]]
+                out[pos : pos + len(part)] = part
+                pos += len(part)
+        return out
+
+    def read_all(
+        self, max_rows: int | None = None, dtype: np.dtype | type = np.float32
+    ) -> np.ndarray:
+        """The first `max_rows` rows (all by default), as (rows, dim) `dtype`."""
+        n = len(self) if max_rows is None else min(len(self), max_rows)
+        return self.read_rows(0, n, dtype)
+
+    def image_index(self) -> np.ndarray:
+        """(rows,) int64 dataset index of the image each row comes from (memory-mapped)."""
+        return np.load(self.path / self.metadata.get("image_index", IMAGE_INDEX), mmap_mode="r")
+
+    def images(self) -> pd.DataFrame:
+        """The dataset's image table (index, label, ...) saved next to the store's sites."""
+        path = self.path.parent / IMAGES_CSV
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; expected the image table written by extract")
+        return pd.read_csv(path, keep_default_na=False)
+
+    def image_labels(self) -> np.ndarray:
+        """(n_dataset_images,) label of every dataset image, by dataset index."""
+        images = self.images()
+        labels = np.empty(int(images["index"].max()) + 1, dtype=object)
+        labels[images["index"].to_numpy()] = images["label"].astype(str).to_numpy()
+        return labels
+
+    def labels(self) -> np.ndarray:
+        """(rows,) label of the image each row comes from."""
+        return self.image_labels()[np.asarray(self.image_index())]
+
+    # -- iteration ---------------------------------------------------------------------
+    def _chunks(self, chunk_rows: int) -> list[tuple[int, int, int]]:
+        chunks = []
+        for i, rows in enumerate(self._shard_rows):
+            for a in range(0, int(rows), chunk_rows):
+                chunks.append((i, a, min(int(rows), a + chunk_rows)))
+        return chunks
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        chunk_rows: int = 4096,
+        window_rows: int = 131072,
+        return_index: bool = False,
+    ) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of batches: (batch, dim) float32 tensors, every row exactly once.
+
+        With `shuffle`, contiguous chunks of `chunk_rows` rows are read in a seeded random order
+        (across shards), gathered into a window of about `window_rows` rows and permuted there;
+        rows left over after the last full batch of a window join the next window. Only one
+        window is in memory at a time. With `return_index`, yields (x, row_index) where
+        row_index: (batch,) int64 positions in store order.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        rng = np.random.default_rng(seed)
+        chunks = self._chunks(chunk_rows)
+        if shuffle:
+            chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+        pending_x = np.empty((0, self.dim), dtype=self.dtype)
+        pending_i = np.empty(0, dtype=np.int64)
+        pos = 0
+        while pos < len(chunks):
+            parts_x, parts_i, rows = [pending_x], [pending_i], len(pending_x)
+            while pos < len(chunks) and rows < window_rows:
+                s, a, b = chunks[pos]
+                parts_x.append(self.shard(s)[a:b])
+                parts_i.append(np.arange(self._offsets[s] + a, self._offsets[s] + b))
+                rows += b - a
+                pos += 1
+            x, idx = np.concatenate(parts_x), np.concatenate(parts_i)
+            if shuffle:
+                order = rng.permutation(len(x))
+                x, idx = x[order], idx[order]
+            n_full = len(x) // batch_size * batch_size
+            for a in range(0, n_full, batch_size):
+                batch = torch.from_numpy(x[a : a + batch_size].astype(np.float32, copy=False))
+                if return_index:
+                    yield batch, torch.from_numpy(idx[a : a + batch_size])
+                else:
+                    yield batch
+            pending_x, pending_i = x[n_full:], idx[n_full:]
+        if len(pending_x) and not drop_last:
+            batch = torch.from_numpy(pending_x.astype(np.float32, copy=False))
+            yield (batch, torch.from_numpy(pending_i)) if return_index else batch

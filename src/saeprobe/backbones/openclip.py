@@ -1,0 +1,95 @@
+"""open_clip vision towers (VisionTransformer), from the hub or from a local checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import open_clip
+import torch
+from torch import nn
+
+from saeprobe.backbones.base import Backbone, amp_dtype
+from saeprobe.data.preprocess import PreprocessParams
+
+WORLD_MODEL_DIR = "results/models/world_clip"
+
+
+def preprocess_from_open_clip(cfg: Mapping) -> PreprocessParams:
+    """PreprocessParams from an open_clip `model.visual.preprocess_cfg`."""
+    size = cfg.get("size", 224)
+    if isinstance(size, list | tuple):
+        if size[0] != size[1]:
+            raise ValueError(f"open_clip preprocess size {size}: only square inputs are supported")
+        size = size[0]
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ValueError(f"open_clip resize_mode {mode!r} is not supported (shortest, squash)")
+    interpolation = cfg.get("interpolation", "bicubic")
+    return PreprocessParams(
+        image_size=int(size),
+        resize_size=int(size),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
+        resize_mode=mode,
+        center_crop=True,
+    )
+
+
+class OpenClipBackbone(Backbone):
+    """The vision tower of an open_clip CLIP model (a `VisionTransformer`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: Mapping,
+        device: torch.device,
+        precision: str = "auto",
+    ) -> None:
+        visual = model.visual
+        if not isinstance(visual, open_clip.transformer.VisionTransformer):
+            raise ValueError(
+                f"model {spec.get('name')!r}: vision tower {type(visual).__name__} is not an "
+                "open_clip VisionTransformer; only ViT towers are supported"
+            )
+        self.model = visual.eval().to(device)
+        self.spec = dict(spec)
+        self.device = device
+        self.autocast_dtype = amp_dtype(precision, device)
+        self.preprocess_params = preprocess_from_open_clip(visual.preprocess_cfg)
+        self.batch_first = getattr(visual.transformer, "batch_first", True)
+        self.num_prefix_tokens = 1
+        self.width = visual.transformer.width
+        self.embed_dim = visual.output_dim
+        self.num_tokens = visual.grid_size[0] * visual.grid_size[1] + 1
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return self.model.transformer.resblocks
+
+    def _pooled(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixels)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def load_open_clip(spec: Mapping, device: torch.device, precision: str = "auto") -> Backbone:
+    """spec: `{source: open_clip, name, weights}` (hub tag or file) or `{source: world, weights}`.
+
+    A world model (`weights`: its directory, default results/models/world_clip) holds
+    `open_clip_config.json` + `open_clip_model.safetensors`,
+    loaded by `saeprobe.world.clip.load_world_clip` (open_clip.add_model_config +
+    create_model_and_transforms, the same call that loads hub models).
+    """
+    if spec["source"] == "world":
+        from saeprobe.world.clip import load_world_clip
+
+        model, _, _ = load_world_clip(spec.get("weights") or WORLD_MODEL_DIR, device)
+    else:
+        if "name" not in spec:
+            raise ValueError("open_clip model spec: missing key 'name' (e.g. ViT-L-14)")
+        model, _, _ = open_clip.create_model_and_transforms(
+            spec["name"], pretrained=spec.get("weights"), device=device
+        )
+    backbone = OpenClipBackbone(model, spec, device, precision)
+    del model
+    return backbone

@@ -1,0 +1,129 @@
+"""ImageNet-style folders: root/<class>/<file>, label = folder name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from saeprobe.data.base import ImageBatch, ImageDataset, SkippedImage
+from saeprobe.data.preprocess import PreprocessParams, transform_pil
+
+log = logging.getLogger(__name__)
+
+
+def list_image_folder(root: Path) -> list[tuple[str, str]]:
+    """(relative path, label) of every file under root/<class>/, sorted; hidden files skipped."""
+    items = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                items.append((path.relative_to(root).as_posix(), class_dir.name))
+    return items
+
+
+class _DecodeItems(Dataset):
+    """Decodes one image per index in a DataLoader worker; errors are returned, not raised."""
+
+    def __init__(self, root: Path, paths: list[str], params: PreprocessParams) -> None:
+        self.root, self.paths, self.params = root, paths, params
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        path = self.root / self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return index, transform_pil(image, self.params), ""
+        except Exception as err:  # any decode failure skips the image, never the run
+            return index, None, f"{type(err).__name__}: {err}"
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple:
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, e) for i, x, e in items if x is None]
+    indices = np.array([i for i, _ in ok], dtype=np.int64)
+    images = torch.stack([x for _, x in ok]) if ok else None
+    return indices, images, bad
+
+
+class ImageFolderDataset(ImageDataset):
+    """Images under root/<class>/<file>, decoded, resized and cropped in DataLoader workers.
+
+    `max_images` keeps a seeded random subset (in sorted order) of that many files.
+    A corrupt or non-image file is logged with its path and skipped.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        params: PreprocessParams,
+        max_images: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        spec: dict | None = None,
+    ) -> None:
+        root = Path(root)
+        key = f"datasets.{name}.root" if name else "root"
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"image folder {str(root)!r} (config key {key}) does not exist or is not a "
+                "directory; expected an ImageNet-style layout root/<class>/<image file>"
+            )
+        items = list_image_folder(root)
+        if not items:
+            raise ValueError(
+                f"image folder {str(root)!r} (config key {key}) holds no files in class "
+                "sub-folders; expected an ImageNet-style layout root/<class>/<image file>"
+            )
+        if max_images is not None and max_images < len(items):
+            keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:max_images])
+            items = [items[i] for i in keep]
+        self.root = root
+        self.params = params
+        self.name = name or root.name
+        self.spec = dict(spec or {"source": "imagefolder", "root": str(root)})
+        self.manifest = pd.DataFrame(
+            {
+                "index": np.arange(len(items)),
+                "path": [p for p, _ in items],
+                "label": [c for _, c in items],
+            }
+        )
+
+    def iter_batches(
+        self,
+        ranges: Sequence[tuple[int, int]],
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch: bool = True,
+    ) -> Iterator[ImageBatch]:
+        del prefetch  # worker processes read ahead already
+        items = _DecodeItems(self.root, self.manifest["path"].tolist(), self.params)
+        loader = DataLoader(
+            items,
+            batch_sampler=[list(range(a, b)) for a, b in ranges],
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
+        size = self.params.image_size
+        for indices, images, bad in loader:
+            skipped = [
+                SkippedImage(index=int(i), path=str(self.root / items.paths[i]), error=e)
+                for i, e in bad
+            ]
+            for s in skipped:
+                log.warning("skipping unreadable image %s: %s", s.path, s.error)
+            if images is None:
+                images = torch.empty((0, 3, size, size), dtype=torch.uint8)
+            yield ImageBatch(indices=indices, images=images, skipped=skipped)

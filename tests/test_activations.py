@@ -1,0 +1,257 @@
+"""Activation store: extraction round trip, metadata, shuffled reader, resume, skipped images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_data import make_image_folder
+from tiny_backbones import save_tiny_open_clip, single_thread, write_world_split
+
+from saeprobe.activations import ActivationStore, extract
+from saeprobe.activations.writer import AsyncWriter, trim_npy_rows
+from saeprobe.backbones import load_backbone
+from saeprobe.data import load_dataset
+
+N_IMAGES = 37
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("world")
+    save_tiny_open_clip(root / "model")
+    write_world_split(root / "data", "test", N_IMAGES, size=16)
+    return {
+        "dataset": {"source": "world", "root": str(root / "data"), "split": "test"},
+        "model": {
+            "source": "world",
+            "weights": str(root / "model"),
+            "layers": [0, 2],
+            "tokens": ["cls", "patches", "mean"],
+            "pooled": True,
+        },
+    }
+
+
+def _run(world: dict, out: Path, **kwargs) -> dict:
+    settings = {"batch_size": 8, "shard_images": 10, "device": "cpu", "progress": False}
+    return extract(world["dataset"], world["model"], out, **{**settings, **kwargs})
+
+
+def _reference(world: dict) -> dict[str, torch.Tensor]:
+    """Every site computed directly with the backbone on all images at once."""
+    backbone = load_backbone(world["model"], "cpu")
+    ds = load_dataset(world["dataset"], backbone.preprocess_params)
+    (batch,) = ds.iter_batches([(0, len(ds))])
+    m = world["model"]
+    return backbone.collect(backbone.prepare(batch.images), m["layers"], m["tokens"], True)
+
+
+@pytest.fixture(scope="module")
+def stores(world: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("acts")
+    _run(world, root / "fp32", dtype="float32")
+    _run(world, root / "fp16", dtype="float16")
+    return {"fp32": root / "fp32", "fp16": root / "fp16"}
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_round_trip(world: dict, stores: dict[str, Path], dtype: str) -> None:
+    reference = _reference(world)
+    sites = sorted(p.name for p in stores[dtype].iterdir() if p.is_dir())
+    assert sites == sorted(reference)
+    np_dtype = np.float32 if dtype == "fp32" else np.float16
+    for site, expected in reference.items():
+        store = ActivationStore(stores[dtype] / site)
+        rows = expected.reshape(-1, expected.shape[-1]).numpy().astype(np_dtype)
+        assert store.dtype == np_dtype and store.shard(0).dtype == np_dtype
+        # batch composition differs from the one-shot reference: allow float rounding
+        np.testing.assert_allclose(store.read_all(dtype=np_dtype), rows, rtol=1e-3, atol=1e-4)
+
+
+def test_metadata(world: dict, stores: dict[str, Path]) -> None:
+    for site, tpi, dim in [("L0_cls", 1, 32), ("L2_patches", 16, 32), ("pooled", 1, 16)]:
+        store = ActivationStore(stores["fp16"] / site)
+        meta = store.metadata
+        assert (meta["tokens_per_image"], meta["dim"], store.dim) == (tpi, dim, dim)
+        assert meta["count"] == len(store) == N_IMAGES * tpi
+        assert meta["n_images"] == N_IMAGES and meta["n_skipped"] == 0
+        assert meta["dtype"] == "float16" and meta["model"] == world["model"]
+        assert meta["dataset"]["split"] == "test" and meta["site"] == site
+        assert sum(s["rows"] for s in meta["shards"]) == len(store) and len(meta["shards"]) == 4
+        data = store.read_all(dtype=np.float64)
+        np.testing.assert_allclose(meta["mean"], data.mean(0), rtol=1e-9, atol=1e-12)
+        norm = np.linalg.norm(data, axis=1).mean()
+        assert meta["mean_norm"] == pytest.approx(norm, rel=1e-9)
+        index = np.asarray(store.image_index())
+        assert index.dtype == np.int64 and np.array_equal(
+            index, np.repeat(np.arange(N_IMAGES), tpi)
+        )
+    store = ActivationStore(stores["fp16"] / "L2_cls")
+    assert ActivationStore(stores["fp16"] / "L2_mean").metadata["tokens"] == "mean"
+    assert store.metadata["layer"] == 2 and store.metadata["tokens"] == "cls"
+    labels = store.labels()
+    assert len(labels) == N_IMAGES and labels[1] == "shape:square"
+    summary = json.loads((stores["fp16"] / "extraction.json").read_text())
+    assert summary["n_images"] == N_IMAGES and "L2_patches" in summary["sites"]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_reader_yields_every_row_once(
+    stores: dict[str, Path], shuffle: bool, drop_last: bool
+) -> None:
+    store = ActivationStore(stores["fp32"] / "L2_patches")  # 592 rows in 4 shards
+    data = store.read_all()
+    seen, batches = [], 0
+    for x, idx in store.iter_batches(
+        50,
+        shuffle=shuffle,
+        seed=3,
+        drop_last=drop_last,
+        chunk_rows=64,
+        window_rows=200,
+        return_index=True,
+    ):
+        assert x.dtype == torch.float32 and x.shape[1] == store.dim
+        assert np.array_equal(x.numpy(), data[idx.numpy()])
+        seen.append(idx.numpy())
+        batches += 1
+    seen = np.concatenate(seen)
+    expected = len(store) // 50 * 50 if drop_last else len(store)
+    assert len(seen) == expected and len(np.unique(seen)) == expected
+    assert batches == -(-expected // 50)
+    assert np.array_equal(seen, np.arange(expected)) != shuffle
+
+
+def test_reader_is_deterministic_per_seed(stores: dict[str, Path]) -> None:
+    store = ActivationStore(stores["fp16"] / "L0_cls")
+
+    def order(seed: int) -> np.ndarray:
+        return np.concatenate(
+            [
+                i.numpy()
+                for _, i in store.iter_batches(8, seed=seed, chunk_rows=4, return_index=True)
+            ]
+        )
+
+    assert np.array_equal(order(0), order(0))
+    assert not np.array_equal(order(0), order(1))
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def test_resume_after_interruption_is_byte_identical(
+    world: dict, stores: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "resumed"
+
+    def stop_after_two(shard: int) -> None:
+        if shard == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(world, out, dtype="float16", on_shard_complete=stop_after_two)
+    partial = tmp_path / "resumed.partial"
+    assert not out.exists() and (partial / "progress.json").is_file()
+    # a shard that was being written when the process died
+    (partial / "L0_cls" / "shard_00002.npy.tmp").write_bytes(b"half a shard")
+    result = _run(world, out, dtype="float16")
+    assert result["resumed_from_shard"] == 2 and result["images_processed"] == N_IMAGES - 20
+    assert not partial.exists()
+    assert _tree(out) == _tree(stores["fp16"])
+
+
+def test_finished_partial_is_only_renamed(
+    world: dict, stores: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "acts"
+    _run(world, out, dtype="float16")
+    out.rename(tmp_path / "acts.partial")  # as if killed between the last write and the rename
+    (tmp_path / "acts.partial" / "L0_cls" / "stats_00003.npy").write_bytes(b"left over")
+    result = _run(world, out, dtype="float16")
+    assert result["images_processed"] == 0 and result["n_images"] == N_IMAGES
+    assert _tree(out) == _tree(stores["fp16"])
+
+
+def _interrupt(shard: int) -> None:
+    raise KeyboardInterrupt
+
+
+def test_changed_settings_restart_and_existing_output_is_kept(
+    world: dict, stores: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "restart"
+    with pytest.raises(KeyboardInterrupt):
+        _run(world, out, dtype="float32", on_shard_complete=_interrupt)
+    result = _run(world, out, dtype="float16")  # other settings: the partial run is discarded
+    assert result["resumed_from_shard"] is None
+    assert _tree(out) == _tree(stores["fp16"])
+    with pytest.raises(FileExistsError, match="already exists"):
+        _run(world, out, dtype="float16")
+
+
+def test_corrupt_images_are_skipped_and_counted(world: dict, tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "imgs")  # 5 good images + 2 unreadable
+    model = {**world["model"], "layers": [1], "tokens": ["cls"], "pooled": False}
+    result = extract(
+        {"source": "imagefolder", "root": str(root)},
+        model,
+        tmp_path / "acts",
+        batch_size=3,
+        shard_images=4,
+        num_workers=0,
+        device="cpu",
+        progress=False,
+    )
+    assert result["n_skipped"] == 2 and result["n_images"] == 5
+    store = ActivationStore(tmp_path / "acts" / "L1_cls")
+    meta = store.metadata
+    assert len(store) == 5 and meta["n_skipped"] == 2
+    names = sorted(Path(s["path"]).name for s in meta["skipped"])
+    assert names == ["img_0a_text.JPEG", "img_1b_truncated.JPEG"]
+    skipped_index = {s["index"] for s in meta["skipped"]}
+    assert set(np.asarray(store.image_index())) == set(range(7)) - skipped_index
+    assert list(store.labels()) == ["n001", "n001", "n001", "n002", "n002"]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_trim_npy_rows_in_place(tmp_path: Path, dtype: type) -> None:
+    path = tmp_path / "shard.npy"
+    data = np.arange(700, dtype=np.float64).reshape(100, 7).astype(dtype)
+    np.save(path, data)
+    trim_npy_rows(path, 37)
+    assert np.array_equal(np.load(path), data[:37])
+    assert np.load(path, mmap_mode="r").shape == (37, 7)
+    trim_npy_rows(path, 0)
+    assert np.load(path).shape == (0, 7)
+
+
+def test_async_writer_runs_tasks_in_order_and_reraises() -> None:
+    done: list[int] = []
+    writer = AsyncWriter(max_pending=2, background=True)
+    for i in range(20):
+        writer.submit(lambda i=i: done.append(i))
+    writer.join()
+    assert done == list(range(20))
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writer.join()
+    writer.close()

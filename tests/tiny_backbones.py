@@ -1,0 +1,130 @@
+"""Tiny random-init models saved in each library's own format, for tests (never downloaded)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pandas as pd
+import torch
+
+from saeprobe.world.clip import save_world_clip
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 3, "head_width": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def tiny_open_clip(seed: int = 0) -> open_clip.CLIP:
+    torch.manual_seed(seed)
+    return open_clip.CLIP(**TINY_OPEN_CLIP).eval()
+
+
+def save_tiny_open_clip(path: Path, seed: int = 0) -> Path:
+    """A random tiny CLIP saved as the world CLIP is: open_clip config + safetensors."""
+    save_world_clip(tiny_open_clip(seed), TINY_OPEN_CLIP, path)
+    return path
+
+
+def save_tiny_hf_clip_vision(path: Path, seed: int = 0) -> Path:
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=4,
+        projection_dim=8,
+    )
+    CLIPVisionModel(config).save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}
+    ).save_pretrained(path)
+    return path
+
+
+def save_tiny_hf_clip_full(path: Path, seed: int = 0) -> Path:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 64,
+            "max_position_embeddings": 8,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 16,
+            "patch_size": 4,
+        },
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}
+    ).save_pretrained(path)
+    return path
+
+
+def save_tiny_dinov2(path: Path, seed: int = 0) -> Path:
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=16,
+        patch_size=4,
+    )
+    Dinov2Model(config).save_pretrained(path)
+    BitImageProcessor(
+        size={"shortest_edge": 20},
+        crop_size={"height": 16, "width": 16},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(path)
+    return path
+
+
+def write_world_split(root: Path, split: str, n: int, size: int = 16, seed: int = 0) -> Path:
+    """A fake world split: random images.npy (n, size, size, 3) uint8 + manifest.csv."""
+    rng = np.random.default_rng(seed)
+    split_dir = root / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    np.save(split_dir / "images.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    shapes = np.array(["circle", "square", "triangle"])[np.arange(n) % 3]
+    pd.DataFrame(
+        {"index": np.arange(n), "label": [f"shape:{s}" for s in shapes], "shape": shapes}
+    ).to_csv(split_dir / "manifest.csv", index=False)
+    return root
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: the test machine's two cores are shared with other jobs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
