@@ -115,12 +115,11 @@ def quality_files() -> list[str]:
 
 
 def eval_sae_inputs(wildcards) -> dict:
-    """The SAE, its held-out activations and, for downstream accuracy, images and model."""
-    sae_dir = f"results/saes/{wildcards.model}/{wildcards.site}/{wildcards.name}"
+    """A site's SAEs, its held-out activations and, for downstream accuracy, images and model."""
+    site_dir = f"results/saes/{wildcards.model}/{wildcards.site}"
     eval_dataset = config["sae"]["eval_dataset"]
     inputs = {
-        "sae": f"{sae_dir}/sae.safetensors",
-        "cfg": f"{sae_dir}/cfg.json",
+        "saes": [f"{site_dir}/{name}/sae.safetensors" for name in sae_names()],
         "held_out": f"results/activations/{wildcards.model}/{eval_dataset}",
         "train": f"results/activations/{wildcards.model}/{config['sae']['train_dataset']}",
     }

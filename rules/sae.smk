@@ -31,15 +31,17 @@ rule train_saes:
         "../scripts/train_saes.py"
 
 
-rule eval_sae:
+rule eval_saes:
     input:
         unpack(eval_sae_inputs),
     output:
-        quality="results/saes/{model}/{site}/{name}/quality.json",
+        quality=expand(
+            "results/saes/{{model}}/{{site}}/{name}/quality.json", name=sae_names()
+        ),
     log:
-        "results/logs/eval_sae/{model}/{site}/{name}.log",
+        "results/logs/eval_saes/{model}/{site}.log",
     benchmark:
-        "results/benchmarks/eval_sae/{model}/{site}/{name}.tsv"
+        "results/benchmarks/eval_saes/{model}/{site}.tsv"
     conda:
         ENV
     threads: 2
@@ -55,7 +57,7 @@ rule eval_sae:
         seed=config["seed"],
         device=config["device"],
     script:
-        "../scripts/eval_sae.py"
+        "../scripts/eval_saes.py"
 
 
 rule sae_quality_table:

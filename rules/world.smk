@@ -17,7 +17,7 @@ rule make_world:
         mem_mb=4000,
         runtime=15,
     params:
-        world=config.get("world", {}),
+        world=config["world"],
         seed=config["seed"],
     script:
         "../scripts/make_world.py"
@@ -43,7 +43,7 @@ rule train_world_clip:
         runtime=60,
         gpu=GPUS,
     params:
-        clip=config.get("world_clip", {}),
+        clip=config["world_clip"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -54,8 +54,10 @@ rule eval_world_clip:
     input:
         model=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
         model_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
-        images="results/world/test/images.npy",
-        manifest="results/world/test/manifest.csv",
+        images=expand(
+            "results/world/{split}/images.npy",
+            split=config["world_clip"]["eval_splits"],
+        ),
         vocab="results/world/vocab.json",
     output:
         table="results/tables/world_models.csv",
@@ -69,6 +71,7 @@ rule eval_world_clip:
         mem_mb=4000,
         runtime=15,
     params:
+        splits=config["world_clip"]["eval_splits"],
         device=config["device"],
     script:
         "../scripts/eval_world_clip.py"

@@ -15,7 +15,7 @@ with open(snakemake.log[0], "a") as log_file:
     model_dir = Path(snakemake.input.model).parent
     model, _, tokenizer = load_world_clip(model_dir, snakemake.params.device)
     world_dir = Path(snakemake.input.vocab).parent
-    rows = zero_shot_eval(model, tokenizer, world_dir, splits=["test"])
+    rows = zero_shot_eval(model, tokenizer, world_dir, splits=list(snakemake.params.splits))
     for row in rows:
         logging.info("%s", row)
     write_results(rows, snakemake.output.table)

@@ -14,6 +14,6 @@ with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file
     logging.basicConfig(stream=log_file, level=logging.INFO)
     rows = [json.loads(open(path).read()) for path in snakemake.input]
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({"k": "Int64", "n_inputs": "Int64"})
     logging.info("%d SAEs", len(table))
     atomic_write_text(Path(snakemake.output[0]), table.to_csv(index=False))

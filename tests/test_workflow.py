@@ -58,6 +58,28 @@ def test_every_configured_store_is_complete(smoke_run: Path) -> None:
             assert not (root.parent / f"{dataset}.partial").exists()
 
 
+def test_every_sae_of_the_sweep_has_a_quality_row(smoke_run: Path) -> None:
+    config = smoke_config()
+    table = pd.read_csv(smoke_run / "results/tables/sae_quality.csv")
+    contract = ["sae", "model", "layer", "arch", "width", "k", "l1", "l0", "nmse"]
+    contract += ["dead_frac", "dense_frac", "downstream_recovered"]
+    assert set(contract) <= set(table.columns)
+    expected = {
+        f"{model}/{site}/{name}"
+        for model, sites in config["sae"]["sites"].items()
+        for site in sites
+        for name in config["sae"]["sweep"]
+    }
+    assert set(table["sae"]) == expected
+    assert table["nmse"].between(0, 1.5).all()
+    assert table["dead_frac"].between(0, 1).all()
+    topk = table[table["arch"] == "topk"]
+    assert (topk["l0"] <= topk["k"] + 1e-9).all()
+    for sae in expected:
+        sae_dir = smoke_run / "results/saes" / sae
+        assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "cfg.json").exists()
+
+
 def test_a_finished_run_has_nothing_left_to_do(smoke_run: Path) -> None:
     result = run_snakemake(
         "--cores", "1", "--configfile", str(SMOKE), "--directory", str(smoke_run), "-n"

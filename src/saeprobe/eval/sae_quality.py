@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def parse_site(site: str) -> tuple[int | None, str | None]:
 
 
 def downstream_accuracies(
-    sae: Any,
+    saes: Mapping[str, Any],
     model_spec: Mapping,
     dataset_spec: Mapping,
     site: str,
@@ -58,10 +58,11 @@ def downstream_accuracies(
     batch_size: int,
     seed: int,
 ) -> dict[str, float]:
-    """Zero-shot accuracy clean, with the SAE spliced in at `site`, and with the site ablated.
+    """Zero-shot accuracy clean, with each SAE spliced in at `site`, and with the site ablated.
 
-    ablation_mean: (d,) mean activation of the site on the SAE's training data; class_names
-    maps each dataset label to the word put into the prompt.
+    saes: name -> SAE; ablation_mean: (d,) mean activation of the site on the SAEs' training
+    data; class_names maps each dataset label to the word put into the prompt. Returns
+    {"clean": acc, "ablated": acc, <sae name>: acc, ...}; one pass over the images.
     """
     from saeprobe.backbones import load_backbone
     from saeprobe.data import load_dataset
@@ -76,25 +77,22 @@ def downstream_accuracies(
     index = {c: i for i, c in enumerate(classes)}
     targets = np.array([index[label] for label in labels], dtype=np.int64)
     mean = torch.as_tensor(ablation_mean, dtype=torch.float32, device=device)
-    sae = sae.to(device)
+
+    def spliced(sae: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: reconstruct(sae, x.float()).to(x.dtype)
+
+    replacements: dict[str, Callable | None] = {
+        "clean": None,
+        "ablated": lambda x: mean.to(x.dtype).expand_as(x),
+    }
+    replacements.update({name: spliced(sae.to(device)) for name, sae in saes.items()})
     return zero_shot_accuracies(
-        backbone,
-        dataset,
-        classifier,
-        targets,
-        layer,
-        tokens,
-        {
-            "clean": None,
-            "sae": lambda x: reconstruct(sae, x.float()).to(x.dtype),
-            "ablated": lambda x: mean.to(x.dtype).expand_as(x),
-        },
-        batch_size=batch_size,
+        backbone, dataset, classifier, targets, layer, tokens, replacements, batch_size=batch_size
     )
 
 
-def quality_row(
-    sae_dir: str | Path,
+def site_quality(
+    sae_dirs: Sequence[str | Path],
     held_out: str | Path,
     train: str | Path,
     model: str,
@@ -104,25 +102,28 @@ def quality_row(
     device: torch.device,
     batch_size: int = 256,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Metrics of the SAE in `sae_dir` (results/saes/{model}/{site}/{name}) on held-out data.
+) -> list[dict[str, Any]]:
+    """One row per SAE of a site (dirs results/saes/{model}/{site}/{name}), on held-out data.
 
     held_out / train: the activation-store site directories of the held-out and training sets.
-    Downstream accuracy is measured when `dataset_spec` and `class_names` are given and the
-    model has a text tower and the site can be spliced back; otherwise those columns are NaN.
+    Downstream accuracy is measured when `dataset_spec` and `class_names` are given, the model
+    has a text tower and the site can be spliced back; otherwise those columns are NaN.
     """
     from saeprobe.eval.downstream import has_text_tower
 
-    sae_dir = Path(sae_dir)
-    site, name = sae_dir.parent.name, sae_dir.name
+    dirs = [Path(d) for d in sae_dirs]
+    sites = {d.parent.name for d in dirs}
+    if len(sites) != 1:
+        raise ValueError(f"site_quality: SAEs of one site expected, got sites {sorted(sites)}")
+    site = sites.pop()
     layer, tokens = parse_site(site)
-    sae = load_sae(sae_dir, device)
-    metrics = evaluate(sae, StoreSource(held_out).sequential(4096), device=device)
-    accs = {"clean": float("nan"), "sae": float("nan"), "ablated": float("nan")}
+    saes = {d.name: load_sae(d, device) for d in dirs}
+    nan = float("nan")
+    accs: dict[str, float] = {"clean": nan, "ablated": nan}
     spliceable = tokens != "mean"
     if dataset_spec is not None and class_names and has_text_tower(model_spec) and spliceable:
         accs = downstream_accuracies(
-            sae,
+            saes,
             model_spec,
             dataset_spec,
             site,
@@ -132,25 +133,35 @@ def quality_row(
             batch_size,
             seed,
         )
-    cfg = sae.cfg
-    return {
-        "sae": f"{model}/{site}/{name}",
-        "model": model,
-        "layer": "pooled" if layer is None else layer,
-        "site": site,
-        "arch": cfg.arch if cfg.arch != "matryoshka" else f"matryoshka-{cfg.matryoshka_base}",
-        "width": sae.width,
-        "k": cfg.k if cfg.arch in ("topk", "batchtopk", "matryoshka") else None,
-        "l1": cfg.l1 if cfg.arch == "relu" else None,
-        "l0": metrics["l0"],
-        "nmse": metrics["nmse"],
-        "explained_variance": metrics["explained_variance"],
-        "cos_sim": metrics["cos_sim"],
-        "dead_frac": metrics["dead_frac"],
-        "dense_frac": metrics["dense_frac"],
-        "downstream_recovered": downstream_recovered(accs["clean"], accs["sae"], accs["ablated"]),
-        "acc_clean": accs["clean"],
-        "acc_sae": accs["sae"],
-        "acc_ablated": accs["ablated"],
-        "n_inputs": metrics["n_inputs"],
-    }
+    rows = []
+    for name, sae in saes.items():
+        metrics = evaluate(sae, StoreSource(held_out).sequential(4096), device=device)
+        cfg = sae.cfg
+        arch = cfg.arch if cfg.arch != "matryoshka" else f"matryoshka-{cfg.matryoshka_base}"
+        acc_sae = accs.get(name, nan)
+        rows.append(
+            {
+                "sae": f"{model}/{site}/{name}",
+                "model": model,
+                "layer": "pooled" if layer is None else layer,
+                "site": site,
+                "arch": arch,
+                "width": sae.width,
+                "k": cfg.k if cfg.arch in ("topk", "batchtopk", "matryoshka") else None,
+                "l1": cfg.l1 if cfg.arch == "relu" else None,
+                "l0": metrics["l0"],
+                "nmse": metrics["nmse"],
+                "explained_variance": metrics["explained_variance"],
+                "cos_sim": metrics["cos_sim"],
+                "dead_frac": metrics["dead_frac"],
+                "dense_frac": metrics["dense_frac"],
+                "downstream_recovered": downstream_recovered(
+                    accs["clean"], acc_sae, accs["ablated"]
+                ),
+                "acc_clean": accs["clean"],
+                "acc_sae": acc_sae,
+                "acc_ablated": accs["ablated"],
+                "n_inputs": metrics["n_inputs"],
+            }
+        )
+    return rows

@@ -1,4 +1,4 @@
-"""Quality metrics of one SAE (NMSE, L0, dead/dense fractions, downstream_recovered)."""
+"""Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered)."""
 
 import json
 import logging
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from saeprobe.device import pick_device
-from saeprobe.eval.sae_quality import quality_row
+from saeprobe.eval.sae_quality import site_quality
 from saeprobe.sae.io import atomic_write_json
 from saeprobe.world.hierarchy import read_hierarchy
 
@@ -20,8 +20,8 @@ with open(snakemake.log[0], "a") as log_file:
     site = snakemake.wildcards.site
     hierarchy = snakemake.input.get("hierarchy")
     downstream = params.downstream and hierarchy is not None
-    row = quality_row(
-        Path(snakemake.input.sae).parent,
+    rows = site_quality(
+        [Path(p).parent for p in snakemake.input.saes],
         held_out=Path(snakemake.input.held_out) / site,
         train=Path(snakemake.input.train) / site,
         model=snakemake.wildcards.model,
@@ -32,5 +32,7 @@ with open(snakemake.log[0], "a") as log_file:
         batch_size=int(params.batch_size),
         seed=int(params.seed),
     )
-    logging.info("quality: %s", json.dumps(row))
-    atomic_write_json(Path(snakemake.output.quality), row)
+    for row, path in zip(rows, snakemake.output.quality, strict=True):
+        assert Path(path).parent.name == row["sae"].rsplit("/", 1)[-1]
+        logging.info("quality: %s", json.dumps(row))
+        atomic_write_json(Path(path), row)
