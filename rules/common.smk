@@ -34,12 +34,21 @@ wildcard_constraints:
     split="[a-z_]+",
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: reordering keys in a config file reruns nothing."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def model_spec(name: str) -> dict:
     """The model's config entry with the world CLIP's checkpoint path filled in."""
     spec = dict(config["models"][name])
     if spec["source"] == "world":
         spec.setdefault("weights", WORLD_MODEL_DIR)
-    return spec
+    return canonical(spec)
 
 
 def dataset_spec(name: str) -> dict:
@@ -47,7 +56,7 @@ def dataset_spec(name: str) -> dict:
     spec = dict(config["datasets"][name])
     if spec["source"] == "world":
         spec.setdefault("root", "results/world")
-    return spec
+    return canonical(spec)
 
 
 def uses_world() -> bool:

@@ -22,8 +22,8 @@ rule train_saes:
         runtime=lambda wc, attempt: 480 * attempt,
         gpu=GPUS,
     params:
-        sweep=lambda wc: config["sae"]["sweep"],
-        train=lambda wc: config["sae"]["train"],
+        sweep=canonical(config["sae"]["sweep"]),
+        train=canonical(config["sae"]["train"]),
         export_saelens=config["sae"]["export_saelens"],
         seed=config["seed"],
         device=config["device"],

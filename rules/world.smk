@@ -17,7 +17,7 @@ rule make_world:
         mem_mb=4000,
         runtime=15,
     params:
-        world=config["world"],
+        world=canonical(config["world"]),
         seed=config["seed"],
     script:
         "../scripts/make_world.py"
@@ -43,7 +43,7 @@ rule train_world_clip:
         runtime=60,
         gpu=GPUS,
     params:
-        clip=config["world_clip"],
+        clip=canonical(config["world_clip"]),
         seed=config["seed"],
         device=config["device"],
     script:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,46 @@ def test_lint_and_format_are_clean() -> None:
     lint = run_snakemake("--lint", "--configfile", str(SMOKE))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr
+
+
+def planned_jobs(workdir: Path, config: dict, snakefile: Path | None = None) -> dict[str, int]:
+    """{rule: job count} that a dry-run of `config` in `workdir` would run."""
+    path = workdir / "planned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    extra = ["--snakefile", str(snakefile)] if snakefile else []
+    result = run_snakemake(
+        "--cores", "1", "--configfile", str(path), "--directory", str(workdir), "-n", *extra
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    stats = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
+
+
+def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path) -> None:
+    config = copy.deepcopy(smoke_config())
+    config["sae"]["sweep"]["topk"]["k"] = 5
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() == {"train_saes", "eval_saes", "sae_quality_table", "all"}
+    assert jobs["train_saes"] == len(config["sae"]["sites"]["world_clip"])
+
+
+def test_an_evaluation_parameter_reruns_only_that_evaluation(smoke_run: Path) -> None:
+    config = copy.deepcopy(smoke_config())
+    config["sae"]["downstream"] = False
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() == {"eval_saes", "sae_quality_table", "all"}
+
+
+def test_a_comment_in_a_rule_file_reruns_nothing(smoke_run: Path, tmp_path: Path) -> None:
+    workflow = tmp_path / "workflow"
+    workflow.mkdir()
+    for part in ("Snakefile", "rules", "scripts", "schemas", "report", "config.yaml"):
+        source = ROOT / part
+        copy_part = shutil.copytree if source.is_dir() else shutil.copy
+        copy_part(source, workflow / part)
+    rule_file = workflow / "rules" / "sae.smk"
+    rule_file.write_text("# an edited comment\n" + rule_file.read_text())
+    assert planned_jobs(smoke_run, smoke_config(), workflow / "Snakefile") == {}
