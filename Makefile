@@ -34,6 +34,8 @@ format: $(BIN)/snakemake
 dryrun: $(BIN)/snakemake
 	$(SNAKEMAKE) -n
 
+# Restore every artifact from the DVC remote and make Snakemake trust it (DVC does not keep file
+# times, so restored inputs would look newer than their outputs).
 pull: $(BIN)/snakemake
 	$(BIN)/dvc pull
 	$(SNAKEMAKE) --touch

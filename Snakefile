@@ -36,3 +36,8 @@ rule activations:
 rule saes:
     input:
         [f"{d}/sae.safetensors" for d in sae_dirs()],
+
+
+rule tables:
+    input:
+        [t for t in all_targets() if t.startswith("results/tables/")],
