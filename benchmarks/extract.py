@@ -24,49 +24,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pandas as pd
 import torch
-import yaml
 
 from saeprobe.activations import extract
 from saeprobe.backbones import Backbone, load_backbone
 from saeprobe.data import load_dataset
 from saeprobe.device import pick_device
-from saeprobe.world.clip import save_world_clip
-
-WORLD_CONFIG = Path("/tmp/plan/world_config.yaml")
-WORLD_VISION = {"image_size": 32, "patch_size": 4, "width": 128, "layers": 4, "head_width": 64}
-WORLD_TEXT = {"context_length": 16, "vocab_size": 256, "width": 64, "heads": 2, "layers": 1}
-
-
-def _find_key(tree: object, key: str) -> object:
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        for value in tree.values():
-            found = _find_key(value, key)
-            if found is not None:
-                return found
-    return None
-
-
-def world_vision_cfg() -> dict:
-    """The WORLD helper's vision_cfg when its final config exists, else a world-CLIP-sized ViT."""
-    if WORLD_CONFIG.is_file():
-        found = _find_key(yaml.safe_load(WORLD_CONFIG.read_text()), "vision_cfg")
-        if isinstance(found, dict):
-            return dict(found)
-    return dict(WORLD_VISION)
+from saeprobe.world.clip import build_world_clip, save_world_clip
+from saeprobe.world.config import WorldClipConfig, WorldConfig
 
 
 def build_model(kind: str, workdir: Path, device: torch.device, precision: str) -> tuple:
     """(model spec, backbone) for a random-weight model of the requested kind."""
     torch.manual_seed(0)
     if kind == "world":
-        vision = world_vision_cfg()
-        cfg = {"embed_dim": 64, "vision_cfg": vision, "text_cfg": WORLD_TEXT}
-        save_world_clip(open_clip.CLIP(**cfg), cfg, workdir / "model")
+        # the default world CLIP's architecture (config.yaml: world_clip), random weights
+        model, _, cfg = build_world_clip(WorldClipConfig(), image_size=WorldConfig().image_size)
+        save_world_clip(model, cfg, workdir / "model")
         spec = {"source": "world", "weights": str(workdir / "model")}
     else:
         spec = {"source": "open_clip", "name": "ViT-L-14"}  # no weights: random init

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SAELENS_PYTHON = "/tmp/saelens-venv/bin/python"
+DEFAULT_SAELENS_PYTHON = sys.executable  # sae-lens is a dev dependency of the project
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ import torch
 
 from saeprobe.device import pick_device
 from saeprobe.eval.sae_quality import site_quality
-from saeprobe.sae.io import atomic_write_json
+from saeprobe.io import atomic_write_json
 from saeprobe.world.hierarchy import read_hierarchy
 
 with open(snakemake.log[0], "a") as log_file:

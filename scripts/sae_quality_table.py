@@ -3,12 +3,11 @@
 import json
 import logging
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from saeprobe.activations.writer import atomic_write_text
 from saeprobe.eval.sae_quality import COLUMNS
+from saeprobe.io import atomic_write_csv
 
 with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file
@@ -16,4 +15,4 @@ with open(snakemake.log[0], "a") as log_file:
     rows = [json.loads(open(path).read()) for path in snakemake.input]
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"k": "Int64", "n_inputs": "Int64"})
     logging.info("%d SAEs", len(table))
-    atomic_write_text(Path(snakemake.output[0]), table.to_csv(index=False))
+    atomic_write_csv(snakemake.output[0], table)

@@ -23,23 +23,11 @@ import numpy as np
 import pandas as pd
 
 from saeprobe.activations.store import IMAGE_INDEX, IMAGES_CSV, METADATA
+from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_text
 
 PROGRESS = "progress.json"
 SUMMARY = "extraction.json"
 FORMAT_VERSION = 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def _json(obj: object) -> str:
@@ -334,9 +322,7 @@ class PartialStore:
             }
             atomic_write_text(self.dir / site / METADATA, _json(metadata))
             site_summaries[site] = {"count": count, "dim": dim, "tokens_per_image": tpi}
-        tmp_csv = self.dir / (IMAGES_CSV + ".tmp")
-        images_table.to_csv(tmp_csv, index=False)
-        os.replace(tmp_csv, self.dir / IMAGES_CSV)
+        atomic_write_csv(self.dir / IMAGES_CSV, images_table)
         summary = {
             "fingerprint": self.fingerprint,
             "sites": site_summaries,

@@ -17,15 +17,14 @@ and trainer buffers; the JSON (written last) holds the step, epoch, position and
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
+from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.sae.config import SAEConfig
 from saeprobe.sae.models import SAE, build_sae
 
@@ -36,38 +35,6 @@ METRICS = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_VERSION = "6.54.0"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temporary file in the same directory, then rename it onto path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """safetensors file written under a temporary name and renamed onto path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
-        )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict[str, Any]:

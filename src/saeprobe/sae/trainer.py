@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from saeprobe import __version__
 from saeprobe.device import pick_device
+from saeprobe.io import atomic_write_json
 from saeprobe.sae import io
 from saeprobe.sae.config import K_ARCHITECTURES, ConfigError, SAEConfig, TrainConfig
 from saeprobe.sae.metrics import evaluate
@@ -424,7 +425,7 @@ def _finish(
     }
     if held is not None:
         metrics = evaluate(sae, held.sequential(eval_batch_size))
-        io.atomic_write_json(m.out_dir / io.METRICS, {**metrics, "eval_rows": len(held)})
+        atomic_write_json(m.out_dir / io.METRICS, {**metrics, "eval_rows": len(held)})
         log.info(
             "%s: held-out nmse %.4f, l0 %.1f, dead %.3f",
             m.out_dir,

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +23,10 @@ import pandas as pd
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.loss import ClipLoss
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from saeprobe.device import pick_device
+from saeprobe.io import atomic_save_tensors, atomic_write_csv, atomic_write_json
 from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.generate import load_split, load_vocab
 
@@ -266,14 +265,9 @@ def train_world_clip(
 def save_world_clip(model: torch.nn.Module, model_cfg: dict[str, Any], out_dir: str | Path) -> None:
     """Write `open_clip_config.json` and `open_clip_model.safetensors` into `out_dir` atomically."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = out_dir / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out_dir / WEIGHTS_FILE)
-    tmp = out_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(model_cfg, indent=2) + "\n")
-    os.replace(tmp, out_dir / CONFIG_FILE)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    atomic_save_tensors(out_dir / WEIGHTS_FILE, state, metadata={"format": "pt"})
+    atomic_write_json(out_dir / CONFIG_FILE, model_cfg, sort_keys=False)
 
 
 def load_world_clip(
@@ -378,8 +372,4 @@ def zero_shot_eval(
 
 def write_results(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Write zero-shot rows as CSV (RESULT_COLUMNS) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows, columns=list(RESULT_COLUMNS)).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_csv(path, pd.DataFrame(rows, columns=list(RESULT_COLUMNS)))

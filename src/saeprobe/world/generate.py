@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
 from saeprobe.world.config import SPLITS, WorldConfig
 from saeprobe.world.hierarchy import build_hierarchy, write_hierarchy
 from saeprobe.world.shapes import COLOURS, SHAPES, texture
@@ -171,19 +171,6 @@ def vocab(cfg: WorldConfig) -> dict:
     }
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
-
-
-def _save_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def generate_world(cfg: WorldConfig, out_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> None:
     """Write every split plus `hierarchy.tsv` and `vocab.json` under `out_dir`.
 
@@ -196,11 +183,11 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, splits: tuple[str, ...
         images, manifest = render_split(cfg, split)
         d = out_dir / split
         d.mkdir(exist_ok=True)
-        _save_npy(d / "images.npy", images)
-        _save_text(d / "manifest.csv", manifest.to_csv(index=False))
+        atomic_save_npy(d / "images.npy", images)
+        atomic_write_csv(d / "manifest.csv", manifest)
         log.info("world split %s: %d images -> %s", split, len(manifest), d)
     write_hierarchy(build_hierarchy(cfg.superclasses), out_dir / "hierarchy.tsv")
-    _save_text(out_dir / "vocab.json", json.dumps(vocab(cfg), indent=2) + "\n")
+    atomic_write_json(out_dir / "vocab.json", vocab(cfg), sort_keys=False)
 
 
 def load_split(

@@ -7,9 +7,10 @@ and a WordNet-derived tree for ImageNet, so ontology code reads one format.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from saeprobe.io import atomic_path
 
 COLUMNS = ("node", "parent", "name")
 
@@ -148,14 +149,10 @@ def build_hierarchy(
 
 def write_hierarchy(hierarchy: Hierarchy, path: str | Path) -> None:
     """Write `hierarchy.tsv` atomically (temp name, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(hierarchy.to_rows())
-    os.replace(tmp, path)
 
 
 def read_hierarchy(path: str | Path) -> Hierarchy:
