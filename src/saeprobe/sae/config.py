@@ -12,14 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from saeprobe.config import ConfigError
+
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 K_ARCHITECTURES = ("topk", "batchtopk", "matryoshka")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """An SAE or training setting that is out of range; the message names the field."""
 
 
 @dataclass(frozen=True)
