@@ -124,12 +124,13 @@ def quality_files() -> list[str]:
 
 
 def eval_sae_inputs(wildcards) -> dict:
-    """A site's SAEs, its held-out activations and, for downstream accuracy, images and model."""
+    """A site's SAEs with their held-out metrics, the training activations (the ablation mean)
+    and, for downstream accuracy, the images and the model."""
     site_dir = f"results/saes/{wildcards.model}/{wildcards.site}"
     eval_dataset = config["sae"]["eval_dataset"]
     inputs = {
         "saes": [f"{site_dir}/{name}/sae.safetensors" for name in sae_names()],
-        "held_out": f"results/activations/{wildcards.model}/{eval_dataset}",
+        "metrics": [f"{site_dir}/{name}/metrics.json" for name in sae_names()],
         "train": f"results/activations/{wildcards.model}/{config['sae']['train_dataset']}",
     }
     wc = Namespace(model=wildcards.model, dataset=eval_dataset)

@@ -10,6 +10,9 @@ rule train_saes:
             "results/saes/{{model}}/{{site}}/{name}/sae.safetensors", name=sae_names()
         ),
         cfgs=expand("results/saes/{{model}}/{{site}}/{name}/cfg.json", name=sae_names()),
+        metrics=expand(
+            "results/saes/{{model}}/{{site}}/{name}/metrics.json", name=sae_names()
+        ),
     log:
         "results/logs/train_saes/{model}/{site}.log",
     benchmark:

@@ -22,7 +22,6 @@ with open(snakemake.log[0], "a") as log_file:
     downstream = params.downstream and hierarchy is not None
     rows = site_quality(
         [Path(p).parent for p in snakemake.input.saes],
-        held_out=Path(snakemake.input.held_out) / site,
         train=Path(snakemake.input.train) / site,
         model=snakemake.wildcards.model,
         model_spec=params.model,

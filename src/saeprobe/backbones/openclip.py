@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import open_clip
 import torch
@@ -72,24 +72,31 @@ class OpenClipBackbone(Backbone):
         return out[0] if isinstance(out, tuple) else out
 
 
-def load_open_clip(spec: Mapping, device: torch.device, precision: str = "auto") -> Backbone:
-    """spec: `{source: open_clip, name, weights}` (hub tag or file) or `{source: world, weights}`.
+def load_open_clip_model(
+    spec: Mapping, device: torch.device
+) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
+    """The whole CLIP (image and text towers) and its tokenizer, in eval mode.
 
+    spec: `{source: open_clip, name, weights}` (hub tag or file) or `{source: world, weights}`.
     A world model (`weights`: its directory, default results/models/world_clip) holds
-    `open_clip_config.json` + `open_clip_model.safetensors`,
-    loaded by `saeprobe.world.clip.load_world_clip` (open_clip.add_model_config +
+    `open_clip_config.json` + `open_clip_model.safetensors`, loaded by
+    `saeprobe.world.clip.load_world_clip` (open_clip.add_model_config +
     create_model_and_transforms, the same call that loads hub models).
     """
     if spec["source"] == "world":
         from saeprobe.world.clip import load_world_clip
 
-        model, _, _ = load_world_clip(spec.get("weights") or WORLD_MODEL_DIR, device)
-    else:
-        if "name" not in spec:
-            raise ValueError("open_clip model spec: missing key 'name' (e.g. ViT-L-14)")
-        model, _, _ = open_clip.create_model_and_transforms(
-            spec["name"], pretrained=spec.get("weights"), device=device
-        )
-    backbone = OpenClipBackbone(model, spec, device, precision)
-    del model
-    return backbone
+        model, _, tokenizer = load_world_clip(spec.get("weights") or WORLD_MODEL_DIR, device)
+        return model, tokenizer
+    if "name" not in spec:
+        raise ValueError("open_clip model spec: missing key 'name' (e.g. ViT-L-14)")
+    model, _, _ = open_clip.create_model_and_transforms(
+        spec["name"], pretrained=spec.get("weights"), device=device
+    )
+    return model.eval(), open_clip.get_tokenizer(spec["name"])
+
+
+def load_open_clip(spec: Mapping, device: torch.device, precision: str = "auto") -> Backbone:
+    """The vision tower of the CLIP `spec` names (see `load_open_clip_model`)."""
+    model, _ = load_open_clip_model(spec, device)
+    return OpenClipBackbone(model, spec, device, precision)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import open_clip
 import torch
 from torch import Tensor
 
@@ -30,24 +29,13 @@ def has_text_tower(spec: Mapping) -> bool:
 
 @torch.no_grad()
 def text_classifier(
-    spec: Mapping,
+    model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
     class_names: Sequence[str],
-    device: torch.device,
     templates: Sequence[str] = TEMPLATES,
 ) -> Tensor:
-    """Unit-norm class embeddings (C, embed_dim), averaged over prompt templates."""
-    if spec["source"] == "world":
-        from saeprobe.world.clip import load_world_clip
-
-        model, _, tokenizer = load_world_clip(spec["weights"], device)
-    elif spec["source"] == "open_clip":
-        model, _, _ = open_clip.create_model_and_transforms(
-            spec["name"], pretrained=spec.get("weights"), device=device
-        )
-        tokenizer = open_clip.get_tokenizer(spec["name"])
-    else:
-        raise ValueError(f"model source {spec['source']!r} has no text tower for zero-shot")
-    model.eval()
+    """Unit-norm class embeddings (C, embed_dim) of an open_clip CLIP, averaged over templates."""
+    device = next(model.parameters()).device
     rows = []
     for name in class_names:
         tokens = tokenizer([t.format(name) for t in templates]).to(device)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from saeprobe.activations import ActivationStore
-from saeprobe.sae import downstream_recovered, evaluate, load_sae, reconstruct
-from saeprobe.sae.sources import StoreSource
+from saeprobe.sae import downstream_recovered, load_sae, reconstruct
+from saeprobe.sae.io import METRICS, read_json
 
 COLUMNS = [
     "sae",
@@ -64,16 +64,17 @@ def downstream_accuracies(
     data; class_names maps each dataset label to the word put into the prompt. Returns
     {"clean": acc, "ablated": acc, <sae name>: acc, ...}; one pass over the images.
     """
-    from saeprobe.backbones import load_backbone
+    from saeprobe.backbones.openclip import OpenClipBackbone, load_open_clip_model
     from saeprobe.data import load_dataset
     from saeprobe.eval.downstream import text_classifier, zero_shot_accuracies
 
     layer, tokens = parse_site(site)
-    backbone = load_backbone(model_spec, device, precision="fp32")
+    model, tokenizer = load_open_clip_model(model_spec, device)
+    backbone = OpenClipBackbone(model, model_spec, device, precision="fp32")
     dataset = load_dataset(dataset_spec, backbone.preprocess_params, seed=seed)
     labels = dataset.labels()
     classes = sorted(set(labels))
-    classifier = text_classifier(model_spec, [class_names.get(c, c) for c in classes], device)
+    classifier = text_classifier(model, tokenizer, [class_names.get(c, c) for c in classes])
     index = {c: i for i, c in enumerate(classes)}
     targets = np.array([index[label] for label in labels], dtype=np.int64)
     mean = torch.as_tensor(ablation_mean, dtype=torch.float32, device=device)
@@ -93,7 +94,6 @@ def downstream_accuracies(
 
 def site_quality(
     sae_dirs: Sequence[str | Path],
-    held_out: str | Path,
     train: str | Path,
     model: str,
     model_spec: Mapping,
@@ -105,7 +105,8 @@ def site_quality(
 ) -> list[dict[str, Any]]:
     """One row per SAE of a site (dirs results/saes/{model}/{site}/{name}), on held-out data.
 
-    held_out / train: the activation-store site directories of the held-out and training sets.
+    Reconstruction metrics are the held-out ones the trainer wrote to each `metrics.json`;
+    train: the activation-store site directory of the training set (its mean is the ablation).
     Downstream accuracy is measured when `dataset_spec` and `class_names` are given, the model
     has a text tower and the site can be spliced back; otherwise those columns are NaN.
     """
@@ -134,8 +135,8 @@ def site_quality(
             seed,
         )
     rows = []
-    for name, sae in saes.items():
-        metrics = evaluate(sae, StoreSource(held_out).sequential(4096), device=device)
+    for d, (name, sae) in zip(dirs, saes.items(), strict=True):
+        metrics = read_json(Path(d) / METRICS)
         cfg = sae.cfg
         arch = cfg.arch if cfg.arch != "matryoshka" else f"matryoshka-{cfg.matryoshka_base}"
         acc_sae = accs.get(name, nan)
