@@ -15,12 +15,18 @@ include: "rules/common.smk"
 include: "rules/world.smk"
 include: "rules/extract.smk"
 include: "rules/sae.smk"
+include: "rules/vision.smk"
+include: "rules/diffusion.smk"
+include: "rules/mllm.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        vision_targets(),
+        diffusion_targets(),
+        mllm_targets(),
 
 
 rule world:

@@ -1,0 +1,5 @@
+# Diffusion: SAEs on the text encoder of a text-to-image model, steering, attribute discovery.
+
+
+def diffusion_targets() -> list[str]:
+    return []

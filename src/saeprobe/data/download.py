@@ -1,0 +1,71 @@
+"""Resumable, checksummed downloads for the paper config's public datasets and files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest` unless it is already there with the right checksum.
+
+    A partial download is kept as `dest.part` and resumed with an HTTP Range request. With
+    `sha256` None the file is accepted as downloaded and its checksum is logged, so it can be
+    recorded in the config. A checksum mismatch removes the file and raises `DownloadError`
+    naming the url, the file, and both checksums.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if offset and response.status != 206:
+                offset = 0  # the server ignored the range: start over
+            total = response.length
+            mode = "ab" if offset else "wb"
+            with (
+                open(part, mode) as fh,
+                tqdm(total=total, initial=0, unit="B", unit_scale=True, desc=dest.name) as bar,
+            ):
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    fh.write(block)
+                    bar.update(len(block))
+    except OSError as err:
+        raise DownloadError(
+            f"download of {url} to {dest} failed ({err}); the partial file {part} is kept and "
+            f"the next run resumes it"
+        ) from err
+    got = sha256_of(part)
+    if sha256 is not None and got != sha256:
+        part.unlink()
+        raise DownloadError(
+            f"checksum mismatch for {url} (saved to {dest}): expected sha256 {sha256}, got {got}"
+        )
+    log.info("%s: sha256 %s", dest, got)
+    os.replace(part, dest)
+    return dest
