@@ -31,12 +31,16 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
     """Download `url` to `dest` unless it is already there with the right checksum.
 
     A partial download is kept as `dest.part` and resumed with an HTTP Range request. With
-    `sha256` None the file is accepted as downloaded and its checksum is logged, so it can be
-    recorded in the config. A checksum mismatch removes the file and raises `DownloadError`
+    `sha256` None the first download is trusted: its checksum is logged and recorded next to it
+    in `dest.sha256`, and later calls verify against that record (put it in the config to pin
+    it). A checksum mismatch removes the file and raises `DownloadError`
     naming the url, the file, and both checksums.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = dest.with_name(dest.name + ".sha256")
+    if sha256 is None and sidecar.is_file():
+        sha256 = sidecar.read_text().split()[0]
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
     part = dest.with_name(dest.name + ".part")
@@ -68,4 +72,5 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
         )
     log.info("%s: sha256 %s", dest, got)
     os.replace(part, dest)
+    sidecar.write_text(f"{got}  {dest.name}\n")
     return dest

@@ -28,6 +28,30 @@ def list_image_folder(root: Path) -> list[tuple[str, str]]:
     return items
 
 
+def _relabel_by_index(
+    items: list[tuple[str, str]], classes_root: Path, key: str
+) -> list[tuple[str, str]]:
+    """Folders named 0..K-1 (ImageNet-V2) get the class names of another image folder, in
+    sorted order: folder i -> the i-th sorted class directory of `classes_root`."""
+    if not classes_root.is_dir():
+        raise FileNotFoundError(
+            f"{key}: index_labels_from needs the class folders of {classes_root}, which does "
+            "not exist"
+        )
+    classes = sorted(
+        p.name for p in classes_root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    relabelled = []
+    for path, folder in items:
+        if not folder.isdigit() or int(folder) >= len(classes):
+            raise ValueError(
+                f"{key}: class folder {folder!r} is not an index below {len(classes)} (the "
+                f"number of classes in {classes_root})"
+            )
+        relabelled.append((path, classes[int(folder)]))
+    return relabelled
+
+
 class _DecodeItems(Dataset):
     """Decodes one image per index in a DataLoader worker; errors are returned, not raised."""
 
@@ -84,6 +108,8 @@ class ImageFolderDataset(ImageDataset):
                 f"image folder {str(root)!r} (config key {key}) holds no files in class "
                 "sub-folders; expected an ImageNet-style layout root/<class>/<image file>"
             )
+        if spec and spec.get("index_classes_root"):
+            items = _relabel_by_index(items, Path(spec["index_classes_root"]), key)
         if max_images is not None and max_images < len(items):
             keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:max_images])
             items = [items[i] for i in keep]

@@ -1,0 +1,131 @@
+"""Per-image features of one activation site: raw activations, SAE codes, labels.
+
+The vision tasks work on one row per image. Sites with one token per image (`cls`, `mean`,
+`pooled`) are used as stored; multi-token sites (`patches`, `all`) are averaged over the
+image's tokens (raw activations before, SAE codes after encoding each token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saeprobe.activations.store import ActivationStore
+from saeprobe.sae.models import SAE
+from saeprobe.world.hierarchy import Hierarchy
+
+
+@dataclass
+class SiteData:
+    """One site of one model on one dataset, one row per image (in dataset-index order).
+
+    tokens: (rows, d) float32 stored activations; image_of_row: (rows,) position of each row's
+    image in `images`; images: the image table (index, label, attributes, path...).
+    """
+
+    tokens: np.ndarray
+    image_of_row: np.ndarray
+    images: pd.DataFrame
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.images["label"].astype(str).to_numpy()
+
+    def per_image(self, rows: np.ndarray) -> np.ndarray:
+        """Average row features over each image's tokens: (rows, k) -> (n_images, k) float32."""
+        if len(rows) == self.n_images and np.array_equal(
+            self.image_of_row, np.arange(self.n_images)
+        ):
+            return np.asarray(rows, dtype=np.float32)
+        out = np.zeros((self.n_images, rows.shape[1]), dtype=np.float64)
+        np.add.at(out, self.image_of_row, rows)
+        counts = np.bincount(self.image_of_row, minlength=self.n_images).clip(min=1)
+        return (out / counts[:, None]).astype(np.float32)
+
+    @property
+    def raw(self) -> np.ndarray:
+        """(n_images, d) float32 raw activations per image."""
+        return self.per_image(self.tokens)
+
+
+def load_site(
+    activation_dir: str | Path, site: str, max_images: int | None = None, seed: int = 0
+) -> SiteData:
+    """Read `{activation_dir}/{site}` (a model's store on one dataset) into memory.
+
+    max_images keeps a seeded random subset of that many images (all rows of each).
+    """
+    store = ActivationStore(Path(activation_dir) / site)
+    images = store.images().set_index("index", drop=False)
+    image_index = np.asarray(store.image_index())
+    present = np.unique(image_index)
+    if max_images is not None and max_images < len(present):
+        rng = np.random.default_rng(seed)
+        present = np.sort(rng.choice(present, size=max_images, replace=False))
+    keep = np.isin(image_index, present)
+    rows = np.flatnonzero(keep)
+    tokens = store.read_all(dtype=np.float32)[rows] if len(rows) < len(store) else store.read_all()
+    position = np.searchsorted(present, image_index[rows])
+    table = images.loc[present].reset_index(drop=True)
+    return SiteData(
+        tokens=np.asarray(tokens, dtype=np.float32), image_of_row=position, images=table
+    )
+
+
+def iter_codes(sae: SAE, tokens: np.ndarray, chunk: int = 8192) -> Iterator[np.ndarray]:
+    """SAE codes of `tokens` (rows, d) in chunks of (<= chunk, width) float32 arrays."""
+    device = sae.W_enc.device
+    with torch.no_grad():
+        for start in range(0, len(tokens), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(tokens[start : start + chunk])).to(device)
+            yield sae.encode(x).float().cpu().numpy()
+
+
+def sae_codes(sae: SAE, data: SiteData, chunk: int = 8192) -> np.ndarray:
+    """(n_images, width) float32 SAE codes per image (token codes averaged per image)."""
+    rows = np.concatenate(list(iter_codes(sae, data.tokens, chunk)), axis=0)
+    return data.per_image(rows)
+
+
+def reconstruction_error(sae: SAE, data: SiteData, chunk: int = 8192) -> np.ndarray:
+    """(n_images,) relative squared error ||x - x_hat||^2 / ||x||^2, averaged over tokens."""
+    device = sae.W_enc.device
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(data.tokens), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(data.tokens[start : start + chunk])).to(
+                device
+            )
+            x_hat = sae.decode(sae.encode(x)).float()
+            num = (x_hat - x).pow(2).sum(-1)
+            errors.append((num / x.pow(2).sum(-1).clamp_min(1e-12)).cpu().numpy())
+    return data.per_image(np.concatenate(errors)[:, None])[:, 0]
+
+
+def level_labels(labels: Sequence[str], hierarchy: Hierarchy) -> dict[str, np.ndarray]:
+    """Each image's ancestor at every depth of the hierarchy: {"depth1": (n,), ..., "leaf": (n,)}.
+
+    A label shallower than a depth keeps itself at the deeper levels. Labels that are not
+    hierarchy nodes raise a KeyError naming them.
+    """
+    unknown = sorted({str(label) for label in labels} - set(hierarchy.nodes))
+    if unknown:
+        raise KeyError(f"labels not in the hierarchy: {unknown[:10]}")
+    paths = {label: hierarchy.ancestors(label)[::-1] for label in set(labels)}
+    max_depth = max(len(p) - 1 for p in paths.values())
+    out = {}
+    for depth in range(1, max_depth + 1):
+        out[f"depth{depth}"] = np.array(
+            [paths[label][min(depth, len(paths[label]) - 1)] for label in labels]
+        )
+    out["leaf"] = np.asarray(labels, dtype=object).astype(str)
+    return out

@@ -1,0 +1,217 @@
+"""Figures of the vision tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+BASELINES = ("raw", "pca", "random")
+
+
+def _order(features: pd.Series) -> list[str]:
+    """Baselines first, then SAEs in table order."""
+    seen = list(dict.fromkeys(features))
+    return [f for f in BASELINES if f in seen] + [f for f in seen if f not in BASELINES]
+
+
+def top_image_grid(
+    panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[np.ndarray]]]]],
+) -> plt.Figure:
+    """Image grids: panels of (title, rows of (row label, images (H, W, 3) uint8)), stacked."""
+    n_rows = sum(len(rows) for _, rows in panels)
+    n_cols = max((len(images) for _, rows in panels for _, images in rows), default=1)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(1.1 * n_cols + 2.2, 1.1 * n_rows + 0.4 * len(panels)),
+        squeeze=False,
+    )
+    r = 0
+    for title, rows in panels:
+        for i, (label, images) in enumerate(rows):
+            for c in range(n_cols):
+                ax = axes[r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if c < len(images):
+                    ax.imshow(images[c], interpolation="nearest")
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+            if i == 0:
+                axes[r, 0].set_title(title, loc="left", fontsize=9, x=0.0)
+            r += 1
+    fig.tight_layout()
+    return fig
+
+
+def purity_by_level(table: pd.DataFrame) -> plt.Figure:
+    """Median leaf/hierarchy/attribute purity of the top images: SAE latents vs raw neurons."""
+    levels = [c for c in table.columns if c.startswith("purity_")]
+    long = table.melt(
+        id_vars=["model", "site", "features"], value_vars=levels, var_name="level", value_name="p"
+    ).dropna(subset=["p"])
+    long["level"] = long["level"].str.removeprefix("purity_")
+    grid = sns.catplot(
+        data=long,
+        x="level",
+        y="p",
+        hue="features",
+        hue_order=_order(long["features"]),
+        col="site",
+        row="model",
+        kind="bar",
+        estimator="median",
+        errorbar=("pi", 50),
+        height=3.2,
+        aspect=1.3,
+        sharey=True,
+    )
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set_axis_labels("label level", "purity of top images (median, IQR)")
+    grid.set(ylim=(0, 1.02))
+    return grid.figure
+
+
+def ood_auroc(table: pd.DataFrame) -> plt.Figure:
+    """AUROC of every OOD score, raw-feature baselines vs SAE scores, per OOD set and site."""
+    data = table.copy()
+    data["method"] = np.where(data["features"] == "raw", "raw: " + data["score"], data["score"])
+    data["kind"] = np.where(data["features"] == "raw", "raw features", "SAE codes")
+    grid = sns.catplot(
+        data=data,
+        y="method",
+        x="auroc",
+        hue="kind",
+        col="ood_dataset",
+        row="site",
+        kind="bar",
+        estimator="mean",
+        errorbar=("pi", 100),
+        height=3.0,
+        aspect=1.3,
+        order=sorted(data["method"].unique(), key=lambda m: (not m.startswith("raw"), m)),
+    )
+    for ax in grid.axes.flat:
+        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    grid.set_titles("{row_name} | OOD: {col_name}")
+    grid.set_axis_labels("AUROC (SAE bars: mean, range)", "score")
+    grid.set(xlim=(0, 1))
+    return grid.figure
+
+
+def generalization(table: pd.DataFrame) -> plt.Figure:
+    """Probe accuracy (all units) per test set: raw activations vs each SAE's codes."""
+    data = table[table["k"] == "all"]
+    grid = sns.catplot(
+        data=data,
+        x="test_dataset",
+        y="accuracy",
+        hue="features",
+        hue_order=_order(data["features"]),
+        col="site",
+        row="model",
+        kind="bar",
+        height=3.2,
+        aspect=1.4,
+    )
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set_axis_labels("test set", "probe accuracy")
+    grid.set(ylim=(0, 1))
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=30)
+    return grid.figure
+
+
+def generalization_topk(table: pd.DataFrame) -> plt.Figure:
+    """Probe accuracy against the number of units kept (top-k by F statistic), per test set."""
+    data = table.copy()
+    data["kind"] = np.where(data["features"] == "raw", "raw", "SAE")
+    grid = sns.relplot(
+        data=data,
+        x="n_features",
+        y="accuracy",
+        hue="test_dataset",
+        style="kind",
+        units="features",
+        estimator=None,
+        col="site",
+        row="model",
+        kind="line",
+        marker="o",
+        height=3.2,
+        aspect=1.3,
+    )
+    grid.set(xscale="log", ylim=(0, 1))
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set_axis_labels("units kept (top-k by ANOVA F; log scale)", "probe accuracy")
+    return grid.figure
+
+
+def ontology_heights(units: pd.DataFrame) -> plt.Figure:
+    """Distribution of LCH heights per site and feature set (unscored units left out)."""
+    data = units[units["height"] >= 0]
+    grid = sns.displot(
+        data=data,
+        x="height",
+        hue="features",
+        hue_order=_order(data["features"]),
+        col="site",
+        row="model",
+        multiple="dodge",
+        stat="probability",
+        common_norm=False,
+        discrete=True,
+        shrink=0.8,
+        height=3.2,
+        aspect=1.3,
+    )
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set(xticks=range(int(data["height"].max()) + 1 if len(data) else 1))
+    grid.set_axis_labels("height of the lowest common hypernym (0 = class)", "fraction of units")
+    return grid.figure
+
+
+def ontology_coverage(metrics: pd.DataFrame) -> plt.Figure:
+    """Coverage of internal hierarchy nodes and fraction of pure units, against the baselines."""
+    data = metrics[metrics["metric"].isin(["coverage_internal", "coverage_leaves", "frac_pure"])]
+    grid = sns.catplot(
+        data=data,
+        x="features",
+        y="value",
+        hue="metric",
+        col="site",
+        row="model",
+        order=_order(data["features"]),
+        kind="bar",
+        height=3.2,
+        aspect=1.5,
+    )
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set_axis_labels("features", "fraction")
+    grid.set(ylim=(0, 1.02))
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=30)
+    return grid.figure
+
+
+def sae_quality(table: pd.DataFrame) -> plt.Figure:
+    """Sparsity-fidelity frontier: NMSE against L0 per SAE, and downstream accuracy recovered."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    sns.scatterplot(data=table, x="l0", y="nmse", hue="arch", style="site", s=70, ax=axes[0])
+    axes[0].set(xlabel="L0 (mean active latents per input)", ylabel="NMSE (held out)")
+    axes[0].set_xscale("log")
+    data = table.dropna(subset=["downstream_recovered"])
+    if len(data):
+        sns.barplot(data=data, x="site", y="downstream_recovered", hue="arch", ax=axes[1])
+        axes[1].axhline(1.0, color="grey", lw=0.8, ls="--")
+    axes[1].set(xlabel="site", ylabel="downstream accuracy recovered")
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
