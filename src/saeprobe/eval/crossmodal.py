@@ -1,0 +1,358 @@
+"""Cross-modal statistics of one SAE trained on a mixture of image-token and text-token
+activations: which latents are shared by vision and language, and do concepts line up.
+
+Notation: z_j(t) >= 0 is latent j's code on token t; I = the image tokens, T = the text
+(caption) tokens of the evaluation set; tau = `fire_threshold`.
+
+Per latent (`latent_table`):
+
+* freq_img = |{t in I: z_j(t) > 0}| / |I|, freq_txt likewise on T (activation frequency);
+* mass_img = sum_{t in I} z_j(t) / |I|, mass_txt likewise: the mean code per token of each
+  modality, i.e. the mass on a frequency-balanced sample (equal numbers of image and text
+  tokens), so the two modalities' different token counts do not bias it;
+* modality_score = (mass_img - mass_txt) / (mass_img + mass_txt) in [-1, 1]: +1 image only,
+  -1 text only, NaN for latents that never fire;
+* alive = fires on at least one token; shared = freq_img > tau and freq_txt > tau.
+
+Summary (`summary_rows`): frac_alive, frac_shared = shared / alive, frac_image_only and
+frac_text_only (alive latents above tau on one modality only), mean |modality_score|.
+
+The activations' norms differ between modalities (image tokens of LLaVA are several times
+larger); the pipeline divides each modality by its mean norm on the SAE's training set before
+training and evaluating (`modality_scales`), so one modality cannot own the dictionary by norm.
+
+Concept matching (`concept_matching`), for every concept c (an image label that also occurs
+as a caption word, e.g. a colour or a shape name):
+
+* D_img[c, j] = mean of z_j over image tokens of examples whose image has c
+  - mean of z_j over image tokens of examples without c;
+* D_txt[c, j] = mean of z_j over text tokens whose word is c (or c + "s")
+  - mean of z_j over text tokens whose word is another concept of c's attribute (e.g. "red"
+  against the other colour words; all other text tokens when c's attribute has no other
+  concept). Contrasting within the attribute removes what all words of a kind share (their
+  slot in the caption template), which would otherwise dominate every colour's top latents;
+* I_c, T_c = the top-m latents of D_img[c] and D_txt[c];
+* overlap(c) = |I_c ∩ T_c| / m; top1_shared(c) = 1 if argmax_j D_img[c] == argmax_j D_txt[c];
+* null model: the same quantities for shuffled concept pairs, O[c, c'] = |I_c ∩ T_c'| / m for
+  c' != c. Per concept, null_value is the mean over c' != c with a 2.5-97.5 % band; for the
+  summary, `n_null` random derangements pi give mean_c O[c, pi(c)], whose mean, band and the
+  permutation p-value (1 + #{null >= observed}) / (1 + n_null) are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+
+@dataclass
+class CrossmodalSums:
+    """Sufficient statistics accumulated over the evaluation tokens (float64 sums).
+
+    Shapes: W = SAE width, C = concepts, E = examples, V = tracked words.
+    """
+
+    concepts: list[str]
+    words: list[str]
+    n_img: int
+    n_txt: int
+    sum_img: np.ndarray  # (W,)
+    sum_txt: np.ndarray  # (W,)
+    fire_img: np.ndarray  # (W,)
+    fire_txt: np.ndarray  # (W,)
+    concept_img_sum: np.ndarray  # (C, W) over image tokens of examples with the concept
+    concept_img_n: np.ndarray  # (C,)
+    concept_txt_sum: np.ndarray  # (C, W) over text tokens whose word is the concept
+    concept_txt_n: np.ndarray  # (C,)
+    example_max: np.ndarray  # (E, W) max code over each example's image tokens (float32)
+    word_sum: np.ndarray  # (V, W) per tracked word
+    word_n: np.ndarray  # (V,)
+
+
+def word_matches(word: str, concept: str) -> bool:
+    return word == concept or word == concept + "s"
+
+
+def accumulate(
+    chunks: Iterable[tuple[Tensor, np.ndarray]],
+    tokens: pd.DataFrame,
+    example_concepts: list[set[str]],
+    concepts: list[str],
+    width: int,
+    max_words: int = 256,
+) -> CrossmodalSums:
+    """Accumulate CrossmodalSums from (codes (b, W), row indices (b,)) chunks.
+
+    tokens: the extraction's token table (example, modality, word) indexed by row;
+    example_concepts[e]: the concepts of example e's image; concepts: those to match.
+    max_words: the most frequent caption words tracked for the figures.
+    """
+    n_examples = len(example_concepts)
+    c_index = {c: i for i, c in enumerate(concepts)}
+    has = np.zeros((n_examples, len(concepts)), dtype=bool)
+    for e, cs in enumerate(example_concepts):
+        for c in cs:
+            if c in c_index:
+                has[e, c_index[c]] = True
+    modality = tokens["modality"].to_numpy()
+    example = tokens["example"].to_numpy()
+    word = tokens["word"].astype(str).to_numpy()
+    text_words = pd.Series(word[modality == "text"]).value_counts()
+    words = sorted(text_words.index[:max_words])
+    w_index = {w: i for i, w in enumerate(words)}
+    word_concept = np.full(len(tokens), -1)
+    for c, i in c_index.items():
+        word_concept[(modality == "text") & np.isin(word, [c, c + "s"])] = i
+    word_id = np.array([w_index.get(w, -1) for w in word])
+    z = dict(
+        sum_img=np.zeros(width),
+        sum_txt=np.zeros(width),
+        fire_img=np.zeros(width),
+        fire_txt=np.zeros(width),
+        concept_img_sum=np.zeros((len(concepts), width)),
+    )
+    example_max = torch.zeros(n_examples, width)
+    word_sum = torch.zeros(len(words), width, dtype=torch.float64)
+    concept_txt_sum = torch.zeros(len(concepts), width, dtype=torch.float64)
+    for codes, rows in chunks:
+        c = codes.detach().double().cpu()
+        img = modality[rows] == "image"
+        ci, ct = c[torch.from_numpy(img)], c[torch.from_numpy(~img)]
+        z["sum_img"] += ci.sum(0).numpy()
+        z["sum_txt"] += ct.sum(0).numpy()
+        z["fire_img"] += (ci > 0).sum(0).numpy()
+        z["fire_txt"] += (ct > 0).sum(0).numpy()
+        ex_img = torch.from_numpy(example[rows][img])
+        z["concept_img_sum"] += has[ex_img.numpy()].T.astype(np.float64) @ ci.numpy()
+        example_max.scatter_reduce_(0, ex_img[:, None].expand(-1, width), ci.float(), reduce="amax")
+        wc = torch.from_numpy(word_concept[rows[~img]])
+        concept_txt_sum.index_add_(0, wc[wc >= 0], ct[wc >= 0])
+        wi = torch.from_numpy(word_id[rows[~img]])
+        word_sum.index_add_(0, wi[wi >= 0], ct[wi >= 0])
+    z["concept_txt_sum"] = concept_txt_sum.numpy()
+    z["word_sum"] = word_sum.numpy()
+    img_all = modality == "image"
+    concept_img_n = has[example[img_all]].sum(0).astype(np.float64)
+    concept_txt_n = np.array([(word_concept == i).sum() for i in range(len(concepts))], float)
+    word_n = np.array([text_words[w] for w in words], dtype=np.float64)
+    return CrossmodalSums(
+        concepts=list(concepts),
+        words=words,
+        n_img=int(img_all.sum()),
+        n_txt=int((modality == "text").sum()),
+        concept_img_n=concept_img_n,
+        concept_txt_n=concept_txt_n,
+        example_max=example_max.numpy(),
+        word_n=word_n,
+        **z,
+    )
+
+
+def latent_table(s: CrossmodalSums, fire_threshold: float = 1e-3) -> pd.DataFrame:
+    """Per latent: freq_img, freq_txt, mass_img, mass_txt, modality_score, alive, shared."""
+    freq_img = s.fire_img / max(s.n_img, 1)
+    freq_txt = s.fire_txt / max(s.n_txt, 1)
+    mass_img = s.sum_img / max(s.n_img, 1)
+    mass_txt = s.sum_txt / max(s.n_txt, 1)
+    total = mass_img + mass_txt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(total > 0, (mass_img - mass_txt) / total, np.nan)
+    alive = (s.fire_img + s.fire_txt) > 0
+    return pd.DataFrame(
+        {
+            "latent": np.arange(len(freq_img)),
+            "freq_img": freq_img,
+            "freq_txt": freq_txt,
+            "mass_img": mass_img,
+            "mass_txt": mass_txt,
+            "modality_score": score,
+            "alive": alive,
+            "shared": (freq_img > fire_threshold) & (freq_txt > fire_threshold),
+        }
+    )
+
+
+def summary_rows(latents: pd.DataFrame, fire_threshold: float) -> list[dict[str, float]]:
+    """Latent-level summary metrics (see the module docstring) as {metric, value} rows."""
+    alive = latents[latents["alive"]]
+    n_alive = max(len(alive), 1)
+    img_on = alive["freq_img"] > fire_threshold
+    txt_on = alive["freq_txt"] > fire_threshold
+    return [
+        {"metric": "frac_alive", "value": len(alive) / max(len(latents), 1)},
+        {"metric": "frac_shared", "value": float((img_on & txt_on).sum()) / n_alive},
+        {"metric": "frac_image_only", "value": float((img_on & ~txt_on).sum()) / n_alive},
+        {"metric": "frac_text_only", "value": float((~img_on & txt_on).sum()) / n_alive},
+        {"metric": "mean_abs_modality_score", "value": float(alive["modality_score"].abs().mean())},
+    ]
+
+
+def concept_differences(
+    s: CrossmodalSums, attributes: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(D_img, D_txt), each (C, W): mean code with the concept minus without (docstring)."""
+    attr = np.array([attributes.get(c, "") for c in s.concepts])
+    same = (attr[:, None] == attr[None, :]) & ~np.eye(len(attr), dtype=bool)
+    other_sum = same.astype(float) @ s.concept_txt_sum
+    other_n = same.astype(float) @ s.concept_txt_n
+    lone = other_n == 0
+    other_sum[lone] = s.sum_txt[None] - s.concept_txt_sum[lone]
+    other_n[lone] = s.n_txt - s.concept_txt_n[lone]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        img_in = s.concept_img_sum / s.concept_img_n[:, None]
+        img_out = (s.sum_img[None] - s.concept_img_sum) / (s.n_img - s.concept_img_n)[:, None]
+        txt_in = s.concept_txt_sum / s.concept_txt_n[:, None]
+        txt_out = other_sum / other_n[:, None]
+    return img_in - img_out, txt_in - txt_out
+
+
+def top_m(d: np.ndarray, m: int) -> np.ndarray:
+    """(C, m) indices of the m largest entries per row (ties broken by index)."""
+    return np.argsort(-d, axis=1, kind="stable")[:, :m]
+
+
+def overlap_matrix(img_top: np.ndarray, txt_top: np.ndarray) -> np.ndarray:
+    """O[c, c'] = |img_top[c] ∩ txt_top[c']| / m, (C, C)."""
+    m = img_top.shape[1]
+    return np.array([[len(set(a) & set(b)) / m for b in txt_top] for a in img_top])
+
+
+def derangements(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, n) random permutations without fixed points (n >= 2)."""
+    out = np.empty((count, n), dtype=np.int64)
+    i = 0
+    while i < count:
+        p = rng.permutation(n)
+        if not (p == np.arange(n)).any():
+            out[i] = p
+            i += 1
+    return out
+
+
+def concept_matching(
+    s: CrossmodalSums,
+    attributes: dict[str, str],
+    m: int = 5,
+    n_null: int = 1000,
+    min_count: int = 5,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """Per-concept matching rows and summary rows (see the module docstring).
+
+    Concepts with fewer than `min_count` image examples with or without them, or fewer than
+    `min_count` matching word tokens, are left out. Returns (per-concept frame with columns
+    concept, attribute, overlap, null_value, null_lo, null_hi, top1_shared, top1_null,
+    img_latent, txt_latent, n_img_tokens, n_txt_tokens; summary rows {metric, value,
+    null_value, null_lo, null_hi, p_value}).
+    """
+    d_img, d_txt = concept_differences(s, attributes)
+    ok = (
+        (s.concept_img_n >= min_count)
+        & (s.n_img - s.concept_img_n >= min_count)
+        & (s.concept_txt_n >= min_count)
+    )
+    idx = np.flatnonzero(ok)
+    if len(idx) < 2:
+        return pd.DataFrame(), []
+    names = [s.concepts[i] for i in idx]
+    img_top, txt_top = top_m(d_img[idx], m), top_m(d_txt[idx], m)
+    o = overlap_matrix(img_top, txt_top)
+    t1 = (img_top[:, :1] == txt_top[:, 0][None, :]).astype(float)
+    off = ~np.eye(len(idx), dtype=bool)
+    rows = []
+    for i, c in enumerate(names):
+        null = o[i][off[i]]
+        rows.append(
+            {
+                "concept": c,
+                "attribute": attributes.get(c, ""),
+                "overlap": o[i, i],
+                "null_value": null.mean(),
+                "null_lo": np.percentile(null, 2.5),
+                "null_hi": np.percentile(null, 97.5),
+                "top1_shared": t1[i, i],
+                "top1_null": t1[i][off[i]].mean(),
+                "img_latent": int(img_top[i, 0]),
+                "txt_latent": int(txt_top[i, 0]),
+                "n_img_tokens": int(s.concept_img_n[idx[i]]),
+                "n_txt_tokens": int(s.concept_txt_n[idx[i]]),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    rng = np.random.default_rng(seed)
+    perms = derangements(len(idx), n_null, rng)
+    ar = np.arange(len(idx))
+    summary = []
+    for metric, mat in (("concept_overlap", o), ("concept_top1_shared", t1)):
+        obs = float(np.diag(mat).mean())
+        null = mat[ar[None, :], perms].mean(1)
+        summary.append(
+            {
+                "metric": metric,
+                "value": obs,
+                "null_value": float(null.mean()),
+                "null_lo": float(np.percentile(null, 2.5)),
+                "null_hi": float(np.percentile(null, 97.5)),
+                "p_value": float((1 + (null >= obs).sum()) / (1 + n_null)),
+            }
+        )
+    for attribute, part in frame.groupby("attribute"):
+        summary.append(
+            {
+                "metric": f"concept_overlap[{attribute}]",
+                "value": float(part["overlap"].mean()),
+                "null_value": float(part["null_value"].mean()),
+            }
+        )
+    return frame, summary
+
+
+def shared_examples(
+    s: CrossmodalSums, latents: list[int], n_images: int = 6, n_words: int = 6
+) -> list[dict[str, object]]:
+    """Per latent: the examples with the largest image-token code and the words with the largest
+    mean code (words seen at least 3 times)."""
+    out = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        word_mean = s.word_sum / s.word_n[:, None]
+    word_mean[s.word_n < 3] = -np.inf
+    for j in latents:
+        ex = np.argsort(-s.example_max[:, j], kind="stable")[:n_images]
+        wd = np.argsort(-word_mean[:, j], kind="stable")[:n_words] if len(s.words) else []
+        out.append(
+            {
+                "latent": int(j),
+                "examples": [int(e) for e in ex],
+                "example_codes": [float(s.example_max[e, j]) for e in ex],
+                "words": [s.words[w] for w in wd],
+                "word_codes": [float(word_mean[w, j]) for w in wd],
+            }
+        )
+    return out
+
+
+def modality_scales(tokens: pd.DataFrame, acts: np.ndarray, block: int = 65536) -> dict[str, float]:
+    """{modality: mean L2 norm of its rows} (float64): the per-modality normalisers."""
+    modality = tokens["modality"].to_numpy()
+    sums = {"image": 0.0, "text": 0.0}
+    counts = {"image": 0, "text": 0}
+    for i in range(0, len(acts), block):
+        n = np.linalg.norm(np.asarray(acts[i : i + block], dtype=np.float64), axis=1)
+        for mod in sums:
+            sel = modality[i : i + block] == mod
+            sums[mod] += float(n[sel].sum())
+            counts[mod] += int(sel.sum())
+    return {mod: sums[mod] / max(counts[mod], 1) for mod in sums}
+
+
+def normalised(
+    acts: np.ndarray, tokens: pd.DataFrame, scales: dict[str, float], dtype=np.float32
+) -> np.ndarray:
+    """acts with each row divided by its modality's scale: (rows, d) -> (rows, d)."""
+    div = np.where(tokens["modality"].to_numpy() == "image", scales["image"], scales["text"])
+    return (np.asarray(acts, dtype=dtype) / div[:, None].astype(dtype)).astype(dtype)

@@ -1,0 +1,327 @@
+"""Train the world LLaVA to caption the world's images, checkpointing and resuming after a kill.
+
+LLaVA's recipe in three stages, the loss always on the caption tokens and `</s>` only, the
+vision tower always frozen, AdamW with warmup and cosine decay per stage:
+
+0. text pretraining (`text_steps`): the language model learns to caption from words,
+   "USER: <the image's colour, shape and background words, shuffled>\\nASSISTANT: <caption>";
+1. feature alignment (`align_steps`): the language model is frozen and only the projector is
+   trained on "USER: <image>\\nASSISTANT: <caption>", so the projector must map image features
+   to inputs the text-trained model reads as those words (LLaVA-1.5's stage 1);
+2. fine-tuning (`steps`): projector and language model together on the image prompt.
+
+Batches of step s come from a seeded permutation per epoch, so a resumed run sees the same
+batches as an uninterrupted one. Checkpoints
+(`checkpoint/state.safetensors` + `checkpoint/state.json`: trainable weights, Adam moments, step)
+are written every `checkpoint_every` steps and removed when the model is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+from saeprobe.io import atomic_save_tensors, atomic_write_json
+from saeprobe.mllm.build import PROMPT, TinyLlamaSpec, build_processor, build_world_llava
+from saeprobe.mllm.data import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
+from saeprobe.world.generate import load_vocab
+from saeprobe.world.hf_vision import world_clip_vision_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptionerConfig:
+    """Training of the world LLaVA (the `mllm.world_llava` config section minus the model)."""
+
+    text_steps: int = 300
+    align_steps: int = 400
+    steps: int = 200
+    batch_size: int = 128
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    checkpoint_every: int = 100
+    train_examples: int | None = None
+    eval_examples: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def stage_of(step: int, cfg: CaptionerConfig) -> tuple[int, int, int]:
+    """(stage 0/1/2, step within the stage, steps of the stage) of global step `step`."""
+    bounds = (cfg.text_steps, cfg.align_steps, cfg.steps)
+    for stage, n in enumerate(bounds):
+        if step < n:
+            return stage, step, n
+        step -= n
+    raise ValueError("step beyond the last stage")
+
+
+def lr_at(step: int, total: int, cfg: CaptionerConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def world_words(world_dir: str | Path) -> list[str]:
+    """Every word a world caption can contain (all shapes, colours, backgrounds, superclasses)."""
+    vocab = load_vocab(world_dir)
+    words = set(vocab["shapes"]) | set(vocab["colours"]) | set(vocab["backgrounds"])
+    words |= set(vocab["superclasses"]) | {"a", "on", "background", "shape"}
+    return sorted(words)
+
+
+def encode_captions(
+    processor: LlavaProcessor, captions: list[str], images: list[Any]
+) -> dict[str, torch.Tensor]:
+    """Processor batch of PROMPT + caption + eos, with `labels` (-100 outside caption + eos)."""
+    eos = processor.tokenizer.eos_token
+    texts = [f"{PROMPT} {c}{eos}" for c in captions]
+    batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
+    prompt_len = len(processor(images=images[:1], text=[PROMPT])["input_ids"][0])
+    return _with_labels(dict(batch), [prompt_len] * len(captions))
+
+
+def encode_word_prompts(
+    processor: LlavaProcessor, examples: Examples, seed: int
+) -> dict[str, torch.Tensor]:
+    """Text-only batch "USER: <shuffled attribute words>\\nASSISTANT: <caption></s>" + labels."""
+    tok = processor.tokenizer
+    rng = np.random.default_rng(seed)
+    texts, prompt_lens = [], []
+    for _, row in examples.table.iterrows():
+        words = list(rng.permutation([row["colour"], row["shape"], row["background"]]))
+        prompt = PROMPT.replace("<image>", " ".join(words))
+        prompt_lens.append(len(tok(prompt)["input_ids"]))
+        texts.append(f"{prompt} {row['caption']}{tok.eos_token}")
+    batch = tok(texts, padding=True, return_tensors="pt")
+    return _with_labels(dict(batch), prompt_lens)
+
+
+def _with_labels(batch: dict[str, torch.Tensor], prompt_lens: list[int]) -> dict[str, Any]:
+    labels = batch["input_ids"].clone()
+    for r, n in enumerate(prompt_lens):
+        labels[r, :n] = -100
+    labels[batch["attention_mask"] == 0] = -100
+    batch["labels"] = labels
+    return batch
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(
+    out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, fp: str
+) -> None:
+    params = _trainable(model)
+    tensors = {f"model.{n}": p.detach() for n, p in params.items()}
+    for n, p in params.items():
+        for key, value in opt.state.get(p, {}).items():
+            tensors[f"optim.{n}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    ckpt = out_dir / "checkpoint"
+    atomic_save_tensors(ckpt / "state.safetensors", tensors)
+    atomic_write_json(ckpt / "state.json", {"step": step, "fingerprint": fp})
+
+
+def _load_checkpoint(
+    out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, fp: str
+) -> int:
+    ckpt = out_dir / "checkpoint"
+    if not (ckpt / "state.json").is_file() or not (ckpt / "state.safetensors").is_file():
+        return 0
+    state = json.loads((ckpt / "state.json").read_text())
+    if state.get("fingerprint") != fp:
+        log.warning("%s: checkpoint of another configuration; starting over", ckpt)
+        return 0
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    params = _trainable(model)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[f"model.{n}"])
+    for n, p in params.items():
+        prefix = f"optim.{n}."
+        entry = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if entry:
+            opt.state[p] = entry
+    log.info("resuming world LLaVA training from step %d", state["step"])
+    return int(state["step"])
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
+    """Rows of step `step`: consecutive slices of a seeded permutation per epoch."""
+    per_epoch = n // batch_size
+    epoch, i = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[i * batch_size : (i + 1) * batch_size]
+
+
+def train_world_llava(
+    cfg: CaptionerConfig,
+    spec: TinyLlamaSpec,
+    world_dir: str | Path,
+    clip_dir: str | Path,
+    out_dir: str | Path,
+    stop_after: int | None = None,
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor, dict[str, Any]]:
+    """Build, train and save (save_pretrained: model + processor) the world LLaVA in `out_dir`.
+
+    stop_after: raise KeyboardInterrupt after that many steps (tests simulate a kill with it).
+    Returns (model in eval mode, processor, info with the loss curve and wall time).
+    """
+    out_dir = Path(out_dir)
+    vision = world_clip_vision_model(clip_dir)
+    image_size = vision.config.image_size
+    processor = build_processor(
+        world_words(world_dir),
+        image_size,
+        vision.config.patch_size,
+        spec.vision_feature_select_strategy,
+    )
+    model = build_world_llava(vision, processor, spec, cfg.seed)
+    train = world_examples(world_dir, "train", cfg.train_examples, cfg.seed)
+    n = len(train)
+    if cfg.batch_size > n:
+        raise ValueError(
+            f"config key 'mllm.world_llava.batch_size': at most {n} examples, got {cfg.batch_size}"
+        )
+    pixels = processor.image_processor(
+        images=[train.image(i) for i in range(n)], return_tensors="pt"
+    )["pixel_values"]
+    enc = encode_captions(processor, list(train.table["caption"]), [train.image(0)] * n)
+    words = encode_word_prompts(processor, train, cfg.seed)
+    language = [
+        p for nm, p in _trainable(model).items() if "language_model" in nm or "lm_head" in nm
+    ]
+    decay = [p for nm, p in _trainable(model).items() if p.ndim >= 2 and "norm" not in nm]
+    no_decay = [p for nm, p in _trainable(model).items() if not (p.ndim >= 2 and "norm" not in nm)]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    fp = json.dumps({"cfg": asdict(cfg), "spec": asdict(spec), "n": n}, sort_keys=True)
+    start = _load_checkpoint(out_dir, model, opt, fp)
+    model.train()
+    model.model.vision_tower.eval()
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    total = cfg.text_steps + cfg.align_steps + cfg.steps
+    bar = tqdm(range(start, total), desc="world_llava", mininterval=5.0)
+    for step in bar:
+        stage, in_stage, stage_steps = stage_of(step, cfg)
+        idx = torch.from_numpy(batch_indices(step, cfg.batch_size, n, cfg.seed))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(in_stage, stage_steps, cfg)
+        if stage == 0:
+            out = model(**{k: v[idx] for k, v in words.items()})
+        else:
+            out = model(
+                input_ids=enc["input_ids"][idx],
+                attention_mask=enc["attention_mask"][idx],
+                pixel_values=pixels[idx],
+                labels=enc["labels"][idx],
+            )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if stage == 1:
+            for p in language:
+                p.grad = None
+        torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), 1.0)
+        opt.step()
+        losses.append(float(out.loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            _save_checkpoint(out_dir, model, opt, done, fp)
+        if stop_after is not None and done - start >= stop_after:
+            raise KeyboardInterrupt(f"stopped after {stop_after} steps (as asked)")
+    wall = time.perf_counter() - t0
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    log.info("world LLaVA: steps %d..%d in %.1f s", start, total, wall)
+    info = {"config": asdict(cfg), "spec": asdict(spec), "losses": losses, "train_seconds": wall}
+    return model, processor, info
+
+
+@torch.no_grad()
+def caption_accuracy(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    examples: Examples,
+    split: str,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Teacher-forced accuracy of the caption's attribute words on world examples.
+
+    For each attribute (colour, shape, background) the model's argmax prediction at the
+    position before the attribute's word must equal that word; "token" is the accuracy over
+    every caption token and `</s>`. Rows: model, attribute, split, accuracy, chance, n.
+    """
+    vocab = processor.tokenizer.get_vocab()
+    table = examples.table
+    hits: dict[str, list[bool]] = {a: [] for a in ("colour", "shape", "background", "token")}
+    for s in range(0, len(table), batch_size):
+        part = table.iloc[s : s + batch_size]
+        images = [examples.image(i) for i in part["example"]]
+        enc = encode_captions(processor, list(part["caption"]), images)
+        labels = enc.pop("labels")
+        logits = model(**enc).logits
+        pred = logits[:, :-1].argmax(-1)
+        target = labels[:, 1:]
+        mask = target != -100
+        hits["token"].extend((pred[mask] == target[mask]).tolist())
+        for a in ("colour", "shape", "background"):
+            for row, value in enumerate(part[a]):
+                pos = (target[row] == vocab[value]).nonzero()
+                hits[a].append(bool(pred[row, pos[0, 0]] == vocab[value]))
+    chance = {a: 1.0 / table[a].nunique() for a in ("colour", "shape", "background")}
+    chance["token"] = float("nan")
+    return pd.DataFrame(
+        [
+            {
+                "model": "world_llava",
+                "attribute": a,
+                "split": split,
+                "accuracy": float(np.mean(h)),
+                "chance": chance[a],
+                "n": len(h),
+            }
+            for a, h in hits.items()
+        ]
+    )
+
+
+__all__ = [
+    "WORLD_ATTRIBUTES",
+    "CaptionerConfig",
+    "caption_accuracy",
+    "caption_words",
+    "train_world_llava",
+]

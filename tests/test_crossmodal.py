@@ -1,0 +1,152 @@
+"""Cross-modal statistics on constructed codes whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saeprobe.eval import crossmodal as cm
+
+COLOURS = ["red", "blue", "green", "cyan"]
+SHAPES = ["circle", "star", "cross"]
+ATTRIBUTES = {**{c: "colour" for c in COLOURS}, **{s: "shape" for s in SHAPES}}
+
+
+def noise(rng: np.random.Generator, width: int) -> np.ndarray:
+    z = rng.exponential(0.05, width) * (rng.random(width) < 0.05)
+    z[:8] = 0.0
+    return z
+
+
+def constructed(
+    n_examples: int = 120, width: int = 24, planted: bool = True, seed: int = 0
+) -> tuple[np.ndarray, pd.DataFrame, list[set[str]]]:
+    """Codes (rows, width) for 4 image tokens + 3 caption words per example.
+
+    Latent i (i < 4) is colour i's: with `planted` it fires on image tokens of images of that
+    colour and on the text token of its word; latents 4..6 fire on shape words only (text
+    only), latent 7 on every image token (image only); latents 8.. are sparse noise on both.
+    Without `planted` the colour latents of images and words are unrelated (random latents).
+    """
+    rng = np.random.default_rng(seed)
+    rows, codes, concepts = [], [], []
+    for e in range(n_examples):
+        colour, shape = COLOURS[e % 4], SHAPES[e % 3]
+        concepts.append({colour, shape})
+        for p in range(4):
+            z = noise(rng, width)
+            z[7] = 1.0
+            latent = COLOURS.index(colour) if planted else rng.integers(8, width)
+            z[latent] += 2.0
+            rows.append({"example": e, "modality": "image", "position": p, "word": ""})
+            codes.append(z)
+        for p, word in enumerate(["a", colour, shape]):
+            z = noise(rng, width)
+            if word == colour:
+                latent = COLOURS.index(colour) if planted else rng.integers(8, width)
+                z[latent] += 2.0
+            if word == shape:
+                z[4 + SHAPES.index(shape)] += 1.5
+            rows.append({"example": e, "modality": "text", "position": 5 + p, "word": word})
+            codes.append(z)
+    return np.array(codes), pd.DataFrame(rows), concepts
+
+
+def sums_of(codes, tokens, concepts, chunk=50):
+    chunks = (
+        (torch.from_numpy(codes[i : i + chunk]), np.arange(i, min(i + chunk, len(codes))))
+        for i in range(0, len(codes), chunk)
+    )
+    return cm.accumulate(chunks, tokens, concepts, sorted(ATTRIBUTES), codes.shape[1])
+
+
+def test_latent_statistics_match_their_definitions():
+    codes, tokens, concepts = constructed()
+    sums = sums_of(codes, tokens, concepts)
+    table = cm.latent_table(sums, fire_threshold=0.01).set_index("latent")
+    img = tokens["modality"].to_numpy() == "image"
+    for j in (0, 4, 7, 12):
+        assert table.loc[j, "freq_img"] == pytest.approx((codes[img, j] > 0).mean())
+        assert table.loc[j, "mass_txt"] == pytest.approx(codes[~img, j].mean())
+    assert table.loc[7, "modality_score"] == pytest.approx(1.0)  # image only
+    assert table.loc[4, "modality_score"] == pytest.approx(-1.0)  # shape words: text only
+    assert table.loc[7, "shared"] == False  # noqa: E712
+    assert table.loc[0, "shared"] == True  # noqa: E712
+    # colour latents carry the same mass per token on both sides up to the token ratio
+    mass_ratio = table.loc[0, "mass_img"] / table.loc[0, "mass_txt"]
+    assert mass_ratio == pytest.approx(3.0, rel=0.15)  # every image token vs 1 word in 3
+    summary = {r["metric"]: r["value"] for r in cm.summary_rows(table.reset_index(), 0.01)}
+    assert 0 < summary["frac_shared"] < 1
+    assert summary["frac_alive"] == pytest.approx(table["alive"].mean())
+
+
+def test_example_max_and_word_means():
+    codes, tokens, concepts = constructed(n_examples=12)
+    sums = sums_of(codes, tokens, concepts, chunk=7)
+    img = tokens["modality"].to_numpy() == "image"
+    for e in (0, 5, 11):
+        sel = img & (tokens["example"].to_numpy() == e)
+        np.testing.assert_allclose(sums.example_max[e], codes[sel].max(0), rtol=1e-6)
+    red = tokens["word"].to_numpy() == "red"
+    i = sums.words.index("red")
+    np.testing.assert_allclose(sums.word_sum[i] / sums.word_n[i], codes[red].mean(0))
+    shown = cm.shared_examples(sums, [0], n_images=3, n_words=2)[0]
+    assert shown["words"][0] == "red"
+    assert all(e % 4 == 0 for e in shown["examples"])  # red images
+
+
+def test_a_planted_shared_latent_is_found():
+    codes, tokens, concepts = constructed(planted=True)
+    sums = sums_of(codes, tokens, concepts)
+    per_concept, summary = cm.concept_matching(sums, ATTRIBUTES, m=1, n_null=200, min_count=3)
+    colours = per_concept[per_concept["attribute"] == "colour"].set_index("concept")
+    assert (colours["overlap"] == 1.0).all()
+    assert (colours["top1_shared"] == 1.0).all()
+    for c in COLOURS:
+        assert colours.loc[c, "img_latent"] == colours.loc[c, "txt_latent"] == COLOURS.index(c)
+    assert (colours["null_value"] == 0.0).all()
+    overall = next(r for r in summary if r["metric"] == "concept_overlap")
+    assert overall["value"] > overall["null_hi"]
+    assert overall["p_value"] < 0.05
+
+
+def test_unrelated_latents_give_the_null():
+    codes, tokens, concepts = constructed(planted=False)
+    sums = sums_of(codes, tokens, concepts)
+    per_concept, summary = cm.concept_matching(sums, ATTRIBUTES, m=3, n_null=500, min_count=3)
+    colours = per_concept[per_concept["attribute"] == "colour"]
+    overall = next(r for r in summary if r["metric"] == "concept_overlap")
+    assert overall["null_lo"] <= overall["value"] <= overall["null_hi"]
+    assert overall["p_value"] > 0.05
+    assert colours["top1_shared"].sum() <= 1
+
+
+def test_within_attribute_contrast_removes_the_word_slot():
+    """A latent on every colour word (the template slot) must not be any colour's top latent."""
+    codes, tokens, concepts = constructed(planted=True)
+    slot = tokens["word"].isin(COLOURS).to_numpy()
+    codes[slot, 20] += 5.0
+    sums = sums_of(codes, tokens, concepts)
+    _, d_txt = cm.concept_differences(sums, ATTRIBUTES)
+    for c in COLOURS:
+        i = sums.concepts.index(c)
+        assert int(np.argmax(d_txt[i])) == COLOURS.index(c)
+
+
+def test_modality_normalisation_equalises_mean_norms():
+    rng = np.random.default_rng(0)
+    tokens = pd.DataFrame({"modality": ["image"] * 50 + ["text"] * 30})
+    acts = np.concatenate([rng.normal(0, 10, (50, 8)), rng.normal(0, 1, (30, 8))])
+    scales = cm.modality_scales(tokens, acts, block=17)
+    x = cm.normalised(acts, tokens, scales)
+    norms = np.linalg.norm(x, axis=1)
+    assert norms[:50].mean() == pytest.approx(1.0, rel=1e-5)
+    assert norms[50:].mean() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_derangements_have_no_fixed_points():
+    p = cm.derangements(5, 100, np.random.default_rng(0))
+    assert not (p == np.arange(5)).any()
+    assert all(sorted(row) == list(range(5)) for row in p)

@@ -1,0 +1,205 @@
+"""The crossmodal stage in the smoke run: table, figures, the world LLaVA, rerun triggers, and
+the paper config's DAG (COCO download, LLaVA-1.5-7B extraction on a GPU) built offline."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake_run import ROOT, run_snakemake
+from test_workflow import planned_jobs, smoke_config, smoke_run  # noqa: F401
+
+pytestmark = pytest.mark.workflow
+
+
+def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+    config = smoke_config()["mllm"]
+    table = pd.read_csv(smoke_run / "results/tables/crossmodal.csv", keep_default_na=False)
+    assert {"sae", "layer", "metric", "value", "null_value", "concept"} <= set(table.columns)
+    sites = {
+        f"{m}/L{layer}/{config['sae']['name']}"
+        for m, spec in config["models"].items()
+        for layer in spec["layers"]
+    }
+    assert set(table["sae"]) == sites
+    summary = table[table["concept"] == ""]
+    metrics = set(summary["metric"])
+    assert {"frac_alive", "frac_shared", "mean_abs_modality_score", "concept_overlap"} <= metrics
+    per_concept = table[table["concept"] != ""]
+    assert len(per_concept) > 0
+    assert set(per_concept["metric"]) == {"concept_overlap", "concept_top1_shared"}
+    overlap = pd.to_numeric(table.loc[table["metric"] == "concept_overlap", "value"])
+    assert overlap.between(0, 1).all()
+    null = pd.to_numeric(summary.loc[summary["metric"] == "concept_overlap", "null_value"])
+    assert null.between(0, 1).all()
+
+
+def test_figures_and_the_world_llava(smoke_run: Path) -> None:  # noqa: F811
+    for name in ("modality_score", "concept_overlap", "shared_latents"):
+        for ext in ("png", "pdf"):
+            assert (smoke_run / f"results/figures/crossmodal_{name}.{ext}").stat().st_size > 0
+    llava = smoke_run / "results/models/world_llava"
+    cfg = json.loads((llava / "config.json").read_text())
+    assert (
+        cfg["model_type"] == "llava" and cfg["vision_config"]["model_type"] == "clip_vision_model"
+    )
+    assert (llava / "processor_config.json").exists() and (llava / "tokenizer.json").exists()
+    assert not (llava / "checkpoint").exists()
+    acc = pd.read_csv(smoke_run / "results/tables/world_llava.csv")
+    assert set(acc["attribute"]) >= {"colour", "shape", "background"}
+    assert acc["accuracy"].between(0, 1).all()
+
+
+def test_extraction_rows_add_up(smoke_run: Path) -> None:  # noqa: F811
+    config = smoke_config()["mllm"]
+    for dataset, spec in config["datasets"].items():
+        root = smoke_run / "results/mllm/activations/world_llava" / dataset
+        meta = json.loads((root / "metadata.json").read_text())
+        tokens = pd.read_csv(root / "tokens.csv", keep_default_na=False)
+        assert meta["n_examples"] == spec["max_examples"]
+        assert meta["rows_image"] == 4 * spec["max_examples"]  # 2x2 patches per image
+        assert (tokens.loc[tokens["modality"] == "text", "word"] != "").all()
+
+
+MLLM_RULES = {
+    "train_world_llava",
+    "download_coco",
+    "extract_mllm",
+    "train_mllm_sae",
+    "crossmodal_eval",
+    "crossmodal_report",
+}
+
+
+def test_a_crossmodal_setting_reruns_only_the_statistics(smoke_run: Path) -> None:  # noqa: F811
+    """Among this stage's rules (other stages' plans are their tests' business)."""
+    config = copy.deepcopy(smoke_config())
+    config["mllm"]["crossmodal"]["top_m"] = 2
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() & MLLM_RULES == {"crossmodal_eval", "crossmodal_report"}
+    config = copy.deepcopy(smoke_config())
+    config["mllm"]["sae"]["k"] = 3
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() & MLLM_RULES == {"train_mllm_sae", "crossmodal_eval", "crossmodal_report"}
+    config = copy.deepcopy(smoke_config())
+    config["mllm"]["world_llava"]["align_steps"] = 21
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() & MLLM_RULES == MLLM_RULES - {"download_coco"}
+    assert jobs["extract_mllm"] == len(config["mllm"]["datasets"])
+
+
+def test_paper_config_builds_its_dag_offline(tmp_path: Path) -> None:
+    result = run_snakemake(
+        "-n", "--configfile", str(ROOT / "configs/paper.yaml"), "--directory", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    for rule in ("download_coco", "extract_mllm", "train_mllm_sae", "crossmodal_report"):
+        assert rule in out
+    assert "train_world_llava" not in out
+    paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["mllm"]
+    assert paper["models"]["llava15_7b"]["name"] == "llava-hf/llava-1.5-7b-hf"
+    assert "gpu=1" in out.replace(" ", "") or "gpu: 1" in out or "gpu=1" in out
+
+
+def fake_coco(root: Path, n: int = 12) -> None:
+    """A COCO-layout folder: val2017/*.jpg, annotations/captions_ + instances_val2017.json."""
+    from PIL import Image
+
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    colours = {"dog": (200, 40, 40), "car": (40, 40, 200)}
+    images, captions, instances = [], [], []
+    for i in range(n):
+        name = "dog" if i % 2 == 0 else "car"
+        file = f"{i:012d}.jpg"
+        Image.new("RGB", (40, 30), colours[name]).save(root / "val2017" / file)
+        images.append({"id": 100 + i, "file_name": file, "width": 40, "height": 30})
+        captions.append({"id": 1000 + i, "image_id": 100 + i, "caption": f"a {name} on a road"})
+        captions.append({"id": 5000 + i, "image_id": 100 + i, "caption": "a later caption"})
+        instances.append({"id": i, "image_id": 100 + i, "category_id": 18 if i % 2 == 0 else 3})
+    categories = [
+        {"id": 18, "name": "dog", "supercategory": "animal"},
+        {"id": 3, "name": "car", "supercategory": "vehicle"},
+    ]
+    (root / "annotations/captions_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": captions})
+    )
+    (root / "annotations/instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": instances, "categories": categories})
+    )
+
+
+def tiny_hub_llava(path: Path) -> None:
+    """A tiny random LLaVA saved like a hub checkpoint (model + processor, save_pretrained)."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from saeprobe.mllm.build import TinyLlamaSpec, build_processor, build_world_llava
+
+    torch.manual_seed(0)
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    )
+    words = ["a", "dog", "car", "on", "road", "later", "caption"]
+    processor = build_processor(words, 32, 8, "default")
+    spec = TinyLlamaSpec(hidden=32, layers=3, heads=2, intermediate=64, vision_feature_layer=-2)
+    build_world_llava(vision, processor, spec, seed=0).save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
+    """The paper config's path (source hf, COCO layout) end to end, with local stand-ins."""
+    tiny_hub_llava(tmp_path / "tiny_llava")
+    fake_coco(tmp_path / "coco")
+    config = smoke_config()
+    config["mllm"] = {
+        "models": {
+            "tiny": {"source": "hf", "name": str(tmp_path / "tiny_llava"), "layers": [1, 2]}
+        },
+        "datasets": {
+            "coco_a": {"source": "coco", "split": "val2017", "max_examples": 8},
+            "coco_b": {"source": "coco", "split": "val2017", "max_examples": 4, "offset": 8},
+        },
+        "train_dataset": "coco_a",
+        "eval_dataset": "coco_b",
+        "extract": {"batch_size": 4, "max_image_tokens": 5},
+        "sae": {"name": "topk", "arch": "topk", "width": 16, "k": 2},
+        "sae_train": {"batch_size": 8, "epochs": 1, "warmup_steps": 1, "init_sample_size": 16},
+        "crossmodal": {"top_m": 1, "n_null": 10, "min_count": 1},
+        "coco": {"root": str(tmp_path / "coco")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_snakemake(
+        "--cores", "2", "results/tables/crossmodal.csv", "--configfile", str(path),
+        "--directory", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "download_coco" not in result.stdout + result.stderr  # data already in place
+    acts = tmp_path / "results/mllm/activations/tiny/coco_a"
+    tokens = pd.read_csv(acts / "tokens.csv", keep_default_na=False)
+    meta = json.loads((acts / "metadata.json").read_text())
+    assert meta["rows_image"] == 8 * 5  # 16 patches, 5 kept per image
+    text = tokens[tokens["modality"] == "text"]
+    assert set(text["word"]) <= {"a", "dog", "car", "on", "road"}  # first caption per image
+    assert meta["attributes"] == {
+        "dog": "category",
+        "car": "category",
+        "animal": "supercategory",
+        "vehicle": "supercategory",
+    }
+    table = pd.read_csv(tmp_path / "results/tables/crossmodal.csv", keep_default_na=False)
+    assert set(table["sae"]) == {"tiny/L1/topk", "tiny/L2/topk"}
+    assert {"dog", "car"} <= set(table["concept"])
