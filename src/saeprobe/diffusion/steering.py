@@ -1,0 +1,296 @@
+"""Steering generation with SAE latents on the text encoder, and automated attribute discovery.
+
+Strength unit: a latent's typical value (its mean code where active on the prompt corpus), so
+strength 1 adds the latent once at the size it usually has. Add mode adds
+`strength * typical * W_dec[latent] / input_scale` to the residual stream at the chosen tokens;
+clamp mode sets the latent's code to `strength * typical` there (the SAE error is kept).
+Branch "cond" steers the prompt only; "both" also the unconditional ("") prompt of
+classifier-free guidance. Unsteered images (same prompts and seeds, no hook) are the baseline of
+effect and preservation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saeprobe.diffusion.hooks import Tokens, latent_direction, steer, token_mask
+from saeprobe.diffusion.metrics import (
+    Scorer,
+    clip_scores,
+    colour_fractions,
+    pixel_mse,
+    preservation,
+)
+from saeprobe.diffusion.pipeline import encode, generate, tokenize_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenSettings:
+    """How images are generated: sampler steps, CFG scale, hook layer/tokens/branch/mode."""
+
+    layer: int
+    tokens: Tokens = "all"
+    branch: str = "cond"
+    mode: str = "add"
+    steps: int = 15
+    guidance_scale: float = 4.0
+    batch_size: int = 64
+    height: int | None = None
+
+
+@torch.no_grad()
+def latent_stats(sae: Any, acts: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per latent: (mass = sum of codes, typical = mean code where active), both (width,)."""
+    width = sae.width
+    mass = torch.zeros(width, dtype=torch.float64)
+    count = torch.zeros(width, dtype=torch.float64)
+    for i in range(0, len(acts), chunk):
+        codes = sae.encode(torch.from_numpy(np.asarray(acts[i : i + chunk])).float()).double()
+        mass += codes.sum(0)
+        count += (codes > 0).sum(0)
+    typical = (mass / count.clamp_min(1)).numpy()
+    return mass.numpy(), typical
+
+
+@torch.no_grad()
+def prompt_codes(sae: Any, acts: np.ndarray, prompt: np.ndarray, n_prompts: int) -> np.ndarray:
+    """Max code over each prompt's tokens: (n_prompts, width). prompt: (rows,) prompt index."""
+    out = torch.zeros(n_prompts, sae.width)
+    idx = torch.from_numpy(np.asarray(prompt, dtype=np.int64))
+    for i in range(0, len(acts), 8192):
+        codes = sae.encode(torch.from_numpy(np.asarray(acts[i : i + 8192])).float())
+        j = idx[i : i + 8192, None].expand_as(codes)
+        out.scatter_reduce_(0, j, codes, reduce="amax")
+    return out.numpy()
+
+
+def word_contrast(codes: np.ndarray, prompts: Sequence[str], words: Sequence[str]) -> np.ndarray:
+    """(len(words), width): mean max-code on prompts containing the word minus on the others.
+
+    codes: (n_prompts, width) from `prompt_codes`. A word counts when it is a whole word.
+    """
+    tokens = [set(p.lower().split()) for p in prompts]
+    out = np.zeros((len(words), codes.shape[1]), np.float32)
+    for i, w in enumerate(words):
+        has = np.array([w.lower() in t for t in tokens])
+        if has.all() or not has.any():
+            continue
+        out[i] = codes[has].mean(0) - codes[~has].mean(0)
+    return out
+
+
+def pick_latents(contrast: np.ndarray, words: Sequence[str]) -> dict[str, int]:
+    """The latent with the largest contrast for each word."""
+    return {w: int(contrast[i].argmax()) for i, w in enumerate(words)}
+
+
+def _embeds(
+    pipe: Any,
+    prompts: Sequence[str],
+    gen: GenSettings,
+    sae: Any | None = None,
+    latent: int | None = None,
+    value: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond (n, ctx, d), uncond (n, ctx, d)) embeddings, steered as `gen` says when `sae`."""
+    ids, am = tokenize_prompts(pipe, prompts)
+    nids, nam = tokenize_prompts(pipe, [""] * len(prompts))
+    if sae is None:
+        return encode(pipe, ids), encode(pipe, nids)
+
+    def steered(i: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        mask = token_mask(a, gen.tokens)
+        if gen.mode == "add":
+            delta = value * latent_direction(sae, latent)
+            with steer(pipe.text_encoder, gen.layer, mask, delta=delta):
+                return encode(pipe, i)
+        with steer(pipe.text_encoder, gen.layer, mask, clamp=(sae, latent, value)):
+            return encode(pipe, i)
+
+    cond = steered(ids, am)
+    uncond = steered(nids, nam) if gen.branch == "both" else encode(pipe, nids)
+    return cond, uncond
+
+
+def _grid(prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[str], list[int]]:
+    p = [q for q in prompts for _ in seeds]
+    s = [int(x) for _ in prompts for x in seeds]
+    return p, s
+
+
+def run_steering(
+    pipe: Any,
+    sae: Any,
+    sae_name: str,
+    concepts: Mapping[str, Mapping[str, Any]],
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    strengths: Sequence[float],
+    gen: GenSettings,
+    scorer: Scorer,
+    colours: Mapping[str, Sequence[int]] | None = None,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Generate every (concept, strength, prompt, seed) and measure the effect.
+
+    concepts: {name: {"latent": int, "typical": float, "text": str}}. Returns the table (one row
+    per image) and images: {"base": (P*S, H, W, 3), concept: (K, P*S, H, W, 3)} with rows in
+    (prompt, seed) order and K = len(strengths).
+    """
+    ps, ss = _grid(prompts, seeds)
+    cond0, unc0 = _embeds(pipe, ps, gen)
+    base = generate(
+        pipe, cond0, unc0, ss, gen.steps, gen.guidance_scale, gen.batch_size, gen.height
+    )
+    base_emb = scorer.images(base)
+    names = list(concepts)
+    text_emb = scorer.texts([concepts[c]["text"] for c in names])
+    base_clip = clip_scores(base_emb, text_emb)
+    base_col = colour_fractions(base, colours) if colours else {}
+    conds, uncs, keys = [], [], []
+    for c in names:
+        for k, s in enumerate(strengths):
+            value = float(s) * float(concepts[c]["typical"])
+            if gen.mode == "add" and s == 0:
+                continue
+            cond, unc = _embeds(pipe, ps, gen, sae, int(concepts[c]["latent"]), value)
+            conds.append(cond)
+            uncs.append(unc)
+            keys.append((c, k))
+    imgs = np.zeros((len(names), len(strengths), *base.shape), np.uint8)
+    if keys:
+        flat = generate(
+            pipe,
+            torch.cat(conds),
+            torch.cat(uncs),
+            ss * len(keys),
+            gen.steps,
+            gen.guidance_scale,
+            gen.batch_size,
+            gen.height,
+        ).reshape(len(keys), *base.shape)
+        for (c, k), block in zip(keys, flat, strict=True):
+            imgs[names.index(c), k] = block
+    rows = []
+    for ci, c in enumerate(names):
+        for k, s in enumerate(strengths):
+            if gen.mode == "add" and s == 0:
+                imgs[ci, k] = base
+            emb = scorer.images(imgs[ci, k])
+            score = clip_scores(emb, text_emb[ci : ci + 1])[:, 0]
+            pres = preservation(emb, base_emb)
+            mse = pixel_mse(imgs[ci, k], base)
+            col = colour_fractions(imgs[ci, k], colours) if colours and c in colours else None
+            for j, (p, seed) in enumerate(zip(ps, ss, strict=True)):
+                row = {
+                    "sae": sae_name,
+                    "latent": int(concepts[c]["latent"]),
+                    "concept": c,
+                    "strength": float(s),
+                    "seed": seed,
+                    "prompt": p,
+                    "effect": float(score[j] - base_clip[j, ci]),
+                    "preservation": float(pres[j]),
+                    "clip_score": float(score[j]),
+                    "clip_score_base": float(base_clip[j, ci]),
+                    "pixel_mse": float(mse[j]),
+                    "colour_fraction": float(col[c][j]) if col else np.nan,
+                    "colour_effect": float(col[c][j] - base_col[c][j]) if col else np.nan,
+                    "code_value": float(s) * float(concepts[c]["typical"]),
+                    "mode": gen.mode,
+                    "branch": gen.branch,
+                }
+                rows.append(row)
+    images = {"base": base, **{c: imgs[i] for i, c in enumerate(names)}}
+    return pd.DataFrame(rows), images
+
+
+def discover_attributes(
+    pipe: Any,
+    sae: Any,
+    sae_name: str,
+    latents: Sequence[int],
+    typical: np.ndarray,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    strength: float,
+    gen: GenSettings,
+    scorer: Scorer,
+    vocabulary: Mapping[str, str],
+    min_consistency: float,
+    min_effect: float,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Name latents by the attribute their steering adds, consistently across prompts and seeds.
+
+    For each latent: images with it (steered at `strength`) and without (unsteered) for every
+    (prompt, seed); the difference of their CLIP image embeddings is scored against the text
+    embedding of every attribute in `vocabulary` ({attribute: text}); a pair's best attribute is
+    the argmax; the latent's attribute is the modal best one, consistency the fraction of pairs
+    that agree with it, effect the mean CLIP-score change for that attribute. Latents with
+    consistency >= min_consistency and effect >= min_effect are kept and ranked by
+    effect * consistency (rank 1 = strongest). Returns the table and images {"base",
+    "latent_<i>"}.
+    """
+    ps, ss = _grid(prompts, seeds)
+    cond0, unc0 = _embeds(pipe, ps, gen)
+    base = generate(
+        pipe, cond0, unc0, ss, gen.steps, gen.guidance_scale, gen.batch_size, gen.height
+    )
+    base_emb = scorer.images(base)
+    attrs = list(vocabulary)
+    text_emb = scorer.texts([vocabulary[a] for a in attrs])
+    conds, uncs = [], []
+    for latent in latents:
+        cond, unc = _embeds(
+            pipe, ps, gen, sae, int(latent), float(strength) * float(typical[latent])
+        )
+        conds.append(cond)
+        uncs.append(unc)
+    flat = generate(
+        pipe,
+        torch.cat(conds),
+        torch.cat(uncs),
+        ss * len(latents),
+        gen.steps,
+        gen.guidance_scale,
+        gen.batch_size,
+        gen.height,
+    ).reshape(len(latents), *base.shape)
+    rows = []
+    images = {"base": base}
+    for latent, with_img in zip(latents, flat, strict=True):
+        emb = scorer.images(with_img)
+        delta = clip_scores(emb, text_emb) - clip_scores(base_emb, text_emb)  # (pairs, A)
+        best = delta.argmax(1).numpy()
+        counts = np.bincount(best, minlength=len(attrs))
+        modal = int(counts.argmax())
+        second = next(int(a) for a in np.argsort(-delta.mean(0).numpy()) if a != modal)
+        rows.append(
+            {
+                "sae": sae_name,
+                "latent": int(latent),
+                "attribute": attrs[modal],
+                "effect": float(delta[:, modal].mean()),
+                "consistency": float(counts[modal] / len(best)),
+                "runner_up": attrs[second],
+                "preservation": float(preservation(emb, base_emb).mean()),
+                "strength": float(strength),
+                "code_value": float(strength) * float(typical[latent]),
+            }
+        )
+        images[f"latent_{int(latent)}"] = with_img
+    table = pd.DataFrame(rows)
+    table["kept"] = (table["consistency"] >= min_consistency) & (table["effect"] >= min_effect)
+    table["score"] = table["effect"] * table["consistency"]
+    order = table[table["kept"]].sort_values("score", ascending=False).index
+    table["rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    table.loc[order, "rank"] = np.arange(1, len(order) + 1)
+    return table, images

@@ -1,0 +1,418 @@
+"""A tiny Stable Diffusion trained on the synthetic world, saved as a diffusers pipeline.
+
+`StableDiffusionPipeline` in miniature: the world CLIP's text tower converted to a
+`CLIPTextModel` (saeprobe.world.hf_text, frozen), a tiny `AutoencoderKL` (32 px -> 8x8x4
+latents: three encoder blocks, no mid-block attention) trained briefly on world images with
+MSE + a small KL term, and a small `UNet2DConditionModel` trained with a `DDPMScheduler` and
+classifier-free caption dropout. The UNet cross-attends to the text encoder's last hidden states
+at its coarse levels and, with `pooled_text` (diffusers' addition_embed_type="text"), also adds an
+attention-pooled text embedding to its time embedding, so the prompt reaches every ResNet block:
+that is what lets it learn to follow the prompted colour in a few hundred CPU steps. Sampling
+uses `DDIMScheduler` with leading timesteps as SD does (DPM-Solver++ and trailing steps start at
+alpha_bar ~ 0 under the cosine schedule, where epsilon prediction is ill-posed). Captions are
+re-drawn every step from the image's attributes (saeprobe.world.clip.CaptionSampler), so prompts
+without a colour ("a triangle") or a shape ("a red shape") are in-distribution.
+
+Both stages checkpoint to `{out_dir}.partial/` (safetensors: weights and Adam state) every
+`checkpoint_every` steps; the batch order and noise of step `s` are a pure function of
+(seed, s), so a resumed run ends with the same weights as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from saeprobe.device import pick_device
+from saeprobe.io import atomic_save_tensors, atomic_write_json
+from saeprobe.world.clip import CaptionSampler
+from saeprobe.world.config import WorldClipConfig
+from saeprobe.world.generate import load_split
+from saeprobe.world.hf_text import load_world_text_encoder, tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorldDiffusionConfig:
+    """Settings of the world's text-to-image model (config section `diffusion.world_model`)."""
+
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 4
+    vae_steps: int = 300
+    vae_batch_size: int = 64
+    vae_lr: float = 0.002
+    kl_weight: float = 1.0e-5
+    unet_channels: tuple[int, ...] = (64, 128)
+    attention_head_dim: int = 8
+    pooled_text: bool = True
+    unet_steps: int = 300
+    batch_size: int = 128
+    lr: float = 0.001
+    warmup_steps: int = 20
+    caption_dropout: float = 0.1
+    caption_colour_p: float = 0.8
+    caption_background_p: float = 0.5
+    caption_superclass_p: float = 0.1
+    caption_generic_p: float = 0.1
+    caption_photo_p: float = 0.3
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldDiffusionConfig:
+        allowed = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise ValueError(f"unknown key(s) {extra} in 'diffusion.world_model'")
+        data = dict(data)
+        for key in ("vae_channels", "unet_channels"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def build_vae(cfg: WorldDiffusionConfig, image_size: int) -> AutoencoderKL:
+    """A tiny AutoencoderKL: (B, 3, S, S) in [-1, 1] <-> (B, latent_channels, S/2^(n-1), ...)."""
+    n = len(cfg.vae_channels)
+    torch.manual_seed(cfg.seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels),
+        layers_per_block=1,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=8,
+        sample_size=image_size,
+        mid_block_add_attention=False,
+    )
+
+
+def build_unet(cfg: WorldDiffusionConfig, latent_size: int, text_dim: int) -> UNet2DConditionModel:
+    """A small UNet2DConditionModel on (B, latent_channels, latent_size, latent_size) latents
+    with cross-attention to (B, ctx, text_dim) text states at every level but the finest."""
+    n = len(cfg.unet_channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    torch.manual_seed(cfg.seed + 1)
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        layers_per_block=1,
+        block_out_channels=tuple(cfg.unet_channels),
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=text_dim,
+        attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=16,
+        addition_embed_type="text" if cfg.pooled_text else None,
+        addition_embed_type_num_heads=cfg.attention_head_dim,
+    )
+
+
+def train_scheduler(cfg: WorldDiffusionConfig) -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=cfg.train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1] (the VAE's input range)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x.div_(127.5).sub_(1.0)
+
+
+def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _optim_tensors(optim: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in optim.state_dict()["state"].items():
+        for name, value in state.items():
+            out[f"{i}.{name}"] = torch.as_tensor(value)
+    return out
+
+
+def _load_optim(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = optim.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    sd["state"] = state
+    optim.load_state_dict(sd)
+
+
+class _Stage:
+    """Checkpointed training of one module: `{work}/{name}.safetensors` + `{name}.json`.
+
+    A checkpoint records a fingerprint of the settings it was made with; one made with other
+    settings (e.g. an edited config after a kill) is discarded, never resumed.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        module: torch.nn.Module,
+        optim: torch.optim.Optimizer,
+        work: Path,
+        fingerprint: str,
+    ):
+        self.name, self.module, self.optim, self.work = name, module, optim, work
+        self.fingerprint = fingerprint
+
+    def resume(self) -> int:
+        meta = self.work / f"{self.name}.json"
+        if not meta.is_file():
+            return 0
+        info = json.loads(meta.read_text())
+        if info.get("fingerprint") != self.fingerprint:
+            log.warning("%s: discarding a checkpoint made with other settings", self.name)
+            for suffix in (".json", ".safetensors", "_optim.safetensors"):
+                (self.work / f"{self.name}{suffix}").unlink(missing_ok=True)
+            return 0
+        self.module.load_state_dict(load_file(str(self.work / f"{self.name}.safetensors")))
+        _load_optim(self.optim, load_file(str(self.work / f"{self.name}_optim.safetensors")))
+        log.info("%s: resuming from step %d", self.name, info["step"])
+        return int(info["step"])
+
+    def save(self, step: int, extra: dict[str, Any] | None = None) -> None:
+        atomic_save_tensors(self.work / f"{self.name}.safetensors", self.module.state_dict())
+        atomic_save_tensors(
+            self.work / f"{self.name}_optim.safetensors", _optim_tensors(self.optim)
+        )
+        info = {"step": step, "fingerprint": self.fingerprint, **(extra or {})}
+        atomic_write_json(self.work / f"{self.name}.json", info)
+
+
+def fingerprint(cfg: WorldDiffusionConfig, stage: str, n_images: int) -> str:
+    """Hash of the settings a stage's weights depend on (threads and device excluded)."""
+    d = {
+        k: v for k, v in cfg.to_dict().items() if k not in ("threads", "device", "checkpoint_every")
+    }
+    text = json.dumps({"stage": stage, "n": n_images, **d}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def train_vae(
+    cfg: WorldDiffusionConfig, pixels: torch.Tensor, work: Path, device: torch.device
+) -> tuple[AutoencoderKL, list[float]]:
+    """Train the VAE on pixels (N, 3, S, S) in [-1, 1]; sets config.scaling_factor = 1/std(z)."""
+    vae = build_vae(cfg, pixels.shape[-1]).to(device).train()
+    optim = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    stage = _Stage("vae", vae, optim, work, fingerprint(cfg, "vae", len(pixels)))
+    start = stage.resume()
+    losses: list[float] = []
+    n = len(pixels)
+    for step in tqdm(range(start, cfg.vae_steps), desc="vae", mininterval=5.0):
+        rng = np.random.default_rng([cfg.seed, 1, step])
+        idx = torch.from_numpy(rng.choice(n, cfg.vae_batch_size, replace=False))
+        x = pixels[idx].to(device)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(
+            device
+        )
+        recon = vae.decode(z).sample
+        loss = (recon - x).pow(2).mean() + cfg.kl_weight * posterior.kl().mean()
+        for g in optim.param_groups:
+            g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup_steps)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            stage.save(step + 1)
+    vae.eval()
+    with torch.no_grad():
+        sample = pixels[: min(n, 2048)].to(device)
+        z = torch.cat(
+            [vae.encode(sample[i : i + 256]).latent_dist.mean for i in range(0, len(sample), 256)]
+        )
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    if cfg.vae_steps > start:
+        stage.save(cfg.vae_steps)
+    return vae, losses
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: AutoencoderKL, pixels: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std (N, C, h, w) of every image, in scaled latent units, on CPU."""
+    means, stds = [], []
+    s = vae.config.scaling_factor
+    for i in range(0, len(pixels), 512):
+        post = vae.encode(pixels[i : i + 512].to(device)).latent_dist
+        means.append((post.mean * s).cpu())
+        stds.append((post.std * s).cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_world_diffusion(
+    cfg: WorldDiffusionConfig,
+    world_dir: str | Path,
+    clip_dir: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Train VAE then UNet on the world's train split; save the pipeline to `out_dir`.
+
+    Returns info (loss curves, wall times). The pipeline in `out_dir` loads with
+    `DiffusionPipeline.from_pretrained(out_dir)`.
+    """
+    torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    images, manifest = load_split(world_dir, "train")
+    pixels = to_pixels(images)
+    text_encoder, tokenizer, _ = load_world_text_encoder(clip_dir)
+    text_encoder.to(device).requires_grad_(False)
+    start = time.perf_counter()
+    vae, vae_losses = train_vae(cfg, pixels, work, device)
+    vae_seconds = time.perf_counter() - start
+    vae.requires_grad_(False)
+    lat_mean, lat_std = encode_latents(vae, pixels, device)
+    latent_size = lat_mean.shape[-1]
+
+    sampler_cfg = WorldClipConfig.from_dict(
+        {
+            k: getattr(cfg, k)
+            for k in (
+                "caption_colour_p",
+                "caption_background_p",
+                "caption_superclass_p",
+                "caption_generic_p",
+                "caption_photo_p",
+            )
+        }
+    )
+    sampler = CaptionSampler(sampler_cfg, lambda texts: tokenize(tokenizer, texts), manifest)
+    empty = tokenize(tokenizer, [""])
+    unet = build_unet(cfg, latent_size, text_encoder.config.hidden_size).to(device).train()
+    optim = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    noise_sched = train_scheduler(cfg)
+    alphas = noise_sched.alphas_cumprod.to(device)
+    stage = _Stage("unet", unet, optim, work, fingerprint(cfg, "unet", len(lat_mean)))
+    first = stage.resume()
+    losses: list[float] = []
+    n = len(lat_mean)
+    t0 = time.perf_counter()
+    for step in tqdm(range(first, cfg.unet_steps), desc="unet", mininterval=5.0):
+        rng = np.random.default_rng([cfg.seed, 2, step])
+        index = rng.choice(n, cfg.batch_size, replace=False)
+        tokens = sampler.sample(index, rng)
+        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
+        tokens[drop] = empty
+        gen = torch.Generator().manual_seed(cfg.seed * 104729 + step)
+        idx = torch.from_numpy(index)
+        eps_z = torch.randn(lat_mean[idx].shape, generator=gen)
+        z0 = (lat_mean[idx] + lat_std[idx] * eps_z).to(device)
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, cfg.train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        with torch.no_grad():
+            cond = text_encoder(input_ids=tokens.to(device)).last_hidden_state
+        pred = unet(zt, t, encoder_hidden_states=cond).sample
+        loss = (pred - noise).pow(2).mean()
+        for g in optim.param_groups:
+            g["lr"] = _lr(step, cfg.unet_steps, cfg.lr, cfg.warmup_steps)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            stage.save(step + 1)
+    unet_seconds = time.perf_counter() - t0
+    unet.eval()
+    pipe = build_pipeline(vae, text_encoder, tokenizer, unet, cfg)
+    save_pipeline(pipe, out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("world diffusion: vae %.1f s, unet %.1f s", vae_seconds, unet_seconds)
+    return {
+        "config": cfg.to_dict(),
+        "vae_losses": vae_losses,
+        "unet_losses": losses,
+        "vae_seconds": vae_seconds,
+        "unet_seconds": unet_seconds,
+        "latent_shape": list(lat_mean.shape[1:]),
+        "scaling_factor": float(vae.config.scaling_factor),
+    }
+
+
+def build_pipeline(
+    vae: AutoencoderKL,
+    text_encoder: torch.nn.Module,
+    tokenizer: Any,
+    unet: UNet2DConditionModel,
+    cfg: WorldDiffusionConfig,
+) -> StableDiffusionPipeline:
+    """A `StableDiffusionPipeline` (no safety checker) with a DDIM sampler."""
+    scheduler = DDIMScheduler(
+        num_train_timesteps=cfg.train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    return StableDiffusionPipeline(
+        vae=vae.to("cpu"),
+        text_encoder=text_encoder.to("cpu"),
+        tokenizer=tokenizer,
+        unet=unet.to("cpu"),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_pipeline(pipe: StableDiffusionPipeline, out_dir: str | Path) -> None:
+    """`save_pretrained` (safetensors) to a temporary sibling, then rename onto `out_dir`."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)

@@ -1,0 +1,150 @@
+"""Diffusion stages of the smoke run: tables per the output contract, figures, SAE layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake_run import ROOT
+from test_workflow import smoke_run  # noqa: F401
+
+pytestmark = pytest.mark.workflow
+
+
+def smoke_diffusion() -> dict:
+    return yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["diffusion"]
+
+
+def test_steering_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+    cfg = smoke_diffusion()
+    table = pd.read_csv(smoke_run / "results/tables/steering.csv")
+    contract = {"sae", "latent", "concept", "strength", "seed", "effect", "preservation"}
+    assert contract | {"prompt", "colour_effect"} <= set(table.columns)
+    n = len(cfg["steering"]["concepts"]) * len(cfg["steering"]["strengths"])
+    n *= len(cfg["steering"]["prompts"]) * len(cfg["steering"]["seeds"])
+    assert len(table) == n
+    assert set(table["concept"]) == set(cfg["steering"]["concepts"])
+    zero = table[table["strength"] == 0]
+    assert (zero["effect"].abs() < 1e-6).all() and (zero["preservation"] > 0.9999).all()
+    assert table["preservation"].between(-1, 1 + 1e-6).all()
+    assert table["sae"].str.startswith(f"{cfg['model']}/L0_all/").all()
+
+
+def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+    cfg = smoke_diffusion()
+    table = pd.read_csv(smoke_run / "results/tables/attributes.csv")
+    assert {"sae", "latent", "attribute", "effect", "consistency", "rank"} <= set(table.columns)
+    assert 1 <= len(table) <= cfg["attributes"]["top_n"]
+    assert table["consistency"].between(0, 1).all()
+    ranked = table.dropna(subset=["rank"]).sort_values("rank")
+    assert ranked["kept"].all()
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+
+
+def test_diffusion_figures_models_and_saes_are_written(smoke_run: Path) -> None:  # noqa: F811
+    cfg = smoke_diffusion()
+    for name in (
+        "steering_grid",
+        "steering_effect",
+        "steering_preservation",
+        "attributes_grid",
+        "world_diffusion_samples",
+    ):
+        for ext in ("png", "pdf"):
+            assert (smoke_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
+    model_dir = smoke_run / "results/models" / cfg["model"]
+    index = json.loads((model_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert not (model_dir.parent / f"{cfg['model']}.partial").exists()
+    for name in cfg["sae"]["sweep"]:
+        sae_dir = smoke_run / "results/saes" / cfg["model"] / "L0_all" / name
+        assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "metrics.json").exists()
+    site = smoke_run / "results/activations" / cfg["model"] / cfg["corpus"]["name"] / "L0_all"
+    meta = json.loads((site / "metadata.json").read_text())
+    assert meta["n_prompts"] == cfg["corpus"]["n_prompts"] and meta["d"] > 0
+
+
+def test_paper_style_rules_run_on_a_local_diffusers_pipeline(tmp_path: Path) -> None:
+    """The paper config's path (source diffusers, downloaded corpus, open_clip scorer, custom
+    vocabulary) through real snakemake, on a tiny pipeline saved with save_pretrained and a
+    corpus downloaded over HTTP from a local server."""
+    import copy
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+    from snakemake_run import run_snakemake
+
+    from saeprobe.diffusion.world import (
+        WorldDiffusionConfig,
+        build_pipeline,
+        build_unet,
+        build_vae,
+        save_pipeline,
+    )
+    from saeprobe.world.clip import build_world_clip
+    from saeprobe.world.config import WorldClipConfig
+    from saeprobe.world.hf_text import build_tokenizer, to_clip_text_model
+
+    clip_cfg = WorldClipConfig.from_dict(
+        {"embed_dim": 16, "vision_width": 16, "vision_head_width": 8, "vision_layers": 1,
+         "text_width": 32, "text_layers": 2, "context_length": 16}
+    )  # fmt: skip
+    clip, _, _ = build_world_clip(clip_cfg, 32)
+    cfg = WorldDiffusionConfig(vae_channels=(8, 16), unet_channels=(16, 32), attention_head_dim=4)
+    torch.manual_seed(0)
+    pipe = build_pipeline(
+        build_vae(cfg, 16),
+        to_clip_text_model(clip),
+        build_tokenizer(16),
+        build_unet(cfg, 8, 32),
+        cfg,
+    )
+    save_pipeline(pipe, tmp_path / "hub" / "tiny-sd")
+    words = ["red", "blue", "dog", "cat", "house", "tree"]
+    prompts = [f"a {a} {b} in the park" for a in words for b in words]
+    pd.DataFrame({"prompt": prompts}).to_csv(tmp_path / "prompts.csv", index=False)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = copy.deepcopy(yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text()))
+    paper = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())["diffusion"]
+    d = config["diffusion"]
+    d.pop("world_model")
+    d.update(
+        model="tiny_sd",
+        source="diffusers",
+        hub_id=str(tmp_path / "hub" / "tiny-sd"),
+        corpus={
+            "source": "download",
+            "name": "prompts",
+            "url": f"http://127.0.0.1:{server.server_address[1]}/prompts.csv",
+            "file": "prompts.csv",
+            "column": "prompt",
+            "n_prompts": 30,
+        },
+        text={"layers": [0, 1], "tokens": "all"},
+        scorer={"source": "open_clip", "name": "RN50"},
+        generation={"steps": 2, "batch_size": 16, "height": 16},
+    )
+    d["steering"]["concepts"] = {"red": "a photo of something red", "dog": "a photo of a dog"}
+    d["attributes"]["vocabulary"] = dict(list(paper["attributes"]["vocabulary"].items())[:4])
+    (tmp_path / "paper_like.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(
+        "--cores", "2", "--configfile", str(tmp_path / "paper_like.yaml"),
+        "--directory", str(tmp_path), "results/tables/steering.csv",
+        "results/tables/attributes.csv",
+    )  # fmt: skip
+    server.shutdown()
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "train_world_diffusion" not in result.stdout + result.stderr
+    assert (tmp_path / "results/data/prompts/prompts.csv.sha256").is_file()
+    steering = pd.read_csv(tmp_path / "results/tables/steering.csv")
+    assert set(steering["sae"].str.split("/").str[1]) == {"L0_all", "L1_all"}
+    assert steering["colour_effect"].isna().all()  # no direct colour measurement off the world
+    attributes = pd.read_csv(tmp_path / "results/tables/attributes.csv")
+    assert set(attributes["attribute"]) <= set(d["attributes"]["vocabulary"])
