@@ -12,12 +12,14 @@ if not config:
 
 
 include: "rules/common.smk"
+include: "rules/data.smk"
 include: "rules/world.smk"
 include: "rules/extract.smk"
 include: "rules/sae.smk"
 include: "rules/vision.smk"
 include: "rules/diffusion.smk"
 include: "rules/mllm.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -27,6 +29,7 @@ rule all:
         vision_targets(),
         diffusion_targets(),
         mllm_targets(),
+        report_targets(),
 
 
 rule world:
@@ -46,4 +49,5 @@ rule saes:
 
 rule tables:
     input:
-        [t for t in all_targets() if t.startswith("results/tables/")],
+        task_outputs(),
+        report_targets(),

@@ -52,10 +52,14 @@ def model_spec(name: str) -> dict:
 
 
 def dataset_spec(name: str) -> dict:
-    """The dataset's config entry with the world's root filled in."""
+    """The dataset's config entry with the world's root (or the class list's root) filled in."""
     spec = dict(config["datasets"][name])
     if spec["source"] == "world":
         spec.setdefault("root", "results/world")
+    if "index_labels_from" in spec:
+        spec["index_classes_root"] = config["datasets"][spec["index_labels_from"]][
+            "root"
+        ]
     return canonical(spec)
 
 
@@ -74,6 +78,12 @@ def extract_inputs(wildcards) -> dict:
     if dataset["source"] == "world":
         inputs["images"] = f"results/world/{dataset['split']}/images.npy"
         inputs["manifest"] = f"results/world/{dataset['split']}/manifest.csv"
+    else:
+        # ancient: a re-made check of an unchanged folder never reruns an extraction
+        ready = [wildcards.dataset] + [
+            dataset[k] for k in ("index_labels_from",) if k in dataset
+        ]
+        inputs["ready"] = [ancient(f"results/data/{d}.json") for d in ready]
     return inputs
 
 
@@ -135,7 +145,9 @@ def eval_sae_inputs(wildcards) -> dict:
     }
     wc = Namespace(model=wildcards.model, dataset=eval_dataset)
     inputs.update(extract_inputs(wc))
-    if uses_world():
+    if "vision" in config:
+        inputs["hierarchy"] = hierarchy_file()  # class names for the zero-shot prompts
+    elif uses_world():
         inputs["hierarchy"] = "results/world/hierarchy.tsv"
     return inputs
 
@@ -143,5 +155,95 @@ def eval_sae_inputs(wildcards) -> dict:
 def all_targets() -> list[str]:
     targets = world_targets() + activation_dirs()
     if "sae" in config:
-        targets.append("results/tables/sae_quality.csv")
+        targets += ["results/tables/sae_quality.csv", "results/figures/sae_quality.png"]
     return targets
+
+
+# -- vision tasks (rules/vision.smk) --
+
+VISION_TASKS = ["semantics", "ood_detection", "ood_generalization", "ontology"]
+
+
+def vision_setting(task: str) -> dict:
+    """A task's settings with schema defaults filled in, canonicalised."""
+    return canonical(config["vision"].get(task, {}))
+
+
+def hierarchy_file() -> str:
+    if config["vision"]["hierarchy"]["source"] == "world":
+        return "results/world/hierarchy.tsv"
+    return "results/data/wordnet/hierarchy.tsv"
+
+
+def namer_of(model: str) -> str | None:
+    """The model whose text tower names `model`'s latents (itself if it has one)."""
+    namers = config["vision"].get("semantics", {}).get("namers", {})
+    if model in namers:
+        return namers[model]
+    return (
+        model if config["models"][model]["source"] in ("world", "open_clip") else None
+    )
+
+
+def vision_inputs(task: str, datasets: list[str]):
+    """Input function: the model's activations on `datasets`, its SAEs, and the hierarchy."""
+
+    def inputs(wildcards) -> dict:
+        model = wildcards.model
+        out = {
+            "activations": [f"results/activations/{model}/{d}" for d in datasets],
+            "saes": [
+                f"results/saes/{model}/{site}/{name}/sae.safetensors"
+                for site in config["sae"]["sites"][model]
+                for name in sae_names()
+            ],
+            "hierarchy": hierarchy_file(),
+        }
+        namer = namer_of(model)
+        if task == "semantics" and namer is not None:
+            out["namer"] = f"results/activations/{namer}/{datasets[0]}"
+            out.update(extract_inputs(Namespace(model=namer, dataset=datasets[0])))
+        return out
+
+    return inputs
+
+
+def vision_targets() -> list[str]:
+    if "vision" not in config:
+        return []
+    figures = {
+        "semantics": ["purity"],
+        "ood_detection": ["auroc"],
+        "ood_generalization": ["accuracy", "topk"],
+        "ontology": ["coverage", "heights"],
+    }
+    targets = [f"results/tables/{task}.csv" for task in VISION_TASKS]
+    targets += [
+        f"results/figures/{task}_{name}.{ext}"
+        for task, names in figures.items()
+        for name in names
+        for ext in ("png", "pdf")
+    ]
+    targets += [
+        f"results/figures/semantics_grid_{model}.{ext}"
+        for model in config["vision"]["models"]
+        for ext in ("png", "pdf")
+    ]
+    return targets
+
+
+# -- summary and report (rules/report.smk) --
+
+
+def task_outputs() -> list[str]:
+    """Every table and figure the configured tasks make."""
+    tables = [
+        t
+        for t in all_targets()
+        if t.startswith(("results/tables/", "results/figures/"))
+    ]
+    return tables + vision_targets() + diffusion_targets() + mllm_targets()
+
+
+def report_targets() -> list[str]:
+    return ["results/RESULTS.md", "results/figures/index.html"]

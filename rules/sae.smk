@@ -67,11 +67,17 @@ rule sae_quality_table:
     input:
         quality_files(),
     output:
-        report(
+        table=report(
             "results/tables/sae_quality.csv",
             caption="../report/sae_quality.rst",
             category="SAE quality",
         ),
+        png=report(
+            "results/figures/sae_quality.png",
+            caption="../report/sae_quality_figure.rst",
+            category="SAE quality",
+        ),
+        pdf="results/figures/sae_quality.pdf",
     log:
         "results/logs/sae_quality_table.log",
     benchmark:

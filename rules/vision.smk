@@ -1,5 +1,325 @@
 # Vision-embedding tasks: semantics, OOD detection, OOD generalization, ontology.
+# One job per task and model (all its SAE sites), then one table-and-figures job per task.
 
+if "vision" in config:
+    VISION = config["vision"]
 
-def vision_targets() -> list[str]:
-    return []
+    rule vision_semantics:
+        input:
+            unpack(vision_inputs("semantics", [VISION["id_dataset"]])),
+        output:
+            units="results/vision/semantics/{model}.csv",
+            grid_png=report(
+                "results/figures/semantics_grid_{model}.png",
+                caption="../report/semantics_grid.rst",
+                category="Vision",
+                subcategory="semantics",
+            ),
+            grid_pdf="results/figures/semantics_grid_{model}.pdf",
+        log:
+            "results/logs/vision_semantics/{model}.log",
+        benchmark:
+            "results/benchmarks/vision_semantics/{model}.tsv"
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=lambda wc, attempt: 16000 * attempt,
+            runtime=120,
+            gpu=GPUS,
+        params:
+            model=lambda wc: wc.model,
+            sites=lambda wc: config["sae"]["sites"][wc.model],
+            sae_names=sae_names(),
+            id_dataset=VISION["id_dataset"],
+            dataset_spec=dataset_spec(VISION["id_dataset"]),
+            attributes=VISION.get("attributes", []),
+            settings=vision_setting("semantics"),
+            namer=lambda wc: namer_of(wc.model),
+            namer_spec=lambda wc: (
+                model_spec(namer_of(wc.model)) if namer_of(wc.model) else None
+            ),
+            seed=config["seed"],
+            device=config["device"],
+        script:
+            "../scripts/vision_semantics.py"
+
+    rule vision_ood_detection:
+        input:
+            unpack(
+                vision_inputs(
+                    "ood_detection",
+                    [
+                        VISION["id_dataset"],
+                        VISION["train_dataset"],
+                        *VISION["ood_detection"]["ood_datasets"],
+                    ],
+                )
+            ),
+        output:
+            "results/vision/ood_detection/{model}.csv",
+        log:
+            "results/logs/vision_ood_detection/{model}.log",
+        benchmark:
+            "results/benchmarks/vision_ood_detection/{model}.tsv"
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=lambda wc, attempt: 32000 * attempt,
+            runtime=120,
+            gpu=GPUS,
+        params:
+            model=lambda wc: wc.model,
+            sites=lambda wc: config["sae"]["sites"][wc.model],
+            sae_names=sae_names(),
+            train_dataset=VISION["train_dataset"],
+            id_dataset=VISION["id_dataset"],
+            max_train=VISION.get("max_train_images"),
+            probe=vision_setting("probe"),
+            settings=vision_setting("ood_detection"),
+            seed=config["seed"],
+            device=config["device"],
+        script:
+            "../scripts/vision_ood_detection.py"
+
+    rule vision_ood_generalization:
+        input:
+            unpack(
+                vision_inputs(
+                    "ood_generalization",
+                    [
+                        VISION["id_dataset"],
+                        VISION["train_dataset"],
+                        *VISION["ood_generalization"]["test_datasets"],
+                    ],
+                )
+            ),
+        output:
+            "results/vision/ood_generalization/{model}.csv",
+        log:
+            "results/logs/vision_ood_generalization/{model}.log",
+        benchmark:
+            "results/benchmarks/vision_ood_generalization/{model}.tsv"
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=lambda wc, attempt: 32000 * attempt,
+            runtime=240,
+            gpu=GPUS,
+        params:
+            model=lambda wc: wc.model,
+            sites=lambda wc: config["sae"]["sites"][wc.model],
+            sae_names=sae_names(),
+            train_dataset=VISION["train_dataset"],
+            id_dataset=VISION["id_dataset"],
+            max_train=VISION.get("max_train_images"),
+            probe=vision_setting("probe"),
+            settings=vision_setting("ood_generalization"),
+            seed=config["seed"],
+            device=config["device"],
+        script:
+            "../scripts/vision_ood_generalization.py"
+
+    rule vision_ontology:
+        input:
+            unpack(
+                vision_inputs(
+                    "ontology", [VISION["id_dataset"], VISION["train_dataset"]]
+                )
+            ),
+        output:
+            metrics="results/vision/ontology/{model}.csv",
+            units="results/vision/ontology/{model}_units.csv",
+        log:
+            "results/logs/vision_ontology/{model}.log",
+        benchmark:
+            "results/benchmarks/vision_ontology/{model}.tsv"
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=lambda wc, attempt: 16000 * attempt,
+            runtime=60,
+            gpu=GPUS,
+        params:
+            model=lambda wc: wc.model,
+            sites=lambda wc: config["sae"]["sites"][wc.model],
+            sae_names=sae_names(),
+            train_dataset=VISION["train_dataset"],
+            id_dataset=VISION["id_dataset"],
+            max_train=VISION.get("max_train_images"),
+            settings=vision_setting("ontology"),
+            seed=config["seed"],
+            device=config["device"],
+        script:
+            "../scripts/vision_ontology.py"
+
+    rule semantics_table:
+        input:
+            tables=expand(
+                "results/vision/semantics/{model}.csv", model=VISION["models"]
+            ),
+        output:
+            table=report(
+                "results/tables/semantics.csv",
+                caption="../report/semantics.rst",
+                category="Vision",
+                subcategory="semantics",
+            ),
+            purity_png=report(
+                "results/figures/semantics_purity.png",
+                caption="../report/semantics_purity.rst",
+                category="Vision",
+                subcategory="semantics",
+            ),
+            purity_pdf="results/figures/semantics_purity.pdf",
+        log:
+            "results/logs/semantics_table.log",
+        benchmark:
+            "results/benchmarks/semantics_table.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        params:
+            task="semantics",
+        script:
+            "../scripts/vision_table.py"
+
+    rule ood_detection_table:
+        input:
+            tables=expand(
+                "results/vision/ood_detection/{model}.csv", model=VISION["models"]
+            ),
+        output:
+            table=report(
+                "results/tables/ood_detection.csv",
+                caption="../report/ood_detection.rst",
+                category="Vision",
+                subcategory="OOD detection",
+            ),
+            auroc_png=report(
+                "results/figures/ood_detection_auroc.png",
+                caption="../report/ood_detection_auroc.rst",
+                category="Vision",
+                subcategory="OOD detection",
+            ),
+            auroc_pdf="results/figures/ood_detection_auroc.pdf",
+        log:
+            "results/logs/ood_detection_table.log",
+        benchmark:
+            "results/benchmarks/ood_detection_table.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            task="ood_detection",
+        script:
+            "../scripts/vision_table.py"
+
+    rule ood_generalization_table:
+        input:
+            tables=expand(
+                "results/vision/ood_generalization/{model}.csv", model=VISION["models"]
+            ),
+        output:
+            table=report(
+                "results/tables/ood_generalization.csv",
+                caption="../report/ood_generalization.rst",
+                category="Vision",
+                subcategory="OOD generalization",
+            ),
+            accuracy_png=report(
+                "results/figures/ood_generalization_accuracy.png",
+                caption="../report/ood_generalization_accuracy.rst",
+                category="Vision",
+                subcategory="OOD generalization",
+            ),
+            accuracy_pdf="results/figures/ood_generalization_accuracy.pdf",
+            topk_png=report(
+                "results/figures/ood_generalization_topk.png",
+                caption="../report/ood_generalization_topk.rst",
+                category="Vision",
+                subcategory="OOD generalization",
+            ),
+            topk_pdf="results/figures/ood_generalization_topk.pdf",
+        log:
+            "results/logs/ood_generalization_table.log",
+        benchmark:
+            "results/benchmarks/ood_generalization_table.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            task="ood_generalization",
+        script:
+            "../scripts/vision_table.py"
+
+    rule ontology_table:
+        input:
+            tables=expand("results/vision/ontology/{model}.csv", model=VISION["models"]),
+            units=expand(
+                "results/vision/ontology/{model}_units.csv", model=VISION["models"]
+            ),
+        output:
+            table=report(
+                "results/tables/ontology.csv",
+                caption="../report/ontology.rst",
+                category="Vision",
+                subcategory="ontology",
+            ),
+            coverage_png=report(
+                "results/figures/ontology_coverage.png",
+                caption="../report/ontology_coverage.rst",
+                category="Vision",
+                subcategory="ontology",
+            ),
+            coverage_pdf="results/figures/ontology_coverage.pdf",
+            heights_png=report(
+                "results/figures/ontology_heights.png",
+                caption="../report/ontology_heights.rst",
+                category="Vision",
+                subcategory="ontology",
+            ),
+            heights_pdf="results/figures/ontology_heights.pdf",
+        log:
+            "results/logs/ontology_table.log",
+        benchmark:
+            "results/benchmarks/ontology_table.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            task="ontology",
+        script:
+            "../scripts/vision_table.py"
+
+    if VISION["hierarchy"]["source"] == "wordnet":
+
+        rule wordnet_hierarchy:
+            output:
+                "results/data/wordnet/hierarchy.tsv",
+            log:
+                "results/logs/wordnet_hierarchy.log",
+            benchmark:
+                "results/benchmarks/wordnet_hierarchy.tsv"
+            localrule: True
+            conda:
+                ENV
+            resources:
+                mem_mb=2000,
+                runtime=30,
+            params:
+                is_a=canonical(VISION["hierarchy"]["is_a"]),
+                words=canonical(VISION["hierarchy"]["words"]),
+            script:
+                "../scripts/wordnet_hierarchy.py"

@@ -8,6 +8,8 @@ import pandas as pd
 
 from saeprobe.eval.sae_quality import COLUMNS
 from saeprobe.io import atomic_write_csv
+from saeprobe.plots import save_figure
+from saeprobe.plots import vision as plots
 
 with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file
@@ -15,4 +17,5 @@ with open(snakemake.log[0], "a") as log_file:
     rows = [json.loads(open(path).read()) for path in snakemake.input]
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"k": "Int64", "n_inputs": "Int64"})
     logging.info("%d SAEs", len(table))
-    atomic_write_csv(snakemake.output[0], table)
+    atomic_write_csv(snakemake.output.table, table)
+    save_figure(plots.sae_quality(table), snakemake.output.png, snakemake.output.pdf)

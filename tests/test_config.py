@@ -41,6 +41,17 @@ def test_defaults_are_filled() -> None:
         (lambda c: c.update(device="tpu"), ["'device'", "auto", "cuda"]),
         (lambda c: c["extract"].update(datasets=["nope"]), ["extract.datasets[0]", "'nope'"]),
         (lambda c: c["models"]["world_clip"].update(layers=[1, 1]), ["models.world_clip.layers"]),
+        (
+            lambda c: c["vision"]["ood_detection"].update(ood_datasets=["world_ood_x"]),
+            ["vision.ood_detection.ood_datasets[0]", "'world_ood_x'", "extract.datasets"],
+        ),
+        (lambda c: c["vision"].update(models=["dino"]), ["vision.models[0]", "sae.sites"]),
+        (
+            lambda c: c["vision"]["semantics"].update(namers={"world_clip": "dino"}),
+            ["vision.semantics.namers.world_clip", "'dino'"],
+        ),
+        (lambda c: c["vision"]["ontology"].update(tau=1.5), ["vision.ontology.tau"]),
+        (lambda c: c["vision"].update(hierarchy={"source": "wordnet"}), ["vision.hierarchy.is_a"]),
     ],
 )
 def test_bad_values_name_the_key(mutate, expected: list[str]) -> None:

@@ -15,6 +15,8 @@ import yaml
 from snakemake_run import ROOT, run_snakemake
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
+VISION_TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
+SUMMARY_JOBS = {"report_results", "figures_index", "all"}
 pytestmark = pytest.mark.workflow
 
 
@@ -117,7 +119,9 @@ def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path)
     config = copy.deepcopy(smoke_config())
     config["sae"]["sweep"]["topk"]["k"] = 5
     jobs = planned_jobs(smoke_run, config)
-    assert jobs.keys() == {"train_saes", "eval_saes", "sae_quality_table", "all"}
+    sae_jobs = {"train_saes", "eval_saes", "sae_quality_table"}
+    downstream = {f"vision_{task}" for task in VISION_TASKS} | {f"{t}_table" for t in VISION_TASKS}
+    assert sae_jobs <= jobs.keys() <= sae_jobs | downstream | SUMMARY_JOBS
     assert jobs["train_saes"] == len(config["sae"]["sites"]["world_clip"])
 
 
@@ -125,7 +129,14 @@ def test_an_evaluation_parameter_reruns_only_that_evaluation(smoke_run: Path) ->
     config = copy.deepcopy(smoke_config())
     config["sae"]["downstream"] = False
     jobs = planned_jobs(smoke_run, config)
-    assert jobs.keys() == {"eval_saes", "sae_quality_table", "all"}
+    assert jobs.keys() == {"eval_saes", "sae_quality_table"} | SUMMARY_JOBS
+
+
+def test_a_vision_task_parameter_reruns_only_that_task(smoke_run: Path) -> None:
+    config = copy.deepcopy(smoke_config())
+    config["vision"]["ontology"]["tau"] = 0.8
+    jobs = planned_jobs(smoke_run, config)
+    assert jobs.keys() == {"vision_ontology", "ontology_table"} | SUMMARY_JOBS
 
 
 def test_a_comment_in_a_rule_file_reruns_nothing(smoke_run: Path, tmp_path: Path) -> None:
@@ -138,3 +149,36 @@ def test_a_comment_in_a_rule_file_reruns_nothing(smoke_run: Path, tmp_path: Path
     rule_file = workflow / "rules" / "sae.smk"
     rule_file.write_text("# an edited comment\n" + rule_file.read_text())
     assert planned_jobs(smoke_run, smoke_config(), workflow / "Snakefile") == {}
+
+
+def test_vision_tables_follow_the_output_contract(smoke_run: Path) -> None:
+    contract = {
+        "semantics": {"sae", "latent", "name", "name_score", "purity", "top_label"},
+        "ood_detection": {
+            "model",
+            "features",
+            "score",
+            "id_dataset",
+            "ood_dataset",
+            "auroc",
+            "fpr95",
+        },
+        "ood_generalization": {"model", "features", "train_dataset", "test_dataset", "accuracy"},
+        "ontology": {"model", "layer", "features", "metric", "value"},
+    }
+    config = smoke_config()
+    n_saes = len(config["sae"]["sweep"])
+    for task, columns in contract.items():
+        table = pd.read_csv(smoke_run / f"results/tables/{task}.csv")
+        assert columns <= set(table.columns), task
+        assert set(table["features"]) >= {"raw"} and table["features"].nunique() >= n_saes + 1
+    ood = pd.read_csv(smoke_run / "results/tables/ood_detection.csv")
+    assert ood["auroc"].between(0, 1).all() and ood["fpr95"].between(0, 1).all()
+    onto = pd.read_csv(smoke_run / "results/tables/ontology.csv")
+    assert {"raw", "pca", "random"} <= set(onto["features"])
+    for name in ("semantics_purity", "ood_detection_auroc", "ontology_coverage", "sae_quality"):
+        for ext in ("png", "pdf"):
+            assert (smoke_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
+    summary = (smoke_run / "results/RESULTS.md").read_text()
+    assert "SAE features recover the model's ontology" in summary
+    assert (smoke_run / "results/figures/index.html").read_text().count("<figure>") >= 8

@@ -138,8 +138,127 @@ def check_references(config: dict) -> None:
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
             problems.append(f"config key 'models.{name}.layers': repeated layer in {layers}")
+    problems += _vision_problems(config)
+    problems += _mllm_problems(config)
+    problems += diffusion_problems(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _vision_problems(config: dict) -> list[str]:
+    """Cross-references of the `vision` section: models with SAEs, extracted datasets, namers."""
+    vision = config.get("vision")
+    if not vision:
+        return []
+    problems = []
+    models = config.get("models", {})
+    extract = config.get("extract", {})
+    sites = config.get("sae", {}).get("sites", {})
+    for i, model in enumerate(vision["models"]):
+        if model not in sites:
+            problems.append(
+                f"config key 'vision.models[{i}]': '{model}' has no SAE sites under 'sae.sites'"
+            )
+    datasets = [("train_dataset", vision["train_dataset"]), ("id_dataset", vision["id_dataset"])]
+    for task, key in (("ood_detection", "ood_datasets"), ("ood_generalization", "test_datasets")):
+        for i, name in enumerate(vision.get(task, {}).get(key, [])):
+            datasets.append((f"{task}.{key}[{i}]", name))
+    for key, name in datasets:
+        if name not in extract.get("datasets", []):
+            problems.append(
+                f"config key 'vision.{key}': '{name}' is not listed in 'extract.datasets'"
+            )
+    for model, namer in vision.get("semantics", {}).get("namers", {}).items():
+        spec = models.get(namer)
+        if namer not in extract.get("models", []) or spec is None:
+            problems.append(
+                f"config key 'vision.semantics.namers.{model}': '{namer}' is not listed in "
+                "'extract.models'"
+            )
+        elif not spec.get("pooled", True) or spec["source"] == "hf":
+            problems.append(
+                f"config key 'vision.semantics.namers.{model}': '{namer}' needs a text tower "
+                "(source world or open_clip) and pooled: true"
+            )
+    hierarchy = vision["hierarchy"]
+    if hierarchy["source"] == "wordnet":
+        for key in ("is_a", "words"):
+            if key not in hierarchy:
+                problems.append(
+                    f"config key 'vision.hierarchy.{key}': needed for source wordnet "
+                    "(url of the ImageNet WordNet file)"
+                )
+    return problems
+
+
+def _mllm_problems(config: dict) -> list[str]:
+    """Cross-references of the `mllm:` section: its datasets, the SAE's k, model layers."""
+    mllm = config.get("mllm")
+    if not mllm:
+        return []
+    problems = []
+    for key in ("train_dataset", "eval_dataset"):
+        if mllm[key] not in mllm["datasets"]:
+            problems.append(
+                f"config key 'mllm.{key}': '{mllm[key]}' is not defined under 'mllm.datasets' "
+                f"(defined: {sorted(mllm['datasets'])})"
+            )
+    sae = mllm["sae"]
+    if sae["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in sae:
+        problems.append(f"config key 'mllm.sae.k': arch {sae['arch']} needs k")
+    for name, spec in mllm["models"].items():
+        if spec["source"] == "hf" and "name" not in spec:
+            problems.append(f"config key 'mllm.models.{name}.name': an hf model needs a repo id")
+        if spec["source"] == "world":
+            n_layers = mllm.get("world_llava", {}).get("layers", 2)
+            bad = [layer for layer in spec["layers"] if layer >= n_layers]
+            if bad:
+                problems.append(
+                    f"config key 'mllm.models.{name}.layers': {bad} beyond the world LLaVA's "
+                    f"{n_layers} blocks (mllm.world_llava.layers)"
+                )
+    return problems
+
+
+def diffusion_problems(config: dict) -> list[str]:
+    """Cross-key checks of the `diffusion:` section (empty when it is absent)."""
+    d = config.get("diffusion")
+    if not d:
+        return []
+    problems: list[str] = []
+    if d["source"] == "diffusers" and not d.get("hub_id"):
+        problems.append(
+            "config key 'diffusion.hub_id': source diffusers needs a hub id or directory"
+        )
+    corpus = d["corpus"]
+    if corpus["source"] == "download":
+        for key in ("url", "file"):
+            if not corpus.get(key):
+                problems.append(
+                    f"config key 'diffusion.corpus.{key}': a downloaded corpus needs it"
+                )
+        if str(corpus.get("file", "")).endswith(".zip") and not corpus.get("member"):
+            problems.append(
+                "config key 'diffusion.corpus.member': a zip corpus needs the JSON file"
+            )
+    if d["scorer"]["source"] == "open_clip" and not d["scorer"].get("name"):
+        problems.append("config key 'diffusion.scorer.name': an open_clip scorer needs a name")
+    layers = d["text"]["layers"]
+    if len(set(layers)) != len(layers):
+        problems.append(f"config key 'diffusion.text.layers': repeated layer in {layers}")
+    for name, entry in d["sae"]["sweep"].items():
+        if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
+            problems.append(
+                f"config key 'diffusion.sae.sweep.{name}.k': arch {entry['arch']} needs k"
+            )
+    steering = d.get("steering", {})
+    for i, c in enumerate(steering.get("grid_concepts", [])):
+        if c not in steering.get("concepts", {}):
+            problems.append(
+                f"config key 'diffusion.steering.grid_concepts[{i}]': '{c}' is not a concept "
+                f"under 'diffusion.steering.concepts'"
+            )
+    return problems
 
 
 def gpus_for(config: dict) -> int:

@@ -50,7 +50,7 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if offset and response.status != 206:
                 offset = 0  # the server ignored the range: start over
-            total = response.length
+            total = getattr(response, "length", None)
             mode = "ab" if offset else "wb"
             with (
                 open(part, mode) as fh,

@@ -1,0 +1,21 @@
+# Datasets of the paper config: public archives downloaded with checksums, gated ImageNet from
+# a local folder or the HF hub; each is checked before any GPU job reads it.
+
+
+rule prepare_dataset:
+    output:
+        "results/data/{dataset}.json",
+    log:
+        "results/logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_dataset/{dataset}.tsv"
+    localrule: True
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=600,
+    params:
+        spec=lambda wc: dataset_spec(wc.dataset),
+    script:
+        "../scripts/prepare_dataset.py"
