@@ -11,7 +11,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
 )
 
-from saeprobe.config import gpus_for, validate_config
+from saeprobe.config import canonical, gpus_for, validate_config
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
@@ -32,15 +32,6 @@ wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9_-]*",
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     split="[a-z_]+",
-
-
-def canonical(value):
-    """Dicts with sorted keys, recursively: reordering keys in a config file reruns nothing."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
 
 
 def model_spec(name: str) -> dict:

@@ -20,15 +20,6 @@ SUMMARY_JOBS = {"report_results", "figures_index", "all"}
 pytestmark = pytest.mark.workflow
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working directory in which the smoke config has run to completion."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    result = run_snakemake("--cores", "2", "--configfile", str(SMOKE), "--directory", str(workdir))
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
-
-
 def smoke_config() -> dict:
     return yaml.safe_load(SMOKE.read_text())
 

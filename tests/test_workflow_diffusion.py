@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake_run import ROOT
-from test_workflow import smoke_run  # noqa: F401
 
 pytestmark = pytest.mark.workflow
 
@@ -18,7 +17,7 @@ def smoke_diffusion() -> dict:
     return yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["diffusion"]
 
 
-def test_steering_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+def test_steering_table_follows_the_contract(smoke_run: Path) -> None:
     cfg = smoke_diffusion()
     table = pd.read_csv(smoke_run / "results/tables/steering.csv")
     contract = {"sae", "latent", "concept", "strength", "seed", "effect", "preservation"}
@@ -33,7 +32,7 @@ def test_steering_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: 
     assert table["sae"].str.startswith(f"{cfg['model']}/L0_all/").all()
 
 
-def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:
     cfg = smoke_diffusion()
     table = pd.read_csv(smoke_run / "results/tables/attributes.csv")
     assert {"sae", "latent", "attribute", "effect", "consistency", "rank"} <= set(table.columns)
@@ -44,7 +43,7 @@ def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:  # noqa
     assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
 
 
-def test_diffusion_figures_models_and_saes_are_written(smoke_run: Path) -> None:  # noqa: F811
+def test_diffusion_figures_models_and_saes_are_written(smoke_run: Path) -> None:
     cfg = smoke_diffusion()
     for name in (
         "steering_grid",

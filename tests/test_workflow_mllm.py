@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake_run import ROOT, run_snakemake
-from test_workflow import planned_jobs, smoke_config, smoke_run  # noqa: F401
+from test_workflow import planned_jobs, smoke_config
 
 pytestmark = pytest.mark.workflow
 
 
-def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:  # noqa: F811
+def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
     config = smoke_config()["mllm"]
     table = pd.read_csv(smoke_run / "results/tables/crossmodal.csv", keep_default_na=False)
     assert {"sae", "layer", "metric", "value", "null_value", "concept"} <= set(table.columns)
@@ -38,7 +38,7 @@ def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:  # noqa
     assert null.between(0, 1).all()
 
 
-def test_figures_and_the_world_llava(smoke_run: Path) -> None:  # noqa: F811
+def test_figures_and_the_world_llava(smoke_run: Path) -> None:
     for name in ("modality_score", "concept_overlap", "shared_latents"):
         for ext in ("png", "pdf"):
             assert (smoke_run / f"results/figures/crossmodal_{name}.{ext}").stat().st_size > 0
@@ -54,7 +54,7 @@ def test_figures_and_the_world_llava(smoke_run: Path) -> None:  # noqa: F811
     assert acc["accuracy"].between(0, 1).all()
 
 
-def test_extraction_rows_add_up(smoke_run: Path) -> None:  # noqa: F811
+def test_extraction_rows_add_up(smoke_run: Path) -> None:
     config = smoke_config()["mllm"]
     for dataset, spec in config["datasets"].items():
         root = smoke_run / "results/mllm/activations/world_llava" / dataset
@@ -75,7 +75,7 @@ MLLM_RULES = {
 }
 
 
-def test_a_crossmodal_setting_reruns_only_the_statistics(smoke_run: Path) -> None:  # noqa: F811
+def test_a_crossmodal_setting_reruns_only_the_statistics(smoke_run: Path) -> None:
     """Among this stage's rules (other stages' plans are their tests' business)."""
     config = copy.deepcopy(smoke_config())
     config["mllm"]["crossmodal"]["top_m"] = 2

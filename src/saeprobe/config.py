@@ -261,6 +261,15 @@ def diffusion_problems(config: dict) -> list[str]:
     return problems
 
 
+def canonical(value: Any) -> Any:
+    """Dicts with sorted keys, recursively (reordering keys in a config file reruns nothing)."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def gpus_for(config: dict) -> int:
     """GPUs a GPU-capable job asks the scheduler for: one when the config says `device: cuda`."""
     return 1 if config.get("device") == "cuda" else 0

@@ -10,17 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from saeprobe.config import canonical
+
 WORLD_CLIP_DIR = "results/models/world_clip"
 FIGURES = ("steering_grid", "steering_effect", "steering_preservation", "attributes_grid")
-
-
-def canonical(value: Any) -> Any:
-    """Dicts with sorted keys, recursively (reordering keys in a config file reruns nothing)."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
 
 
 def section(config: dict, key: str | None = None) -> Any:

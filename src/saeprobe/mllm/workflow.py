@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from saeprobe.config import canonical
+
 WORLD_LLAVA_DIR = "results/models/world_llava"
 FIGURES = ("crossmodal_modality_score", "crossmodal_concept_overlap", "crossmodal_shared_latents")
-
-
-def canonical(value: Any) -> Any:
-    """Dicts with sorted keys, recursively (reordering keys in a config file reruns nothing)."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
 
 
 def section(config: dict, key: str | None = None) -> Any:
