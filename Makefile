@@ -5,12 +5,18 @@ BIN := $(VENV)/bin
 CORES ?= 2
 CONFIG ?= config.yaml
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+DEV := $(VENV)/.dev-installed
 
 .PHONY: demo test lint format dryrun report pull clean
 
 $(BIN)/snakemake: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Tests and linters also need the dev tools (pytest, ruff, snakefmt, SAELens for the round trip).
+$(DEV): $(BIN)/snakemake
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -18,16 +24,16 @@ demo: $(BIN)/snakemake
 	$(SNAKEMAKE)
 	$(SNAKEMAKE) --report results/report.html
 
-test: $(BIN)/snakemake
+test: $(DEV)
 	$(BIN)/pytest -q
 
-lint: $(BIN)/snakemake
+lint: $(DEV)
 	$(BIN)/ruff check src scripts tests benchmarks
 	$(BIN)/ruff format --check src scripts tests benchmarks
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
-format: $(BIN)/snakemake
+format: $(DEV)
 	$(BIN)/ruff format src scripts tests benchmarks
 	$(BIN)/snakefmt Snakefile rules
 

@@ -34,6 +34,13 @@ wildcard_constraints:
     split="[a-z_]+",
 
 
+def scaled_mem(mb: int):
+    """A rule's memory request: `mb` per attempt for real models and datasets; the synthetic
+    world's jobs need far less, so they ask for at most 8 GB per attempt."""
+    base = min(mb, 8000) if uses_world() else mb
+    return lambda wildcards, attempt: base * attempt
+
+
 def model_spec(name: str) -> dict:
     """The model's config entry with the world CLIP's checkpoint path filled in."""
     spec = dict(config["models"][name])

@@ -27,7 +27,7 @@ if "diffusion" in config:
             "results/benchmarks/train_world_diffusion/{dmodel}.tsv"
         conda:
             ENV
-        threads: 1
+        threads: 2
         resources:
             mem_mb=6000,
             runtime=60,
@@ -105,7 +105,7 @@ if "diffusion" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: 16000 * attempt,
+            mem_mb=scaled_mem(16000),
             runtime=60,
             gpu=GPUS,
         params:
@@ -138,7 +138,7 @@ if "diffusion" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: 8000 * attempt,
+            mem_mb=scaled_mem(8000),
             runtime=120,
             gpu=GPUS,
         params:
@@ -185,7 +185,7 @@ if "diffusion" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: 16000 * attempt,
+            mem_mb=scaled_mem(16000),
             runtime=240,
             gpu=GPUS,
         params:
@@ -220,7 +220,7 @@ if "diffusion" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=lambda wc, attempt: 16000 * attempt,
+            mem_mb=scaled_mem(16000),
             runtime=240,
             gpu=GPUS,
         params:

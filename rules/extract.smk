@@ -14,7 +14,7 @@ rule extract_activations:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=scaled_mem(16000),
         runtime=lambda wc, attempt: 240 * attempt,
         gpu=GPUS,
     params:

@@ -35,7 +35,7 @@ rule train_world_llava:
         "results/benchmarks/train_world_llava.tsv"
     conda:
         ENV
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
@@ -80,7 +80,7 @@ rule extract_mllm:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 32000 * attempt,
+        mem_mb=scaled_mem(32000),
         runtime=lambda wc, attempt: 120 * attempt,
         gpu=GPUS,
     params:
@@ -109,7 +109,7 @@ rule train_mllm_sae:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 32000 * attempt,
+        mem_mb=scaled_mem(32000),
         runtime=lambda wc, attempt: 240 * attempt,
         gpu=GPUS,
     params:
@@ -141,7 +141,7 @@ rule crossmodal_eval:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=scaled_mem(16000),
         runtime=60,
     params:
         crossmodal=mllm_wf.section(config, "crossmodal"),

@@ -21,7 +21,7 @@ rule train_saes:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=scaled_mem(16000),
         runtime=lambda wc, attempt: 480 * attempt,
         gpu=GPUS,
     params:
@@ -49,7 +49,7 @@ rule eval_saes:
         ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=scaled_mem(16000),
         runtime=120,
         gpu=GPUS,
     params:

@@ -24,13 +24,13 @@ if "vision" in config:
             ENV
         threads: 2
         resources:
-            mem_mb=lambda wc, attempt: 16000 * attempt,
+            mem_mb=scaled_mem(16000),
             runtime=120,
             gpu=GPUS,
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sae_names(),
+            sae_names=sorted(sae_names()),
             id_dataset=VISION["id_dataset"],
             dataset_spec=dataset_spec(VISION["id_dataset"]),
             attributes=VISION.get("attributes", []),
@@ -66,13 +66,13 @@ if "vision" in config:
             ENV
         threads: 2
         resources:
-            mem_mb=lambda wc, attempt: 32000 * attempt,
+            mem_mb=scaled_mem(32000),
             runtime=120,
             gpu=GPUS,
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sae_names(),
+            sae_names=sorted(sae_names()),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -105,13 +105,13 @@ if "vision" in config:
             ENV
         threads: 2
         resources:
-            mem_mb=lambda wc, attempt: 32000 * attempt,
+            mem_mb=scaled_mem(32000),
             runtime=240,
             gpu=GPUS,
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sae_names(),
+            sae_names=sorted(sae_names()),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -140,13 +140,13 @@ if "vision" in config:
             ENV
         threads: 2
         resources:
-            mem_mb=lambda wc, attempt: 16000 * attempt,
+            mem_mb=scaled_mem(16000),
             runtime=60,
             gpu=GPUS,
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sae_names(),
+            sae_names=sorted(sae_names()),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),

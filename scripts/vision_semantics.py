@@ -47,7 +47,7 @@ with open(snakemake.log[0], "a") as log_file:
     )
     atomic_write_csv(snakemake.output.units, table)
 
-    grid_sae = p.sae_names[0]
+    grid_sae = p.settings.get("grid_sae") or p.sae_names[0]
     panels = []
     for site in p.sites:
         data = load_site(id_dir, site)

@@ -180,6 +180,11 @@ def _vision_problems(config: dict) -> list[str]:
                 f"config key 'vision.semantics.namers.{model}': '{namer}' needs a text tower "
                 "(source world or open_clip) and pooled: true"
             )
+    grid_sae = vision.get("semantics", {}).get("grid_sae")
+    if grid_sae is not None and grid_sae not in config.get("sae", {}).get("sweep", {}):
+        problems.append(
+            f"config key 'vision.semantics.grid_sae': '{grid_sae}' is not an SAE of 'sae.sweep'"
+        )
     hierarchy = vision["hierarchy"]
     if hierarchy["source"] == "wordnet":
         for key in ("is_a", "words"):
