@@ -27,7 +27,7 @@ if "diffusion" in config:
             "results/benchmarks/train_world_diffusion/{dmodel}.tsv"
         conda:
             ENV
-        threads: 2
+        threads: 1
         resources:
             mem_mb=6000,
             runtime=60,

@@ -35,7 +35,7 @@ rule train_world_llava:
         "results/benchmarks/train_world_llava.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
