@@ -27,7 +27,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path) -> None:
+    # The SAE chain and one vision task (world, CLIP, extraction, SAEs, evaluation, ontology):
+    # every kind of resource request, without the minutes that two more world models would add.
     result = run_snakemake(
+        "results/tables/sae_quality.csv",
+        "results/tables/ontology.csv",
         "--workflow-profile",
         str(ROOT / "profiles" / "slurm"),
         "--configfile",
@@ -52,6 +56,7 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     assert len({slurm_id for _, slurm_id in submitted}) == len(submitted)
     assert "Error in rule" not in output
     assert (tmp_path / "results/tables/sae_quality.csv").exists()
+    assert (tmp_path / "results/tables/ontology.csv").exists()
     # SLURM itself ran them: the controller's log lists each job as completed
     controller = (cluster / "slurmctld.log").read_text()
     for _, slurm_id in submitted:
