@@ -208,7 +208,7 @@ def ood_detection(
             per["mahalanobis"] = mahalanobis(x)
             per["knn"] = knn(x)
             for score, values in per.items():
-                scores[(RAW, score)] = scores.get((RAW, score), {}) | {name: values}
+                scores.setdefault((RAW, score), {})[name] = values
 
         for sae_name, sae in sites.load_saes(site, device).items():
             codes_train = sae_codes(sae, train)
@@ -223,7 +223,7 @@ def ood_detection(
                     "profile": profile(codes),
                 }
                 for score, values in per.items():
-                    scores[(sae_name, score)] = scores.get((sae_name, score), {}) | {name: values}
+                    scores.setdefault((sae_name, score), {})[name] = values
 
         for (features, score), by_dataset in scores.items():
             id_scores = by_dataset[id_dataset]
