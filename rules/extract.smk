@@ -12,7 +12,7 @@ rule extract_activations:
         "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1 + config["extract"]["num_workers"]
     resources:
         mem_mb=scaled_mem(16000),
         runtime=lambda wc, attempt: 240 * attempt,

@@ -78,7 +78,7 @@ rule extract_mllm:
         "results/benchmarks/extract_mllm/{model}/{dataset}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled_mem(32000),
         runtime=lambda wc, attempt: 120 * attempt,
@@ -107,7 +107,7 @@ rule train_mllm_sae:
         "results/benchmarks/train_mllm_sae/{model}/L{layer}/{name}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled_mem(32000),
         runtime=lambda wc, attempt: 240 * attempt,
@@ -139,7 +139,7 @@ rule crossmodal_eval:
         "results/benchmarks/crossmodal_eval/{model}/L{layer}/{name}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled_mem(16000),
         runtime=60,

@@ -19,7 +19,7 @@ rule train_saes:
         "results/benchmarks/train_saes/{model}/{site}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled_mem(16000),
         runtime=lambda wc, attempt: 480 * attempt,
@@ -47,7 +47,7 @@ rule eval_saes:
         "results/benchmarks/eval_saes/{model}/{site}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=scaled_mem(16000),
         runtime=120,

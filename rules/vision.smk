@@ -22,7 +22,7 @@ if "vision" in config:
             "results/benchmarks/vision_semantics/{model}.tsv"
         conda:
             ENV
-        threads: 2
+        threads: 1
         resources:
             mem_mb=scaled_mem(16000),
             runtime=120,
@@ -64,7 +64,7 @@ if "vision" in config:
             "results/benchmarks/vision_ood_detection/{model}.tsv"
         conda:
             ENV
-        threads: 2
+        threads: 1
         resources:
             mem_mb=scaled_mem(32000),
             runtime=120,
@@ -103,7 +103,7 @@ if "vision" in config:
             "results/benchmarks/vision_ood_generalization/{model}.tsv"
         conda:
             ENV
-        threads: 2
+        threads: 1
         resources:
             mem_mb=scaled_mem(32000),
             runtime=240,
@@ -138,7 +138,7 @@ if "vision" in config:
             "results/benchmarks/vision_ontology/{model}.tsv"
         conda:
             ENV
-        threads: 2
+        threads: 1
         resources:
             mem_mb=scaled_mem(16000),
             runtime=60,

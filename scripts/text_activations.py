@@ -18,10 +18,10 @@ from saeprobe.diffusion.text import (
     collect,
     heldout_rows,
     load_prompt_corpus,
-    site_name,
     world_captions,
     write_site,
 )
+from saeprobe.diffusion.workflow import site_name
 from saeprobe.io import atomic_write_json
 
 with open(snakemake.log[0], "w") as log_file:

@@ -11,7 +11,8 @@ from saeprobe.diffusion.hooks import capture, latent_direction, steer, token_mas
 from saeprobe.diffusion.metrics import colour_fractions, pixel_mse, preservation
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import GenSettings, _embeds, word_contrast
-from saeprobe.diffusion.text import collect, site_name
+from saeprobe.diffusion.text import collect
+from saeprobe.diffusion.workflow import site_name
 from saeprobe.diffusion.world import (
     WorldDiffusionConfig,
     build_pipeline,

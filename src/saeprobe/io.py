@@ -7,12 +7,13 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # torch takes seconds to import; table and report jobs never need it
+    import torch
 
 
 @contextmanager
@@ -56,6 +57,8 @@ def atomic_save_tensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
     """A safetensors file of contiguous CPU copies of `tensors`."""
+    from safetensors.torch import save_file
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)

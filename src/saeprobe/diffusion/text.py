@@ -39,13 +39,6 @@ CAPTION_KEYS = (
 )
 
 
-def site_name(layer: int, tokens: Tokens) -> str:
-    """`L{layer}_{tokens}`: tokens "all", "eot", or positions joined by "-" (e.g. L10_p2-3)."""
-    if isinstance(tokens, str):
-        return f"L{layer}_{tokens}"
-    return f"L{layer}_p" + "-".join(str(int(p)) for p in tokens)
-
-
 def world_captions(
     manifest: pd.DataFrame, n: int, seed: int, probabilities: dict[str, float]
 ) -> list[str]:

@@ -8,6 +8,7 @@ results/tables/{steering,attributes,world_diffusion}.csv, results/figures/*.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from saeprobe.config import canonical
@@ -52,10 +53,15 @@ def corpus_inputs(config: dict) -> list[str]:
     return [f"results/data/prompts/{corpus['file']}"]
 
 
-def sites(config: dict) -> list[str]:
-    """`L{layer}_{tokens}` per configured layer (saeprobe.diffusion.text.site_name)."""
-    from saeprobe.diffusion.text import site_name
+def site_name(layer: int, tokens: str | Sequence[int]) -> str:
+    """`L{layer}_{tokens}`: tokens "all", "eot", or positions joined by "-" (e.g. L10_p2-3)."""
+    if isinstance(tokens, str):
+        return f"L{layer}_{tokens}"
+    return f"L{layer}_p" + "-".join(str(int(p)) for p in tokens)
 
+
+def sites(config: dict) -> list[str]:
+    """`L{layer}_{tokens}` per configured layer."""
     text = config["diffusion"]["text"]
     return [site_name(layer, text["tokens"]) for layer in text["layers"]]
 
