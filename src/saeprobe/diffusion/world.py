@@ -212,6 +212,19 @@ class _Stage:
         log.info("%s: resuming from step %d", self.name, info["step"])
         return int(info["step"])
 
+    def step(
+        self, loss: torch.Tensor, step: int, total: int, lr: float, warmup: int, every: int
+    ) -> float:
+        """One optimiser step at the schedule's rate; a checkpoint every `every` steps (0: none)."""
+        for g in self.optim.param_groups:
+            g["lr"] = _lr(step, total, lr, warmup)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optim.step()
+        if every and (step + 1) % every == 0:
+            self.save(step + 1)
+        return loss.item()
+
     def save(self, step: int, extra: dict[str, Any] | None = None) -> None:
         atomic_save_tensors(self.work / f"{self.name}.safetensors", self.module.state_dict())
         atomic_save_tensors(
@@ -251,14 +264,11 @@ def train_vae(
         )
         recon = vae.decode(z).sample
         loss = (recon - x).pow(2).mean() + cfg.kl_weight * posterior.kl().mean()
-        for g in optim.param_groups:
-            g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup_steps)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            stage.save(step + 1)
+        losses.append(
+            stage.step(
+                loss, step, cfg.vae_steps, cfg.vae_lr, cfg.warmup_steps, cfg.checkpoint_every
+            )
+        )
     vae.eval()
     with torch.no_grad():
         sample = pixels[: min(n, 2048)].to(device)
@@ -353,14 +363,9 @@ def train_world_diffusion(
             cond = text_encoder(input_ids=tokens.to(device)).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample
         loss = (pred - noise).pow(2).mean()
-        for g in optim.param_groups:
-            g["lr"] = _lr(step, cfg.unet_steps, cfg.lr, cfg.warmup_steps)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            stage.save(step + 1)
+        losses.append(
+            stage.step(loss, step, cfg.unet_steps, cfg.lr, cfg.warmup_steps, cfg.checkpoint_every)
+        )
     unet_seconds = time.perf_counter() - t0
     unet.eval()
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet, cfg)
