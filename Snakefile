@@ -44,7 +44,7 @@ rule activations:
 
 rule saes:
     input:
-        [f"{d}/sae.safetensors" for d in sae_dirs()],
+        sweep_files(),
 
 
 rule tables:

@@ -11,6 +11,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
 )
 
+from saeprobe.sites import family_of
 from saeprobe.config import canonical, gpus_for, validate_config
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -25,13 +26,25 @@ WORLD_SPLITS = [
     "shift_outline",
     "shift_noise",
 ]
+# The models the pipeline trains on the synthetic world, one folder each, in their libraries'
+# own formats; a `models:` entry of a world source is loaded from here.
+WORLD_DIR = "results/world"
 WORLD_MODEL_DIR = "results/models/world_clip"
+WORLD_DIFFUSION_DIR = "results/models/world_diffusion"
+WORLD_LLAVA_DIR = "results/models/world_llava"
+WORLD_MODEL_FILES = {
+    "world": f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
+    "world_diffusion": f"{WORLD_DIFFUSION_DIR}/model_index.json",
+    "world_llava": f"{WORLD_LLAVA_DIR}/model.safetensors",
+}
+WORLD_DATASET_SOURCES = ("world", "world_captions", "world_pairs")
 
 
 wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9_-]*",
     dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
     split="[a-z_]+",
+    site="(L[0-9]+_[A-Za-z0-9-]+|pooled)",
 
 
 def scaled_mem(mb: int):
@@ -41,19 +54,49 @@ def scaled_mem(mb: int):
     return lambda wildcards, attempt: base * attempt
 
 
+def family(model: str) -> str:
+    """vision, text_encoder or mllm."""
+    return family_of(config["models"][model]["source"])
+
+
 def model_spec(name: str) -> dict:
-    """The model's config entry with the world CLIP's checkpoint path filled in."""
+    """The model's config entry with the folder of a world model filled in."""
     spec = dict(config["models"][name])
     if spec["source"] == "world":
         spec.setdefault("weights", WORLD_MODEL_DIR)
+    elif spec["source"] == "world_diffusion":
+        spec["name"] = WORLD_DIFFUSION_DIR
+    elif spec["source"] == "world_llava":
+        spec["name"] = WORLD_LLAVA_DIR
     return canonical(spec)
 
 
+def prompts_file(spec: dict) -> str:
+    return f"results/data/prompts/{spec['file']}"
+
+
+def prompt_download(file: str) -> dict:
+    """The `download` entry of the prompt dataset whose corpus file is `file`."""
+    for spec in config["datasets"].values():
+        if spec["source"] == "prompts" and spec.get("file") == file:
+            return canonical(spec["download"])
+    raise ValueError(f"no prompt dataset downloads {file!r}")
+
+
+def coco_root() -> str:
+    return config.get("mllm", {}).get("coco", {}).get("root", "data/coco")
+
+
 def dataset_spec(name: str) -> dict:
-    """The dataset's config entry with the world's root (or the class list's root) filled in."""
-    spec = dict(config["datasets"][name])
-    if spec["source"] == "world":
-        spec.setdefault("root", "results/world")
+    """The dataset's entry with its name and files filled in (the world's root, a prompt
+    corpus's path, COCO's root, the class list's root)."""
+    spec = dict(config["datasets"][name], name=name)
+    if spec["source"] in WORLD_DATASET_SOURCES:
+        spec.setdefault("root", WORLD_DIR)
+    elif spec["source"] == "prompts":
+        spec["path"] = prompts_file(spec)
+    elif spec["source"] == "coco":
+        spec.setdefault("root", coco_root())
     if "index_labels_from" in spec:
         spec["index_classes_root"] = config["datasets"][spec["index_labels_from"]][
             "root"
@@ -62,91 +105,147 @@ def dataset_spec(name: str) -> dict:
 
 
 def uses_world() -> bool:
-    return any(m["source"] == "world" for m in config["models"].values()) or any(
-        d["source"] == "world" for d in config["datasets"].values()
-    )
+    return any(
+        m["source"] in WORLD_MODEL_FILES for m in config["models"].values()
+    ) or any(d["source"] in WORLD_DATASET_SOURCES for d in config["datasets"].values())
+
+
+def dataset_inputs(name: str) -> dict:
+    """Files a dataset is read from that the pipeline itself makes or fetches."""
+    spec = dataset_spec(name)
+    source = spec["source"]
+    if source in WORLD_DATASET_SOURCES:
+        split = f"{WORLD_DIR}/{spec['split']}"
+        return {"images": f"{split}/images.npy", "manifest": f"{split}/manifest.csv"}
+    if source == "prompts":
+        return {"corpus": spec["path"]}
+    if source == "coco":
+        root, split = spec["root"], spec["split"]
+        return {
+            "captions": f"{root}/annotations/captions_{split}.json",
+            "instances": f"{root}/annotations/instances_{split}.json",
+            "coco_images": f"{root}/{split}",
+        }
+    # ancient: a re-made check of an unchanged folder never reruns an extraction
+    ready = [name] + [spec[k] for k in ("index_labels_from",) if k in spec]
+    return {"ready": [ancient(f"results/data/{d}.json") for d in ready]}
 
 
 def extract_inputs(wildcards) -> dict:
-    """Files an extraction needs that the pipeline itself makes (world images, world CLIP)."""
-    inputs = {}
-    if model_spec(wildcards.model)["source"] == "world":
-        inputs["model"] = f"{WORLD_MODEL_DIR}/open_clip_model.safetensors"
-    dataset = dataset_spec(wildcards.dataset)
-    if dataset["source"] == "world":
-        inputs["images"] = f"results/world/{dataset['split']}/images.npy"
-        inputs["manifest"] = f"results/world/{dataset['split']}/manifest.csv"
-    else:
-        # ancient: a re-made check of an unchanged folder never reruns an extraction
-        ready = [wildcards.dataset] + [
-            dataset[k] for k in ("index_labels_from",) if k in dataset
-        ]
-        inputs["ready"] = [ancient(f"results/data/{d}.json") for d in ready]
+    """Files an extraction needs that the pipeline itself makes (world models and data)."""
+    inputs = dataset_inputs(wildcards.dataset)
+    source = config["models"][wildcards.model]["source"]
+    if source in WORLD_MODEL_FILES:
+        inputs["model"] = WORLD_MODEL_FILES[source]
     return inputs
 
 
-def extract_settings() -> dict:
-    """Extraction settings without the target lists, so adding a dataset reruns nothing else."""
-    return {
-        k: v for k, v in config["extract"].items() if k not in ("models", "datasets")
-    }
+def extract_settings(model: str) -> dict:
+    """Extraction settings of one model without the target lists, so adding a dataset reruns
+    nothing else; a model's own batch_size wins."""
+    settings = {k: v for k, v in config["extract"].items() if k != "datasets"}
+    settings["batch_size"] = config["models"][model].get(
+        "batch_size", settings["batch_size"]
+    )
+    return settings
+
+
+def activation_dir(model: str, dataset: str) -> str:
+    return f"results/activations/{model}/{dataset}"
 
 
 def activation_dirs() -> list[str]:
     return [
-        f"results/activations/{m}/{d}"
-        for m in config["extract"]["models"]
-        for d in config["extract"]["datasets"]
+        activation_dir(m, d)
+        for m, datasets in config["extract"]["datasets"].items()
+        for d in datasets
     ]
 
 
 def world_targets() -> list[str]:
-    """The world's images and its CLIP with its zero-shot table (nothing in the paper config)."""
+    """The world's images, its CLIP with its zero-shot table, and every other world model the
+    config uses (nothing in the paper config)."""
     if not uses_world():
         return []
+    sources = {m["source"] for m in config["models"].values()}
     return [
-        "results/world/hierarchy.tsv",
-        f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
+        f"{WORLD_DIR}/hierarchy.tsv",
+        WORLD_MODEL_FILES["world"],
         "results/tables/world_models.csv",
-    ]
+    ] + [WORLD_MODEL_FILES[s] for s in ("world_diffusion", "world_llava") if s in sources]
 
 
-def sae_names() -> list[str]:
-    return list(config["sae"]["sweep"]) if "sae" in config else []
+# -- SAEs (rules/sae.smk): sae.train / sae.sweep, with sae.overrides per model --
 
 
-def sae_dirs() -> list[str]:
-    """One directory per trained SAE: results/saes/{model}/{site}/{name}."""
+def sae_override(model: str) -> dict:
+    return config["sae"].get("overrides", {}).get(model, {})
+
+
+def sae_dataset(model: str, which: str) -> str:
+    """which: train_dataset | eval_dataset, for this model."""
+    return sae_override(model).get(which, config["sae"][which])
+
+
+def sae_train(model: str) -> dict:
+    return canonical({**config["sae"]["train"], **sae_override(model).get("train", {})})
+
+
+def sae_sweep(model: str) -> dict:
+    return canonical(sae_override(model).get("sweep", config["sae"]["sweep"]))
+
+
+def sae_names(model: str) -> list[str]:
+    return sorted(sae_sweep(model))
+
+
+def sae_sites() -> list[tuple[str, str]]:
+    """Every (model, site) that trains a sweep."""
     if "sae" not in config:
         return []
-    return [
-        f"results/saes/{model}/{site}/{name}"
-        for model, sites in config["sae"]["sites"].items()
-        for site in sites
-        for name in sae_names()
-    ]
+    return [(m, s) for m, sites in config["sae"]["sites"].items() for s in sites]
+
+
+def sae_site_dir(model: str, site: str) -> str:
+    return f"results/saes/{model}/{site}"
+
+
+def sweep_file(model: str, site: str) -> str:
+    """Written last by train_saes: the sweep of (model, site) is complete."""
+    return f"{sae_site_dir(model, site)}/sweep.json"
+
+
+def sae_dirs(model: str, site: str) -> list[str]:
+    """One directory per SAE of the sweep: results/saes/{model}/{site}/{name}."""
+    return [f"{sae_site_dir(model, site)}/{name}" for name in sae_names(model)]
+
+
+def sae_dir_map(model: str, site: str) -> dict[str, str]:
+    """{SAE name: directory} of the sweep of (model, site)."""
+    return dict(zip(sae_names(model), sae_dirs(model, site)))
+
+
+def sweep_files(models: list[str] | None = None) -> list[str]:
+    return [sweep_file(m, s) for m, s in sae_sites() if models is None or m in models]
 
 
 def quality_files() -> list[str]:
-    return [f"{d}/quality.json" for d in sae_dirs()]
+    return [f"{sae_site_dir(m, s)}/quality.csv" for m, s in sae_sites()]
 
 
 def eval_sae_inputs(wildcards) -> dict:
-    """A site's SAEs with their held-out metrics, the training activations (the ablation mean)
-    and, for downstream accuracy, the images and the model."""
-    site_dir = f"results/saes/{wildcards.model}/{wildcards.site}"
-    eval_dataset = config["sae"]["eval_dataset"]
-    inputs = {
-        "saes": [f"{site_dir}/{name}/sae.safetensors" for name in sae_names()],
-        "metrics": [f"{site_dir}/{name}/metrics.json" for name in sae_names()],
-        "train": f"results/activations/{wildcards.model}/{config['sae']['train_dataset']}",
-    }
-    wc = Namespace(model=wildcards.model, dataset=eval_dataset)
-    inputs.update(extract_inputs(wc))
-    if "vision" in config:
-        inputs["hierarchy"] = hierarchy_file()  # class names for the zero-shot prompts
-    elif uses_world():
-        inputs["hierarchy"] = "results/world/hierarchy.tsv"
+    """A site's sweep with its held-out activations and, for a vision model's downstream
+    accuracy, the training activations (the ablation mean), the images and the model."""
+    model, site = wildcards.model, wildcards.site
+    inputs = {"sweep": sweep_file(model, site)}
+    if family(model) == "vision":
+        eval_dataset = sae_dataset(model, "eval_dataset")
+        inputs["train"] = activation_dir(model, sae_dataset(model, "train_dataset"))
+        inputs.update(extract_inputs(Namespace(model=model, dataset=eval_dataset)))
+        if "vision" in config:
+            inputs["hierarchy"] = hierarchy_file()  # class names for the zero-shot prompts
+        elif uses_world():
+            inputs["hierarchy"] = f"{WORLD_DIR}/hierarchy.tsv"
     return inputs
 
 
@@ -169,7 +268,7 @@ def vision_setting(task: str) -> dict:
 
 def hierarchy_file() -> str:
     if config["vision"]["hierarchy"]["source"] == "world":
-        return "results/world/hierarchy.tsv"
+        return f"{WORLD_DIR}/hierarchy.tsv"
     return "results/data/wordnet/hierarchy.tsv"
 
 
@@ -190,11 +289,7 @@ def vision_inputs(task: str, datasets: list[str]):
         model = wildcards.model
         out = {
             "activations": [f"results/activations/{model}/{d}" for d in datasets],
-            "saes": [
-                f"results/saes/{model}/{site}/{name}/sae.safetensors"
-                for site in config["sae"]["sites"][model]
-                for name in sae_names()
-            ],
+            "saes": [sweep_file(model, site) for site in config["sae"]["sites"][model]],
             "hierarchy": hierarchy_file(),
         }
         namer = namer_of(model)
@@ -228,6 +323,112 @@ def vision_targets() -> list[str]:
         for ext in ("png", "pdf")
     ]
     return targets
+
+
+# -- diffusion tasks (rules/diffusion.smk) --
+
+DIFFUSION_FIGURES = (
+    "steering_grid",
+    "steering_effect",
+    "steering_preservation",
+    "attributes_grid",
+)
+
+
+def diffusion_model() -> str:
+    return config["diffusion"]["model"]
+
+
+def diffusion_is_world() -> bool:
+    return config["models"][diffusion_model()]["source"] == "world_diffusion"
+
+
+def diffusion_inputs() -> dict:
+    """Inputs of the steering and attribute rules: the pipeline, the text-encoder SAEs and the
+    activations of their training prompts (which pick the latents), the scorer, the vocabulary."""
+    model = diffusion_model()
+    inputs = {
+        "pipeline": [WORLD_MODEL_FILES["world_diffusion"]] if diffusion_is_world() else [],
+        "sweeps": sweep_files([model]),
+        "activations": activation_dir(model, sae_dataset(model, "train_dataset")),
+        "scorer": [],
+    }
+    if config["diffusion"]["scorer"]["source"] == "world":
+        inputs["scorer"] = [WORLD_MODEL_FILES["world"]]
+    if diffusion_is_world():
+        inputs["vocab"] = f"{WORLD_DIR}/vocab.json"
+    return inputs
+
+
+def diffusion_params() -> dict:
+    """What steering and attribute discovery both depend on."""
+    d = config["diffusion"]
+    model = diffusion_model()
+    return canonical(
+        {
+            "model": model,
+            "source": model_spec(model)["name"],
+            "dtype": model_spec(model)["dtype"],
+            "world": diffusion_is_world(),
+            "sae_dirs": {site: sae_dirs(model, site) for site in config["sae"]["sites"][model]},
+            "scorer": d["scorer"],
+            "generation": d["generation"],
+            "world_clip": WORLD_MODEL_DIR,
+        }
+    )
+
+
+def diffusion_targets() -> list[str]:
+    """Every table and figure of the diffusion stage ([] without a `diffusion:` section)."""
+    if "diffusion" not in config:
+        return []
+    figures = list(DIFFUSION_FIGURES)
+    out = ["results/tables/steering.csv", "results/tables/attributes.csv"]
+    if diffusion_is_world():
+        figures.append("world_diffusion_samples")
+        out.append("results/tables/world_diffusion.csv")
+    out += [f"results/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
+    return out
+
+
+# -- multimodal LLM (rules/mllm.smk) --
+
+MLLM_FIGURES = (
+    "crossmodal_modality_score",
+    "crossmodal_concept_overlap",
+    "crossmodal_shared_latents",
+)
+
+
+def crossmodal_sites() -> list[tuple[str, str, str]]:
+    """(model, site, sae name) of every SAE the crossmodal task evaluates."""
+    if "mllm" not in config:
+        return []
+    return [
+        (m, s, name)
+        for m in config["mllm"]["models"]
+        for s in config["sae"]["sites"][m]
+        for name in sae_names(m)
+    ]
+
+
+def crossmodal_dir(model: str, site: str, name: str) -> str:
+    return f"results/crossmodal/{model}/{site}/{name}"
+
+
+def crossmodal_files(name: str) -> list[str]:
+    return [f"{crossmodal_dir(*key)}/{name}" for key in crossmodal_sites()]
+
+
+def mllm_targets() -> list[str]:
+    """Everything the crossmodal task writes; [] without an `mllm:` section."""
+    if "mllm" not in config:
+        return []
+    out = ["results/tables/crossmodal.csv"]
+    out += [f"results/figures/{f}.{ext}" for f in MLLM_FIGURES for ext in ("png", "pdf")]
+    if any(config["models"][m]["source"] == "world_llava" for m in config["mllm"]["models"]):
+        out.append("results/tables/world_llava.csv")
+    return out
 
 
 # -- summary and report (rules/report.smk) --

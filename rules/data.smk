@@ -19,3 +19,23 @@ rule prepare_dataset:
         spec=lambda wc: dataset_spec(wc.dataset),
     script:
         "../scripts/prepare_dataset.py"
+
+
+rule download_prompts:
+    output:
+        "results/data/prompts/{file}",
+    log:
+        "results/logs/download_prompts/{file}.log",
+    benchmark:
+        "results/benchmarks/download_prompts/{file}.tsv"
+    localrule: True
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        url=lambda wc: prompt_download(wc.file)["url"],
+        sha256=lambda wc: prompt_download(wc.file).get("sha256"),
+    script:
+        "../scripts/download_prompts.py"

@@ -1,16 +1,10 @@
-# Diffusion: SAEs on the text encoder of a text-to-image model, steering, attribute discovery.
+# Diffusion: steering and attribute discovery with SAEs on a text-to-image model's text
+# encoder (extracted and trained by the shared extract_activations and train_saes rules).
 # World: a tiny Stable Diffusion trained on the world (its text encoder = the world CLIP's text
 # tower); paper: Stable Diffusion v1.5 from the hub. Both load with DiffusionPipeline.
 
 
-from saeprobe.diffusion import workflow as diffusion_wf
-
-diffusion_targets = lambda: diffusion_wf.targets(config)
-
-
 if "diffusion" in config:
-
-    ruleorder: train_diffusion_saes > train_saes
 
     rule train_world_diffusion:
         input:
@@ -19,12 +13,12 @@ if "diffusion" in config:
             clip=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
             clip_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
         output:
-            model_index="results/models/{dmodel}/model_index.json",
-            info="results/models/{dmodel}/train_info.json",
+            model_index=WORLD_MODEL_FILES["world_diffusion"],
+            info=f"{WORLD_DIFFUSION_DIR}/train_info.json",
         log:
-            "results/logs/train_world_diffusion/{dmodel}.log",
+            "results/logs/train_world_diffusion.log",
         benchmark:
-            "results/benchmarks/train_world_diffusion/{dmodel}.tsv"
+            "results/benchmarks/train_world_diffusion.tsv"
         conda:
             ENV
         threads: 1
@@ -41,7 +35,7 @@ if "diffusion" in config:
 
     rule world_diffusion_samples:
         input:
-            model_index=f"results/models/{diffusion_wf.model(config)}/model_index.json",
+            model_index=WORLD_MODEL_FILES["world_diffusion"],
             clip=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
             vocab="results/world/vocab.json",
         output:
@@ -64,94 +58,15 @@ if "diffusion" in config:
             runtime=15,
             gpu=GPUS,
         params:
-            shared=diffusion_wf.shared_params(config),
+            shared=diffusion_params(),
             seed=config["seed"],
             device=config["device"],
         script:
             "../scripts/world_diffusion_samples.py"
 
-    if config["diffusion"]["corpus"]["source"] == "download":
-
-        rule download_prompts:
-            output:
-                f"results/data/prompts/{config['diffusion']['corpus']['file']}",
-            log:
-                "results/logs/download_prompts.log",
-            benchmark:
-                "results/benchmarks/download_prompts.tsv"
-            localrule: True
-            conda:
-                ENV
-            resources:
-                mem_mb=1000,
-                runtime=60,
-            params:
-                url=config["diffusion"]["corpus"].get("url"),
-                sha256=config["diffusion"]["corpus"].get("sha256"),
-            script:
-                "../scripts/download_prompts.py"
-
-    rule text_activations:
-        input:
-            pipeline=diffusion_wf.pipeline_input(config),
-            corpus=diffusion_wf.corpus_inputs(config),
-        output:
-            diffusion_wf.activation_files(config),
-        log:
-            "results/logs/text_activations.log",
-        benchmark:
-            "results/benchmarks/text_activations.tsv"
-        conda:
-            ENV
-        threads: 1
-        resources:
-            mem_mb=scaled_mem(16000),
-            runtime=60,
-            gpu=GPUS,
-        params:
-            source=lambda wc, input: (
-                str(Path(input.pipeline[0]).parent)
-                if input.pipeline
-                else config["diffusion"]["hub_id"]
-            ),
-            dtype=config["diffusion"]["dtype"],
-            corpus=canonical(config["diffusion"]["corpus"]),
-            text=canonical(config["diffusion"]["text"]),
-            seed=config["seed"],
-            device=config["device"],
-        script:
-            "../scripts/text_activations.py"
-
-    rule train_diffusion_saes:
-        input:
-            f"results/activations/{diffusion_wf.model(config)}/{diffusion_wf.corpus_name(config)}/{{site}}/metadata.json",
-        output:
-            saes=expand(
-                f"results/saes/{diffusion_wf.model(config)}/{{{{site}}}}/{{name}}/sae.safetensors",
-                name=diffusion_wf.sae_names(config),
-            ),
-        log:
-            "results/logs/train_diffusion_saes/{site}.log",
-        benchmark:
-            "results/benchmarks/train_diffusion_saes/{site}.tsv"
-        conda:
-            ENV
-        threads: 1
-        resources:
-            mem_mb=scaled_mem(8000),
-            runtime=120,
-            gpu=GPUS,
-        params:
-            sweep=canonical(config["diffusion"]["sae"]["sweep"]),
-            train=canonical(config["diffusion"]["sae"]["train"]),
-            seed=config["seed"],
-            device=config["device"],
-        script:
-            "../scripts/train_diffusion_saes.py"
-
     rule steering:
         input:
-            **diffusion_wf.eval_inputs(config),
+            **diffusion_inputs(),
         output:
             table=report(
                 "results/tables/steering.csv",
@@ -189,9 +104,8 @@ if "diffusion" in config:
             runtime=240,
             gpu=GPUS,
         params:
-            shared=diffusion_wf.shared_params(config),
+            shared=diffusion_params(),
             steering=canonical(config["diffusion"]["steering"]),
-            text=canonical(config["diffusion"]["text"]),
             seed=config["seed"],
             device=config["device"],
         script:
@@ -199,7 +113,7 @@ if "diffusion" in config:
 
     rule attributes:
         input:
-            **diffusion_wf.eval_inputs(config),
+            **diffusion_inputs(),
         output:
             table=report(
                 "results/tables/attributes.csv",
@@ -224,9 +138,8 @@ if "diffusion" in config:
             runtime=240,
             gpu=GPUS,
         params:
-            shared=diffusion_wf.shared_params(config),
+            shared=diffusion_params(),
             attributes=canonical(config["diffusion"]["attributes"]),
-            text=canonical(config["diffusion"]["text"]),
             seed=config["seed"],
             device=config["device"],
         script:

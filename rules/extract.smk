@@ -1,4 +1,5 @@
-# Activation extraction: one forward pass per (model, dataset) writes every configured site.
+# Activation extraction, one rule for every model family: one pass of a model over a dataset
+# writes every configured site into one store (saeprobe.activations).
 
 
 rule extract_activations:
@@ -14,13 +15,13 @@ rule extract_activations:
         ENV
     threads: 1 + config["extract"]["num_workers"]
     resources:
-        mem_mb=scaled_mem(16000),
+        mem_mb=scaled_mem(32000),
         runtime=lambda wc, attempt: 240 * attempt,
         gpu=GPUS,
     params:
         model=lambda wc: model_spec(wc.model),
         dataset=lambda wc: dataset_spec(wc.dataset),
-        settings=extract_settings(),
+        settings=lambda wc: extract_settings(wc.model),
         seed=config["seed"],
         device=config["device"],
     script:

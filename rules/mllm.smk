@@ -1,15 +1,6 @@
-# Multimodal LLM: one SAE over image and text tokens of a LLaVA-style model (crossmodal).
-# Layout: results/models/world_llava (the world's tiny LLaVA, save_pretrained),
-# results/mllm/activations/{model}/{dataset} (token activations), results/mllm/saes/{model}/L{layer}/{name},
-# results/mllm/crossmodal/{model}/L{layer}/{name} (statistics), results/tables/crossmodal.csv.
-from saeprobe.mllm import workflow as mllm_wf
-
-WORLD_LLAVA_DIR = mllm_wf.WORLD_LLAVA_DIR
-mllm_targets = lambda: mllm_wf.targets(config)
-
-
-wildcard_constraints:
-    layer="[0-9]+",
+# Multimodal LLM: SAEs over image and caption tokens of a LLaVA-style model (extracted and
+# trained by the shared extract_activations and train_saes rules), the crossmodal statistics.
+# The world's tiny LLaVA is trained here (save_pretrained, loaded like llava-hf models).
 
 
 rule train_world_llava:
@@ -40,7 +31,7 @@ rule train_world_llava:
         mem_mb=4000,
         runtime=30,
     params:
-        llava=mllm_wf.section(config, "world_llava"),
+        llava=canonical(config["mllm"]["world_llava"]),
         seed=config["seed"],
     script:
         "../scripts/train_world_llava.py"
@@ -48,9 +39,9 @@ rule train_world_llava:
 
 rule download_coco:
     output:
-        captions=f"{mllm_wf.coco_root(config)}/annotations/captions_val2017.json",
-        instances=f"{mllm_wf.coco_root(config)}/annotations/instances_val2017.json",
-        images=directory(f"{mllm_wf.coco_root(config)}/val2017"),
+        captions=f"{coco_root()}/annotations/captions_val2017.json",
+        instances=f"{coco_root()}/annotations/instances_val2017.json",
+        images=directory(f"{coco_root()}/val2017"),
     log:
         "results/logs/download_coco.log",
     benchmark:
@@ -62,81 +53,25 @@ rule download_coco:
         mem_mb=2000,
         runtime=240,
     params:
-        coco=mllm_wf.section(config, "coco"),
+        coco=canonical(config.get("mllm", {}).get("coco", {})),
     script:
         "../scripts/download_coco.py"
 
 
-rule extract_mllm:
-    input:
-        unpack(lambda wc: mllm_wf.extract_inputs(config, wc.model, wc.dataset)),
-    output:
-        directory("results/mllm/activations/{model}/{dataset}"),
-    log:
-        "results/logs/extract_mllm/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/extract_mllm/{model}/{dataset}.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=scaled_mem(32000),
-        runtime=lambda wc, attempt: 120 * attempt,
-        gpu=GPUS,
-    params:
-        model=lambda wc: mllm_wf.model_spec(config, wc.model),
-        dataset=lambda wc: mllm_wf.dataset_spec(config, wc.dataset),
-        settings=mllm_wf.section(config, "extract"),
-        seed=config["seed"],
-        device=config["device"],
-    script:
-        "../scripts/extract_mllm.py"
-
-
-rule train_mllm_sae:
-    input:
-        train=lambda wc: mllm_wf.activation_dir(config, wc.model, "train_dataset"),
-        held_out=lambda wc: mllm_wf.activation_dir(config, wc.model, "eval_dataset"),
-    output:
-        sae="results/mllm/saes/{model}/L{layer}/{name}/sae.safetensors",
-        cfg="results/mllm/saes/{model}/L{layer}/{name}/cfg.json",
-        scale="results/mllm/saes/{model}/L{layer}/{name}/modality_scale.json",
-    log:
-        "results/logs/train_mllm_sae/{model}/L{layer}/{name}.log",
-    benchmark:
-        "results/benchmarks/train_mllm_sae/{model}/L{layer}/{name}.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=scaled_mem(32000),
-        runtime=lambda wc, attempt: 240 * attempt,
-        gpu=GPUS,
-    params:
-        sae=mllm_wf.section(config, "sae"),
-        train=mllm_wf.section(config, "sae_train"),
-        normalize=config.get("mllm", {}).get("normalize_modalities", True),
-        seed=config["seed"],
-        device=config["device"],
-    script:
-        "../scripts/train_mllm_sae.py"
-
-
 rule crossmodal_eval:
     input:
-        sae="results/mllm/saes/{model}/L{layer}/{name}/sae.safetensors",
-        scale="results/mllm/saes/{model}/L{layer}/{name}/modality_scale.json",
-        acts=lambda wc: mllm_wf.activation_dir(config, wc.model, "eval_dataset"),
+        sweep="results/saes/{model}/{site}/sweep.json",
+        acts=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "eval_dataset")),
     output:
-        summary="results/mllm/crossmodal/{model}/L{layer}/{name}/summary.csv",
-        latents="results/mllm/crossmodal/{model}/L{layer}/{name}/latents.csv",
-        concepts="results/mllm/crossmodal/{model}/L{layer}/{name}/concepts.csv",
-        shared="results/mllm/crossmodal/{model}/L{layer}/{name}/shared.json",
-        thumbnails="results/mllm/crossmodal/{model}/L{layer}/{name}/thumbnails.npy",
+        summary="results/crossmodal/{model}/{site}/{name}/summary.csv",
+        latents="results/crossmodal/{model}/{site}/{name}/latents.csv",
+        concepts="results/crossmodal/{model}/{site}/{name}/concepts.csv",
+        shared="results/crossmodal/{model}/{site}/{name}/shared.json",
+        thumbnails="results/crossmodal/{model}/{site}/{name}/thumbnails.npy",
     log:
-        "results/logs/crossmodal_eval/{model}/L{layer}/{name}.log",
+        "results/logs/crossmodal_eval/{model}/{site}/{name}.log",
     benchmark:
-        "results/benchmarks/crossmodal_eval/{model}/L{layer}/{name}.tsv"
+        "results/benchmarks/crossmodal_eval/{model}/{site}/{name}.tsv"
     conda:
         ENV
     threads: 1
@@ -144,7 +79,9 @@ rule crossmodal_eval:
         mem_mb=scaled_mem(16000),
         runtime=60,
     params:
-        crossmodal=mllm_wf.section(config, "crossmodal"),
+        sae_dir=lambda wc: f"{sae_site_dir(wc.model, wc.site)}/{wc.name}",
+        site=lambda wc: wc.site,
+        crossmodal=canonical(config.get("mllm", {}).get("crossmodal", {})),
         seed=config["seed"],
     script:
         "../scripts/crossmodal_eval.py"
@@ -152,11 +89,11 @@ rule crossmodal_eval:
 
 rule crossmodal_report:
     input:
-        summaries=mllm_wf.eval_files(config, "summary.csv"),
-        latents=mllm_wf.eval_files(config, "latents.csv"),
-        concepts=mllm_wf.eval_files(config, "concepts.csv"),
-        shared=mllm_wf.eval_files(config, "shared.json"),
-        thumbnails=mllm_wf.eval_files(config, "thumbnails.npy"),
+        summaries=crossmodal_files("summary.csv"),
+        latents=crossmodal_files("latents.csv"),
+        concepts=crossmodal_files("concepts.csv"),
+        shared=crossmodal_files("shared.json"),
+        thumbnails=crossmodal_files("thumbnails.npy"),
     output:
         table=report(
             "results/tables/crossmodal.csv",
@@ -203,6 +140,6 @@ rule crossmodal_report:
         mem_mb=2000,
         runtime=10,
     params:
-        sites=mllm_wf.sites(config),
+        sites=["/".join(key) for key in crossmodal_sites()],
     script:
         "../scripts/crossmodal_report.py"

@@ -1,18 +1,13 @@
-# SAE training (a whole sweep per site, from one stream of batches) and quality metrics.
+# SAE training, one rule for every model family: a whole sweep per (model, site) from one
+# stream of batches; then quality metrics per site and one table.
 
 
 rule train_saes:
     input:
-        train=lambda wc: f"results/activations/{wc.model}/{config['sae']['train_dataset']}",
-        held_out=lambda wc: f"results/activations/{wc.model}/{config['sae']['eval_dataset']}",
+        train=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "train_dataset")),
+        held_out=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "eval_dataset")),
     output:
-        saes=expand(
-            "results/saes/{{model}}/{{site}}/{name}/sae.safetensors", name=sae_names()
-        ),
-        cfgs=expand("results/saes/{{model}}/{{site}}/{name}/cfg.json", name=sae_names()),
-        metrics=expand(
-            "results/saes/{{model}}/{{site}}/{name}/metrics.json", name=sae_names()
-        ),
+        "results/saes/{model}/{site}/sweep.json",
     log:
         "results/logs/train_saes/{model}/{site}.log",
     benchmark:
@@ -25,8 +20,13 @@ rule train_saes:
         runtime=lambda wc, attempt: 480 * attempt,
         gpu=GPUS,
     params:
-        sweep=canonical(config["sae"]["sweep"]),
-        train=canonical(config["sae"]["train"]),
+        site=lambda wc: wc.site,
+        sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
+        sweep=lambda wc: sae_sweep(wc.model),
+        train=lambda wc: sae_train(wc.model),
+        normalize_modalities=lambda wc: sae_override(wc.model).get(
+            "normalize_modalities", False
+        ),
         export_saelens=config["sae"]["export_saelens"],
         seed=config["seed"],
         device=config["device"],
@@ -38,9 +38,7 @@ rule eval_saes:
     input:
         unpack(eval_sae_inputs),
     output:
-        quality=expand(
-            "results/saes/{{model}}/{{site}}/{name}/quality.json", name=sae_names()
-        ),
+        "results/saes/{model}/{site}/quality.csv",
     log:
         "results/logs/eval_saes/{model}/{site}.log",
     benchmark:
@@ -53,9 +51,12 @@ rule eval_saes:
         runtime=120,
         gpu=GPUS,
     params:
+        model_name=lambda wc: wc.model,
+        site=lambda wc: wc.site,
+        sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
         model=lambda wc: model_spec(wc.model),
-        dataset=lambda wc: dataset_spec(config["sae"]["eval_dataset"]),
-        downstream=config["sae"]["downstream"],
+        dataset=lambda wc: dataset_spec(sae_dataset(wc.model, "eval_dataset")),
+        downstream=lambda wc: config["sae"]["downstream"] and family(wc.model) == "vision",
         batch_size=config["extract"]["batch_size"],
         seed=config["seed"],
         device=config["device"],

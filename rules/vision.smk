@@ -30,7 +30,7 @@ if "vision" in config:
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sorted(sae_names()),
+            sae_names=lambda wc: sae_names(wc.model),
             id_dataset=VISION["id_dataset"],
             dataset_spec=dataset_spec(VISION["id_dataset"]),
             attributes=VISION.get("attributes", []),
@@ -72,7 +72,7 @@ if "vision" in config:
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sorted(sae_names()),
+            sae_names=lambda wc: sae_names(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -111,7 +111,7 @@ if "vision" in config:
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sorted(sae_names()),
+            sae_names=lambda wc: sae_names(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -146,7 +146,7 @@ if "vision" in config:
         params:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
-            sae_names=sorted(sae_names()),
+            sae_names=lambda wc: sae_names(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),

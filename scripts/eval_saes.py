@@ -1,37 +1,31 @@
-"""Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered)."""
+"""Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered).
 
-import json
-import logging
-import sys
+params: model_name, site, sae_dirs ({name: dir}), model, dataset, downstream, batch_size, seed,
+device. output[0]: quality.csv, one row per SAE.
+"""
+
 from pathlib import Path
 
-import torch
+import pandas as pd
+from saeprobe.jobs import job
 
-from saeprobe.device import pick_device
 from saeprobe.eval.sae_quality import site_quality
-from saeprobe.io import atomic_write_json
+from saeprobe.io import atomic_write_csv
 from saeprobe.world.hierarchy import read_hierarchy
 
-with open(snakemake.log[0], "a") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(stream=log_file, level=logging.INFO)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-    params = snakemake.params
-    site = snakemake.wildcards.site
-    hierarchy = snakemake.input.get("hierarchy")
-    downstream = params.downstream and hierarchy is not None
+with job(snakemake) as j:
+    p, inputs = snakemake.params, snakemake.input
+    downstream = bool(p.downstream) and "hierarchy" in inputs.keys()
     rows = site_quality(
-        [Path(p).parent for p in snakemake.input.saes],
-        train=Path(snakemake.input.train) / site,
-        model=snakemake.wildcards.model,
-        model_spec=params.model,
-        dataset_spec=params.dataset if downstream else None,
-        class_names=read_hierarchy(hierarchy).names if downstream else None,
-        device=pick_device(params.device),
-        batch_size=int(params.batch_size),
-        seed=int(params.seed),
+        list(dict(p.sae_dirs).values()),
+        p.model_name,
+        p.site,
+        Path(inputs.train) / p.site if downstream else None,
+        model_spec=p.model,
+        dataset_spec=p.dataset if downstream else None,
+        class_names=read_hierarchy(inputs.hierarchy).names if downstream else None,
+        device=j.device,
+        batch_size=int(p.batch_size),
+        seed=j.seed,
     )
-    for row, path in zip(rows, snakemake.output.quality, strict=True):
-        assert Path(path).parent.name == row["sae"].rsplit("/", 1)[-1]
-        logging.info("quality: %s", json.dumps(row))
-        atomic_write_json(Path(path), row)
+    atomic_write_csv(snakemake.output[0], pd.DataFrame(rows))

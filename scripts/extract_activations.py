@@ -1,39 +1,25 @@
-"""Snakemake script: extract every configured site of one model on one dataset.
+"""Extract every configured site of one model (any family) on one dataset into one store.
 
-params: model (spec dict), dataset (spec dict), settings (batch_size, dtype, shard_images,
-num_workers, precision?), seed, device. output[0]: the store directory. log[0]: the log.
+params: model (spec), dataset (spec), settings (extract.*), seed, device. output[0]: the store.
 """
 
-import logging
-import sys
-
-import torch
+from saeprobe.jobs import job
 
 from saeprobe.activations import extract
 
-SETTINGS = ("batch_size", "dtype", "shard_images", "num_workers", "precision")
-
-with open(snakemake.log[0], "w") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    torch.set_num_threads(max(1, snakemake.threads))
-    settings = dict(snakemake.params.settings)
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"extract settings: unknown key(s) {unknown}; allowed: {list(SETTINGS)}")
+with job(snakemake) as j:
+    p = snakemake.params
     summary = extract(
-        dict(snakemake.params.dataset),
-        dict(snakemake.params.model),
+        dict(p.dataset),
+        dict(p.model),
         snakemake.output[0],
-        device=snakemake.params.device,
-        seed=int(snakemake.params.seed),
-        **settings,
+        device=j.device,
+        seed=j.seed,
+        **dict(p.settings),
     )
-    logging.getLogger("extract_activations").info(
-        "done: %d images, %d skipped, sites %s",
-        summary["n_images"],
+    j.log.info(
+        "done: %d examples stored, %d skipped, sites %s",
+        summary["n_examples"],
         summary["n_skipped"],
         ", ".join(summary["sites"]),
     )

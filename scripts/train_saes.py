@@ -1,30 +1,26 @@
-"""Train every SAE of the sweep on one activation site, reading the activations once."""
+"""Train the SAE sweep of one (model, site), any family, reading the activations once.
 
-import logging
-import sys
+input: train / held_out store directories. params: site, sae_dirs ({name: dir}), sweep, train,
+normalize_modalities, export_saelens, seed, device. output[0]: the sweep's marker (sweep.json).
+"""
+
 from pathlib import Path
 
-import torch
+from saeprobe.jobs import job
 
-from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
+from saeprobe.sae.site import train_site
 
-with open(snakemake.log[0], "a") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-    params = snakemake.params
-    site = snakemake.wildcards.site
-    out_dirs = [Path(p).parent for p in snakemake.output.saes]
-    sweep = [SAEConfig.from_dict({**params.sweep[d.name], "name": d.name}) for d in out_dirs]
-    train_sweep(
-        Path(snakemake.input.train) / site,
-        sweep,
-        TrainConfig.from_dict(dict(params.train)),
-        out_dirs,
-        device=params.device,
-        seed=int(params.seed),
-        eval_source=Path(snakemake.input.held_out) / site,
-        export_saelens=bool(params.export_saelens),
+with job(snakemake) as j:
+    p = snakemake.params
+    train_site(
+        Path(snakemake.input.train) / p.site,
+        Path(snakemake.input.held_out) / p.site,
+        dict(p.sae_dirs),
+        dict(p.sweep),
+        dict(p.train),
+        snakemake.output[0],
+        normalize_modalities=bool(p.normalize_modalities),
+        seed=j.seed,
+        device=j.device,
+        export_saelens=bool(p.export_saelens),
     )

@@ -43,7 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _run(world: dict, out: Path, **kwargs) -> dict:
-    settings = {"batch_size": 8, "shard_images": 10, "device": "cpu", "progress": False}
+    settings = {"batch_size": 8, "shard_examples": 10, "device": "cpu", "progress": False}
     return extract(world["dataset"], world["model"], out, **{**settings, **kwargs})
 
 
@@ -82,9 +82,9 @@ def test_metadata(world: dict, stores: dict[str, Path]) -> None:
     for site, tpi, dim in [("L0_cls", 1, 32), ("L2_patches", 16, 32), ("pooled", 1, 16)]:
         store = ActivationStore(stores["fp16"] / site)
         meta = store.metadata
-        assert (meta["tokens_per_image"], meta["dim"], store.dim) == (tpi, dim, dim)
+        assert (meta["dim"], store.dim) == (dim, dim)
         assert meta["count"] == len(store) == N_IMAGES * tpi
-        assert meta["n_images"] == N_IMAGES and meta["n_skipped"] == 0
+        assert meta["n_examples"] == N_IMAGES and meta["n_skipped"] == 0
         assert meta["dtype"] == "float16" and meta["model"] == world["model"]
         assert meta["dataset"]["split"] == "test" and meta["site"] == site
         assert sum(s["rows"] for s in meta["shards"]) == len(store) and len(meta["shards"]) == 4
@@ -92,17 +92,22 @@ def test_metadata(world: dict, stores: dict[str, Path]) -> None:
         np.testing.assert_allclose(meta["mean"], data.mean(0), rtol=1e-9, atol=1e-12)
         norm = np.linalg.norm(data, axis=1).mean()
         assert meta["mean_norm"] == pytest.approx(norm, rel=1e-9)
-        index = np.asarray(store.image_index())
+        index = np.asarray(store.example_index())
         assert index.dtype == np.int64 and np.array_equal(
             index, np.repeat(np.arange(N_IMAGES), tpi)
         )
+        rows = store.rows()
+        if tpi > 1:  # patch tokens: positions after the CLS token, per image
+            assert np.array_equal(rows["position"], np.tile(np.arange(1, tpi + 1), N_IMAGES))
+        else:
+            assert list(rows.columns) == ["example"]
     store = ActivationStore(stores["fp16"] / "L2_cls")
     assert ActivationStore(stores["fp16"] / "L2_mean").metadata["tokens"] == "mean"
     assert store.metadata["layer"] == 2 and store.metadata["tokens"] == "cls"
     labels = store.labels()
     assert len(labels) == N_IMAGES and labels[1] == "shape:square"
     summary = json.loads((stores["fp16"] / "extraction.json").read_text())
-    assert summary["n_images"] == N_IMAGES and "L2_patches" in summary["sites"]
+    assert summary["n_examples"] == N_IMAGES and "L2_patches" in summary["sites"]
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -170,7 +175,7 @@ def test_resume_after_interruption_is_byte_identical(
     # a shard that was being written when the process died
     (partial / "L0_cls" / "shard_00002.npy.tmp").write_bytes(b"half a shard")
     result = _run(world, out, dtype="float16")
-    assert result["resumed_from_shard"] == 2 and result["images_processed"] == N_IMAGES - 20
+    assert result["resumed_from_shard"] == 2 and result["examples_processed"] == N_IMAGES - 20
     assert not partial.exists()
     assert _tree(out) == _tree(stores["fp16"])
 
@@ -183,7 +188,7 @@ def test_finished_partial_is_only_renamed(
     out.rename(tmp_path / "acts.partial")  # as if killed between the last write and the rename
     (tmp_path / "acts.partial" / "L0_cls" / "stats_00003.npy").write_bytes(b"left over")
     result = _run(world, out, dtype="float16")
-    assert result["images_processed"] == 0 and result["n_images"] == N_IMAGES
+    assert result["examples_processed"] == 0 and result["n_examples"] == N_IMAGES
     assert _tree(out) == _tree(stores["fp16"])
 
 
@@ -212,19 +217,19 @@ def test_corrupt_images_are_skipped_and_counted(world: dict, tmp_path: Path) -> 
         model,
         tmp_path / "acts",
         batch_size=3,
-        shard_images=4,
+        shard_examples=4,
         num_workers=0,
         device="cpu",
         progress=False,
     )
-    assert result["n_skipped"] == 2 and result["n_images"] == 5
+    assert result["n_skipped"] == 2 and result["n_examples"] == 5
     store = ActivationStore(tmp_path / "acts" / "L1_cls")
     meta = store.metadata
     assert len(store) == 5 and meta["n_skipped"] == 2
     names = sorted(Path(s["path"]).name for s in meta["skipped"])
     assert names == ["img_0a_text.JPEG", "img_1b_truncated.JPEG"]
     skipped_index = {s["index"] for s in meta["skipped"]}
-    assert set(np.asarray(store.image_index())) == set(range(7)) - skipped_index
+    assert set(np.asarray(store.example_index())) == set(range(7)) - skipped_index
     assert list(store.labels()) == ["n001", "n001", "n001", "n002", "n002"]
 
 

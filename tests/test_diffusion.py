@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from tiny_backbones import collect_prompts
 
 from saeprobe.diffusion.hooks import capture, latent_direction, steer, token_mask
 from saeprobe.diffusion.metrics import colour_fractions, pixel_mse, preservation
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import GenSettings, _embeds, word_contrast
-from saeprobe.diffusion.text import collect
-from saeprobe.diffusion.workflow import site_name
 from saeprobe.diffusion.world import (
     WorldDiffusionConfig,
     build_pipeline,
@@ -21,6 +20,7 @@ from saeprobe.diffusion.world import (
     save_pipeline,
 )
 from saeprobe.sae import SAEConfig, build_sae
+from saeprobe.sites import site_name
 from saeprobe.world.clip import CaptionSampler, build_world_clip
 from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.hf_text import (
@@ -196,9 +196,9 @@ def test_steering_acts_only_on_the_chosen_branch(tiny_pipe, branch: str) -> None
 
 
 def test_collect_returns_one_row_per_chosen_token(tiny_pipe) -> None:
-    pipe, _ = tiny_pipe
+    pipe, pipe_dir = tiny_pipe
     prompts = ["a red star", "a blue circle on a plain background"]
-    acts, table = collect(pipe, prompts, [0, 1], "all", batch_size=1)
+    acts, table = collect_prompts(pipe_dir, prompts, [0, 1], "all", batch_size=1)
     _, am = tokenize_prompts(pipe, prompts)
     n = int(token_mask(am, "all").sum())
     assert acts[0].shape == (n, 32) and acts[1].shape == (n, 32)
@@ -255,8 +255,12 @@ def test_diffusion_config_is_validated_with_named_keys() -> None:
     with pytest.raises(ConfigError, match="unet_stepz"):
         validate_config(config, schema)
     config = yaml.safe_load((root / "configs/paper.yaml").read_text())
-    del config["diffusion"]["hub_id"]
-    with pytest.raises(ConfigError, match=r"diffusion\.hub_id"):
+    del config["models"]["sd15"]["name"]
+    with pytest.raises(ConfigError, match=r"models\.sd15\.name"):
+        validate_config(config, schema)
+    config = yaml.safe_load((root / "configs/paper.yaml").read_text())
+    config["diffusion"]["model"] = "clip_vitl14"
+    with pytest.raises(ConfigError, match=r"diffusion\.model.*not a text-to-image model"):
         validate_config(config, schema)
 
 
@@ -266,7 +270,7 @@ def test_prompt_corpus_from_a_coco_style_zip_and_a_csv(tmp_path) -> None:
 
     import pandas as pd
 
-    from saeprobe.diffusion.text import load_prompt_corpus
+    from saeprobe.data.prompts import corpus_prompts as load_prompt_corpus
 
     captions = [{"caption": f"A  dog number {i} "} for i in range(30)] + [
         {"caption": "A dog number 3"}

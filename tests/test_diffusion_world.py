@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_backbones import collect_prompts
 
+from saeprobe.data.prompts import world_captions
 from saeprobe.diffusion.experiment import load_scorer, world_colours, world_vocabulary
 from saeprobe.diffusion.pipeline import load_pipeline
 from saeprobe.diffusion.steering import (
@@ -27,7 +29,6 @@ from saeprobe.diffusion.steering import (
     run_steering,
     word_contrast,
 )
-from saeprobe.diffusion.text import collect, world_captions
 from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
 from saeprobe.world import WorldClipConfig, WorldConfig, generate_world, load_vocab
@@ -87,7 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pipe = load_pipeline(root / "pipe", "cpu")
     manifest = pd.read_csv(root / "world/train/manifest.csv", keep_default_na=False)
     prompts = world_captions(manifest, 1500, 0, CAPTIONS)
-    acts, table = collect(pipe, prompts, [0], "all")
+    acts, table = collect_prompts(root / "pipe", prompts, [0], "all")
     sae_dir = root / "sae"
     (sae,) = train_sweep(
         acts[0],

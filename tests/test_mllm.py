@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from tiny_backbones import save_tiny_open_clip
 
+from saeprobe.activations import ActivationStore, extract
 from saeprobe.mllm.build import (
     PROMPT,
     TinyLlamaSpec,
@@ -21,7 +22,6 @@ from saeprobe.mllm.build import (
     load_mllm,
 )
 from saeprobe.mllm.data import world_examples
-from saeprobe.mllm.extract import extract_tokens, load_extraction, write_extraction
 from saeprobe.mllm.train import CaptionerConfig, caption_accuracy, train_world_llava, world_words
 from saeprobe.world import WorldConfig, generate_world, load_split
 from saeprobe.world.clip import images_to_tensor, load_world_clip, save_world_clip
@@ -139,13 +139,31 @@ def test_tiny_llava_round_trip_and_image_token_count(world, clip_dir, tmp_path, 
         torch.testing.assert_close(state[k], v)
 
 
+def _extract(model_dir, world, split, layers, out, max_examples=None, batch_size=256):
+    """The shared extraction of a saved LLaVA on world image + caption pairs."""
+    extract(
+        {"source": "world_pairs", "root": str(world), "split": split, "max_examples": max_examples},
+        {"source": "llava", "name": str(model_dir), "layers": layers},
+        out,
+        batch_size=batch_size,
+        dtype="float32",
+        device="cpu",
+        progress=False,
+    )
+    return out
+
+
 def test_extraction_records_modality_word_and_positions(world, clip_dir, tmp_path):
     vision = world_clip_vision_model(clip_dir)
     processor = build_processor(world_words(world), 32, 16, "default")
     spec = TinyLlamaSpec(hidden=32, layers=2, heads=2, intermediate=64)
     model = build_world_llava(vision, processor, spec, seed=0).eval()
+    model.save_pretrained(tmp_path / "llava", safe_serialization=True)
+    processor.save_pretrained(tmp_path / "llava")
     examples = world_examples(world, "test", 5, seed=0)
-    acts, tokens = extract_tokens(model, processor, examples, [0, 1], batch_size=2)
+    _extract(tmp_path / "llava", world, "test", [0, 1], tmp_path / "acts", 5, batch_size=2)
+    store = ActivationStore(tmp_path / "acts" / "L1_all")
+    tokens = store.rows()
     # sequence: <s> USER: <image>x4 ASSISTANT: a <colour> <shape> on a <bg> background
     for e, caption in enumerate(examples.table["caption"]):
         rows = tokens[tokens["example"] == e]
@@ -163,12 +181,11 @@ def test_extraction_records_modality_word_and_positions(world, clip_dir, tmp_pat
     first = tokens.index[tokens["example"] == 0]
     pos = tokens.loc[first, "position"].to_numpy()
     for layer in (0, 1):
-        np.testing.assert_allclose(acts[layer][first], hidden[layer + 1][0, pos].numpy(), atol=1e-5)
-    write_extraction(tmp_path, acts, tokens, examples, {"model": "m", "dataset": "d"})
-    a, t, ex, meta = load_extraction(tmp_path, 1)
-    assert a.shape == (len(tokens), 32) and meta["rows_image"] == 20
-    assert set(meta["attributes"]) >= set(examples.table["colour"])
-    assert (t["word"] == tokens["word"]).all() and len(ex) == 5
+        acts = ActivationStore(tmp_path / "acts" / f"L{layer}_all").read_all()
+        np.testing.assert_allclose(acts[first], hidden[layer + 1][0, pos].numpy(), atol=1e-5)
+    assert store.dim == 32 and (tokens["modality"] == "image").sum() == 20
+    assert set(store.dataset_info()["attributes"]) >= set(examples.table["colour"])
+    assert len(store.examples()) == 5 and store.thumbnails().shape == (5, 64, 64, 3)
 
 
 def test_training_resumes_after_a_kill(world, clip_dir, tmp_path):
@@ -196,8 +213,8 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
     SAE and check that colour concepts match across modalities more than shuffled pairs."""
     from saeprobe.eval import crossmodal as cm
     from saeprobe.mllm.data import concept_sets
-    from saeprobe.mllm.sae import _code_chunks, evaluate_crossmodal, train_mixture_sae
-    from saeprobe.sae import SAEConfig, TrainConfig, load_sae
+    from saeprobe.sae import load_sae
+    from saeprobe.sae.site import train_site
 
     torch.set_num_threads(1)
     cfg = CaptionerConfig(text_steps=250, align_steps=350, steps=0, batch_size=64)
@@ -206,30 +223,32 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
     test = world_examples(world, "test", None, seed=0)
     acc = caption_accuracy(model, processor, test, "test").set_index("attribute")["accuracy"]
     assert acc["colour"] > 0.6  # chance 1/8
-    for name, split in (("train", "train"), ("test", "test")):
-        ex = world_examples(world, split, None, seed=0)
-        acts, tokens = extract_tokens(model, processor, ex, [0], batch_size=256)
-        write_extraction(tmp_path / name, acts, tokens, ex, {"model": "m", "dataset": name})
-    train_mixture_sae(
-        tmp_path / "train",
-        tmp_path / "test",
-        0,
-        SAEConfig(arch="topk", width=128, k=8),
-        TrainConfig(batch_size=256, epochs=3, warmup_steps=10, init_sample_size=2048),
-        tmp_path / "sae",
+    for split in ("train", "test"):
+        _extract(tmp_path / "llava", world, split, [0], tmp_path / split)
+    train_site(
+        tmp_path / "train" / "L0_all",
+        tmp_path / "test" / "L0_all",
+        {"topk": tmp_path / "sae"},
+        {"topk": {"arch": "topk", "width": 128, "k": 8}},
+        {"batch_size": 256, "epochs": 3, "warmup_steps": 10, "init_sample_size": 2048},
+        tmp_path / "sweep.json",
+        normalize_modalities=True,
     )
-    table = evaluate_crossmodal(tmp_path / "sae", tmp_path / "test", 0, tmp_path / "eval")
+    out = {n: tmp_path / "eval" / n for n in ("summary", "latents", "concepts", "shared")}
+    out["thumbnails"] = tmp_path / "eval" / "thumbnails.npy"
+    table = cm.evaluate_crossmodal(tmp_path / "sae", tmp_path / "test" / "L0_all", out)
     colour = table[(table["metric"] == "concept_overlap[colour]")].iloc[0]
     assert colour["value"] > colour["null_value"] + 0.05, table.to_string()
     # the permutation test restricted to the concepts the captioner learned (colours)
     sae = load_sae(tmp_path / "sae")
     scales = json.loads((tmp_path / "sae" / "modality_scale.json").read_text())
-    acts, tokens, examples, meta = load_extraction(tmp_path / "test", 0)
-    colours = {c: a for c, a in meta["attributes"].items() if a == "colour"}
+    store = ActivationStore(tmp_path / "test" / "L0_all")
+    colours = {c: a for c, a in store.dataset_info()["attributes"].items() if a == "colour"}
+    x = store.read_all() / store.row_divisors(scales)[:, None]
     sums = cm.accumulate(
-        _code_chunks(sae, cm.normalised(acts, tokens, scales)),
-        tokens,
-        concept_sets(examples),
+        cm._code_chunks(sae, x),
+        store.rows(),
+        concept_sets(store.examples()),
         sorted(colours),
         sae.cfg.width,
     )
@@ -243,14 +262,21 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(colour=1), r"unknown key\(s\) \['colour'\] in 'mllm'"),
-        (lambda m: m["sae"].update(widht=8), r"unknown key\(s\) \['widht'\] in 'mllm.sae'"),
-        (lambda m: m.update(eval_dataset="nope"), r"'mllm.eval_dataset': 'nope' is not defined"),
+        (lambda c: c["mllm"].update(colour=1), r"unknown key\(s\) \['colour'\] in 'mllm'"),
         (
-            lambda m: m["models"]["world_llava"].update(layers=[5]),
-            r"mllm.models.world_llava.layers",
+            lambda c: c["sae"]["overrides"]["world_llava"]["sweep"]["topk-w256-k8"].update(widht=8),
+            r"unknown key\(s\) \['widht'\] in 'sae.overrides.world_llava.sweep.topk-w256-k8'",
         ),
-        (lambda m: m["sae"].pop("k"), r"'mllm.sae.k': arch topk needs k"),
+        (
+            lambda c: c["sae"]["overrides"]["world_llava"].update(eval_dataset="nope"),
+            r"'sae.overrides.world_llava.eval_dataset': 'nope' is not extracted",
+        ),
+        (lambda c: c["models"]["world_llava"].update(layers=[5]), r"models.world_llava.layers"),
+        (
+            lambda c: c["sae"]["overrides"]["world_llava"]["sweep"]["topk-w256-k8"].pop("k"),
+            r"'sae.overrides.world_llava.sweep.topk-w256-k8.k': arch topk needs k",
+        ),
+        (lambda c: c["mllm"].update(models=["world_clip"]), r"'mllm.models\[0\]'"),
     ],
 )
 def test_bad_mllm_config_names_the_key(root, change, message):
@@ -260,8 +286,7 @@ def test_bad_mllm_config_names_the_key(root, change, message):
 
     from saeprobe.config import ConfigError, validate_config
 
-    config = yaml.safe_load((root / "config.yaml").read_text())
-    config = copy.deepcopy(config)
-    change(config["mllm"])
+    config = copy.deepcopy(yaml.safe_load((root / "config.yaml").read_text()))
+    change(config)
     with pytest.raises(ConfigError, match=message):
         validate_config(config, root / "schemas" / "config.schema.yaml")

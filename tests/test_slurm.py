@@ -11,6 +11,8 @@ import pytest
 from snakemake_run import ROOT, run_snakemake
 
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+# the vision SAEs' quality per site (the table itself also waits for the other families' SAEs)
+QUALITY = [f"results/saes/world_clip/{site}/quality.csv" for site in ("L1_cls", "pooled")]
 pytestmark = pytest.mark.workflow
 
 
@@ -30,7 +32,7 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     # The SAE chain and one vision task (world, CLIP, extraction, SAEs, evaluation, ontology):
     # every kind of resource request, without the minutes that two more world models would add.
     result = run_snakemake(
-        "results/tables/sae_quality.csv",
+        *QUALITY,
         "results/tables/ontology.csv",
         "--workflow-profile",
         str(ROOT / "profiles" / "slurm"),
@@ -55,7 +57,7 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     assert {job for job, _ in submitted} == {job for job, _ in finished} - local
     assert len({slurm_id for _, slurm_id in submitted}) == len(submitted)
     assert "Error in rule" not in output
-    assert (tmp_path / "results/tables/sae_quality.csv").exists()
+    assert all((tmp_path / path).exists() for path in QUALITY)
     assert (tmp_path / "results/tables/ontology.csv").exists()
     # SLURM itself ran them: the controller's log lists each job as completed
     controller = (cluster / "slurmctld.log").read_text()

@@ -34,24 +34,36 @@ def test_world_and_its_clip_are_made(smoke_run: Path) -> None:
 
 
 def test_every_configured_store_is_complete(smoke_run: Path) -> None:
+    """One store format for every family: vision images, text-encoder prompts, LLaVA pairs."""
     config = smoke_config()
-    for model in config["extract"]["models"]:
+    families = set()
+    for model, datasets in config["extract"]["datasets"].items():
         spec = config["models"][model]
-        for dataset in config["extract"]["datasets"]:
-            split = config["datasets"][dataset]["split"]
-            n_images = len(pd.read_csv(smoke_run / f"results/world/{split}/manifest.csv"))
+        for dataset in datasets:
             root = smoke_run / "results/activations" / model / dataset
-            sites = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
-            if spec.get("pooled", True):
-                sites.add("pooled")
+            examples = pd.read_csv(root / "examples.csv", keep_default_na=False)
+            if spec["source"] == "world":
+                families.add("vision")
+                split = config["datasets"][dataset]["split"]
+                assert len(examples) == len(
+                    pd.read_csv(smoke_run / f"results/world/{split}/manifest.csv")
+                )
+                sites = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
+                sites |= {"pooled"} if spec.get("pooled", True) else set()
+            else:
+                families.add(spec["source"])
+                sites = {f"L{layer}_all" for layer in spec["layers"]}
+                assert (root / "vocab.json").is_file()
             assert {p.name for p in root.iterdir() if p.is_dir()} == sites
             for site in sites:
                 meta = json.loads((root / site / "metadata.json").read_text())
-                assert meta["n_images"] == n_images
-                assert meta["n_skipped"] == 0
+                assert meta["n_examples"] == len(examples) and meta["n_skipped"] == 0
                 rows = sum(np.load(p, mmap_mode="r").shape[0] for p in root.glob(f"{site}/shard_*"))
-                assert rows == meta["count"] == n_images * meta["tokens_per_image"]
+                assert rows == meta["count"] == len(np.load(root / site / "example.npy"))
+                if spec["source"] == "world_llava":
+                    assert set(np.load(root / site / "modality.npy")) == {0, 1}
             assert not (root.parent / f"{dataset}.partial").exists()
+    assert families == {"vision", "world_diffusion", "world_llava"}
 
 
 def test_every_sae_of_the_sweep_has_a_quality_row(smoke_run: Path) -> None:
@@ -60,17 +72,20 @@ def test_every_sae_of_the_sweep_has_a_quality_row(smoke_run: Path) -> None:
     contract = ["sae", "model", "layer", "arch", "width", "k", "l1", "l0", "nmse"]
     contract += ["dead_frac", "dense_frac", "downstream_recovered"]
     assert set(contract) <= set(table.columns)
+    overrides = config["sae"]["overrides"]
     expected = {
         f"{model}/{site}/{name}"
         for model, sites in config["sae"]["sites"].items()
         for site in sites
-        for name in config["sae"]["sweep"]
+        for name in overrides.get(model, {}).get("sweep", config["sae"]["sweep"])
     }
     assert set(table["sae"]) == expected
     assert table["nmse"].between(0, 1.5).all()
     assert table["dead_frac"].between(0, 1).all()
     topk = table[table["arch"] == "topk"]
     assert (topk["l0"] <= topk["k"] + 1e-9).all()
+    vision = table["model"] == "world_clip"
+    assert table.loc[~vision, "downstream_recovered"].isna().all()
     for sae in expected:
         sae_dir = smoke_run / "results/saes" / sae
         assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "cfg.json").exists()
@@ -114,6 +129,20 @@ def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path)
     downstream = {f"vision_{task}" for task in VISION_TASKS} | {f"{t}_table" for t in VISION_TASKS}
     assert sae_jobs <= jobs.keys() <= sae_jobs | downstream | SUMMARY_JOBS
     assert jobs["train_saes"] == len(config["sae"]["sites"]["world_clip"])
+
+
+def test_every_family_trains_through_the_saes_target(smoke_run: Path, tmp_path: Path) -> None:
+    """`snakemake saes` plans one train_saes job per (model, site) of every family."""
+    path = tmp_path / "config.yaml"
+    path.write_text(SMOKE.read_text())
+    result = run_snakemake(
+        "--cores", "1", "--configfile", str(path), "--directory", str(tmp_path), "-n", "saes"
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = (result.stdout + result.stderr).split("Job stats:", 1)[1]
+    n_sites = sum(len(s) for s in smoke_config()["sae"]["sites"].values())
+    assert re.search(rf"^train_saes\s+{n_sites}$", stats, flags=re.M), stats
+    assert re.search(r"^extract_activations\s+\d+$", stats, flags=re.M)
 
 
 def test_an_evaluation_parameter_reruns_only_that_evaluation(smoke_run: Path) -> None:

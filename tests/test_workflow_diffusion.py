@@ -13,8 +13,12 @@ from snakemake_run import ROOT
 pytestmark = pytest.mark.workflow
 
 
+def smoke_config() -> dict:
+    return yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+
+
 def smoke_diffusion() -> dict:
-    return yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())["diffusion"]
+    return smoke_config()["diffusion"]
 
 
 def test_steering_table_follows_the_contract(smoke_run: Path) -> None:
@@ -58,12 +62,18 @@ def test_diffusion_figures_models_and_saes_are_written(smoke_run: Path) -> None:
     index = json.loads((model_dir / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert not (model_dir.parent / f"{cfg['model']}.partial").exists()
-    for name in cfg["sae"]["sweep"]:
+    sae = smoke_config()["sae"]["overrides"][cfg["model"]]
+    for name in sae["sweep"]:
         sae_dir = smoke_run / "results/saes" / cfg["model"] / "L0_all" / name
         assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "metrics.json").exists()
-    site = smoke_run / "results/activations" / cfg["model"] / cfg["corpus"]["name"] / "L0_all"
-    meta = json.loads((site / "metadata.json").read_text())
-    assert meta["n_prompts"] == cfg["corpus"]["n_prompts"] and meta["d"] > 0
+    # the two prompt datasets split one corpus: disjoint prompts, together all of them
+    parts = {}
+    for part in ("train_dataset", "eval_dataset"):
+        root = smoke_run / "results/activations" / cfg["model"] / sae[part]
+        meta = json.loads((root / "L0_all" / "metadata.json").read_text())
+        parts[part] = set(pd.read_csv(root / "examples.csv")["prompt"])
+        assert meta["n_examples"] == len(pd.read_csv(root / "examples.csv")) and meta["dim"] > 0
+    assert not parts["train_dataset"] & parts["eval_dataset"]
 
 
 def test_paper_style_rules_run_on_a_local_diffusers_pipeline(tmp_path: Path) -> None:
@@ -112,21 +122,35 @@ def test_paper_style_rules_run_on_a_local_diffusers_pipeline(tmp_path: Path) -> 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = copy.deepcopy(yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text()))
     paper = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())["diffusion"]
+    config["models"]["tiny_sd"] = {
+        "source": "diffusers",
+        "name": str(tmp_path / "hub" / "tiny-sd"),
+        "layers": [0, 1],
+        "tokens": "all",
+    }
+    corpus = {
+        "source": "prompts",
+        "download": {"url": f"http://127.0.0.1:{server.server_address[1]}/prompts.csv"},
+        "file": "prompts.csv",
+        "column": "prompt",
+        "n_prompts": 30,
+    }
+    for part in ("train", "heldout"):
+        holdout = {"fraction": 0.2, "part": part}
+        config["datasets"][f"prompts_{part}"] = {**corpus, "holdout": holdout}
+    config["extract"]["datasets"]["tiny_sd"] = ["prompts_train", "prompts_heldout"]
+    config["sae"]["sites"]["tiny_sd"] = ["L0_all", "L1_all"]
+    config["sae"]["overrides"]["tiny_sd"] = {
+        **config["sae"]["overrides"].pop("world_diffusion"),
+        "train_dataset": "prompts_train",
+        "eval_dataset": "prompts_heldout",
+    }
+    for key in ("world_diffusion",):
+        del config["models"][key], config["extract"]["datasets"][key], config["sae"]["sites"][key]
     d = config["diffusion"]
     d.pop("world_model")
     d.update(
         model="tiny_sd",
-        source="diffusers",
-        hub_id=str(tmp_path / "hub" / "tiny-sd"),
-        corpus={
-            "source": "download",
-            "name": "prompts",
-            "url": f"http://127.0.0.1:{server.server_address[1]}/prompts.csv",
-            "file": "prompts.csv",
-            "column": "prompt",
-            "n_prompts": 30,
-        },
-        text={"layers": [0, 1], "tokens": "all"},
         scorer={"source": "open_clip", "name": "RN50"},
         generation={"steps": 2, "batch_size": 16, "height": 16},
     )

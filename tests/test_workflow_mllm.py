@@ -17,13 +17,14 @@ pytestmark = pytest.mark.workflow
 
 
 def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
-    config = smoke_config()["mllm"]
+    config = smoke_config()
     table = pd.read_csv(smoke_run / "results/tables/crossmodal.csv", keep_default_na=False)
     assert {"sae", "layer", "metric", "value", "null_value", "concept"} <= set(table.columns)
     sites = {
-        f"{m}/L{layer}/{config['sae']['name']}"
-        for m, spec in config["models"].items()
-        for layer in spec["layers"]
+        f"{m}/{site}/{name}"
+        for m in config["mllm"]["models"]
+        for site in config["sae"]["sites"][m]
+        for name in config["sae"]["overrides"][m]["sweep"]
     }
     assert set(table["sae"]) == sites
     summary = table[table["concept"] == ""]
@@ -55,21 +56,25 @@ def test_figures_and_the_world_llava(smoke_run: Path) -> None:
 
 
 def test_extraction_rows_add_up(smoke_run: Path) -> None:
-    config = smoke_config()["mllm"]
-    for dataset, spec in config["datasets"].items():
-        root = smoke_run / "results/mllm/activations/world_llava" / dataset
-        meta = json.loads((root / "metadata.json").read_text())
-        tokens = pd.read_csv(root / "tokens.csv", keep_default_na=False)
-        assert meta["n_examples"] == spec["max_examples"]
-        assert meta["rows_image"] == 4 * spec["max_examples"]  # 2x2 patches per image
+    from saeprobe.activations import ActivationStore
+
+    config = smoke_config()
+    for dataset in config["extract"]["datasets"]["world_llava"]:
+        spec = config["datasets"][dataset]
+        store = ActivationStore(smoke_run / "results/activations/world_llava" / dataset / "L0_all")
+        tokens = store.rows()
+        assert store.metadata["n_examples"] == spec["max_examples"]
+        n_image = (tokens["modality"] == "image").sum()
+        assert n_image == 4 * spec["max_examples"]  # 2x2 patches per image
         assert (tokens.loc[tokens["modality"] == "text", "word"] != "").all()
+        assert store.thumbnails().shape[0] == spec["max_examples"]
 
 
 MLLM_RULES = {
     "train_world_llava",
     "download_coco",
-    "extract_mllm",
-    "train_mllm_sae",
+    "extract_activations",
+    "train_saes",
     "crossmodal_eval",
     "crossmodal_report",
 }
@@ -82,14 +87,15 @@ def test_a_crossmodal_setting_reruns_only_the_statistics(smoke_run: Path) -> Non
     jobs = planned_jobs(smoke_run, config)
     assert jobs.keys() & MLLM_RULES == {"crossmodal_eval", "crossmodal_report"}
     config = copy.deepcopy(smoke_config())
-    config["mllm"]["sae"]["k"] = 3
+    config["sae"]["overrides"]["world_llava"]["sweep"]["topk"]["k"] = 3
     jobs = planned_jobs(smoke_run, config)
-    assert jobs.keys() & MLLM_RULES == {"train_mllm_sae", "crossmodal_eval", "crossmodal_report"}
+    assert jobs.keys() & MLLM_RULES == {"train_saes", "crossmodal_eval", "crossmodal_report"}
+    assert jobs["train_saes"] == len(config["sae"]["sites"]["world_llava"])
     config = copy.deepcopy(smoke_config())
     config["mllm"]["world_llava"]["align_steps"] = 21
     jobs = planned_jobs(smoke_run, config)
     assert jobs.keys() & MLLM_RULES == MLLM_RULES - {"download_coco"}
-    assert jobs["extract_mllm"] == len(config["mllm"]["datasets"])
+    assert jobs["extract_activations"] == len(config["extract"]["datasets"]["world_llava"])
 
 
 def test_paper_config_builds_its_dag_offline(tmp_path: Path) -> None:
@@ -98,10 +104,11 @@ def test_paper_config_builds_its_dag_offline(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    for rule in ("download_coco", "extract_mllm", "train_mllm_sae", "crossmodal_report"):
+    for rule in ("download_coco", "extract_activations", "train_saes", "crossmodal_report"):
         assert rule in out
+    assert "results/activations/llava15_7b/coco_pairs_train" in out
     assert "train_world_llava" not in out
-    paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["mllm"]
+    paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
     assert paper["models"]["llava15_7b"]["name"] == "llava-hf/llava-1.5-7b-hf"
     assert "gpu=1" in out.replace(" ", "") or "gpu: 1" in out or "gpu=1" in out
 
@@ -164,19 +171,31 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     tiny_hub_llava(tmp_path / "tiny_llava")
     fake_coco(tmp_path / "coco")
     config = smoke_config()
-    config["mllm"] = {
-        "models": {
-            "tiny": {"source": "hf", "name": str(tmp_path / "tiny_llava"), "layers": [1, 2]}
-        },
-        "datasets": {
-            "coco_a": {"source": "coco", "split": "val2017", "max_examples": 8},
-            "coco_b": {"source": "coco", "split": "val2017", "max_examples": 4, "offset": 8},
-        },
+    config["models"]["tiny"] = {
+        "source": "llava",
+        "name": str(tmp_path / "tiny_llava"),
+        "layers": [1, 2],
+        "max_image_tokens": 5,
+        "batch_size": 4,
+    }
+    config["datasets"]["coco_a"] = {"source": "coco", "split": "val2017", "max_examples": 8}
+    config["datasets"]["coco_b"] = {
+        "source": "coco",
+        "split": "val2017",
+        "max_examples": 4,
+        "offset": 8,
+    }
+    config["extract"]["datasets"]["tiny"] = ["coco_a", "coco_b"]
+    config["sae"]["sites"]["tiny"] = ["L1_all", "L2_all"]
+    config["sae"]["overrides"]["tiny"] = {
         "train_dataset": "coco_a",
         "eval_dataset": "coco_b",
-        "extract": {"batch_size": 4, "max_image_tokens": 5},
-        "sae": {"name": "topk", "arch": "topk", "width": 16, "k": 2},
-        "sae_train": {"batch_size": 8, "epochs": 1, "warmup_steps": 1, "init_sample_size": 16},
+        "normalize_modalities": True,
+        "train": {"batch_size": 8, "epochs": 1, "warmup_steps": 1, "init_sample_size": 16},
+        "sweep": {"topk": {"arch": "topk", "width": 16, "k": 2}},
+    }
+    config["mllm"] = {
+        "models": ["tiny"],
         "crossmodal": {"top_m": 1, "n_null": 10, "min_count": 1},
         "coco": {"root": str(tmp_path / "coco")},
     }
@@ -188,18 +207,19 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert "download_coco" not in result.stdout + result.stderr  # data already in place
-    acts = tmp_path / "results/mllm/activations/tiny/coco_a"
-    tokens = pd.read_csv(acts / "tokens.csv", keep_default_na=False)
-    meta = json.loads((acts / "metadata.json").read_text())
-    assert meta["rows_image"] == 8 * 5  # 16 patches, 5 kept per image
+    from saeprobe.activations import ActivationStore
+
+    store = ActivationStore(tmp_path / "results/activations/tiny/coco_a/L1_all")
+    tokens = store.rows()
+    assert (tokens["modality"] == "image").sum() == 8 * 5  # 16 patches, 5 kept per image
     text = tokens[tokens["modality"] == "text"]
     assert set(text["word"]) <= {"a", "dog", "car", "on", "road"}  # first caption per image
-    assert meta["attributes"] == {
+    assert store.dataset_info()["attributes"] == {
         "dog": "category",
         "car": "category",
         "animal": "supercategory",
         "vehicle": "supercategory",
     }
     table = pd.read_csv(tmp_path / "results/tables/crossmodal.csv", keep_default_na=False)
-    assert set(table["sae"]) == {"tiny/L1/topk", "tiny/L2/topk"}
+    assert set(table["sae"]) == {"tiny/L1_all/topk", "tiny/L2_all/topk"}
     assert {"dog", "car"} <= set(table["concept"])

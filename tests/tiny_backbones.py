@@ -128,3 +128,43 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def collect_prompts(pipe_dir, prompts, layers, tokens="all", batch_size=256):
+    """Text-encoder rows of `prompts` through the shared collector, in memory.
+
+    Returns ({layer: (rows, d) float32}, table: prompt, position, token_id, token).
+    """
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from saeprobe.backbones.collector import ListBatch
+    from saeprobe.backbones.text_encoder import TextEncoderCollector
+
+    collector = TextEncoderCollector(
+        {"source": "diffusers", "name": str(pipe_dir), "layers": list(layers), "tokens": tokens},
+        torch.device("cpu"),
+    )
+    acts = {layer: [] for layer in layers}
+    tables = []
+    for start in range(0, len(prompts), batch_size):
+        items = list(prompts[start : start + batch_size])
+        batch = ListBatch(np.arange(start, start + len(items)), items)
+        rows = collector.collect(batch)
+        for layer in layers:
+            site = rows[f"L{layer}_{tokens}" if isinstance(tokens, str) else None]
+            acts[layer].append(site.acts.numpy())
+        first = next(iter(rows.values()))
+        tables.append(
+            pd.DataFrame(
+                {
+                    "prompt": first.example,
+                    "position": first.position,
+                    "token_id": first.token_id,
+                    "token": collector.token_words(first.token_id),
+                }
+            )
+        )
+    table = pd.concat(tables, ignore_index=True)
+    return {layer: np.concatenate(a) for layer, a in acts.items()}, table

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from saeprobe.sites import family_of, site_name
+
 
 class ConfigError(ValueError):
     """A config value that does not match the schema; the message names every bad key."""
@@ -92,57 +94,101 @@ def check_references(config: dict) -> None:
     models = config.get("models", {})
     datasets = config.get("datasets", {})
     extract = config.get("extract", {})
-    for i, name in enumerate(extract.get("models", [])):
-        if name not in models:
+    extracted = extract.get("datasets", {})
+    for model, names in extracted.items():
+        if model not in models:
             problems.append(
-                f"config key 'extract.models[{i}]': '{name}' is not defined under 'models' "
-                f"(defined: {sorted(models)})"
+                f"config key 'extract.datasets.{model}': '{model}' is not defined under "
+                f"'models' (defined: {sorted(models)})"
             )
-    for i, name in enumerate(extract.get("datasets", [])):
-        if name not in datasets:
-            problems.append(
-                f"config key 'extract.datasets[{i}]': '{name}' is not defined under 'datasets' "
-                f"(defined: {sorted(datasets)})"
-            )
+            continue
+        family = family_of(models[model]["source"])
+        for i, name in enumerate(names):
+            if name not in datasets:
+                problems.append(
+                    f"config key 'extract.datasets.{model}[{i}]': '{name}' is not defined "
+                    f"under 'datasets' (defined: {sorted(datasets)})"
+                )
+            elif datasets[name]["source"] not in DATASET_SOURCES[family]:
+                problems.append(
+                    f"config key 'extract.datasets.{model}[{i}]': dataset '{name}' (source "
+                    f"{datasets[name]['source']}) cannot feed a {family} model; expected a "
+                    f"source of {list(DATASET_SOURCES[family])}"
+                )
     sae = config.get("sae")
     if sae:
-        for key in ("train_dataset", "eval_dataset"):
-            if sae[key] not in datasets:
-                problems.append(
-                    f"config key 'sae.{key}': '{sae[key]}' is not defined under 'datasets'"
-                )
-            elif sae[key] not in extract.get("datasets", []):
-                problems.append(
-                    f"config key 'sae.{key}': '{sae[key]}' is not listed in 'extract.datasets'"
-                )
-        for model, sites in sae["sites"].items():
-            if model not in extract.get("models", []):
-                problems.append(
-                    f"config key 'sae.sites.{model}': not a model listed in 'extract.models'"
-                )
-                continue
-            spec = models[model]
-            stored = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
-            if spec.get("pooled", True):
-                stored.add("pooled")
-            for i, site in enumerate(sites):
-                if site not in stored:
-                    problems.append(
-                        f"config key 'sae.sites.{model}[{i}]': site '{site}' is not extracted "
-                        f"(extracted: {sorted(stored)}; see models.{model}.layers/tokens/pooled)"
-                    )
-        for name, entry in sae["sweep"].items():
-            if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
-                problems.append(f"config key 'sae.sweep.{name}.k': arch {entry['arch']} needs k")
+        problems += _sae_problems(sae, models, extracted)
     for name, spec in models.items():
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
             problems.append(f"config key 'models.{name}.layers': repeated layer in {layers}")
+        if spec["source"] in ("open_clip", "hf", "diffusers", "llava") and "name" not in spec:
+            problems.append(
+                f"config key 'models.{name}.name': source {spec['source']} needs a hub name"
+            )
     problems += _vision_problems(config)
     problems += _mllm_problems(config)
     problems += diffusion_problems(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# Which dataset sources each model family can read.
+DATASET_SOURCES = {
+    "vision": ("world", "imagefolder"),
+    "text_encoder": ("world_captions", "prompts"),
+    "mllm": ("world_pairs", "coco"),
+}
+
+
+def stored_sites(spec: dict) -> set[str]:
+    """The site names an extraction of a model spec writes (after schema defaults)."""
+    family = family_of(spec["source"])
+    if family == "vision":
+        sites = {site_name(layer, tok) for layer in spec["layers"] for tok in spec["tokens"]}
+        return sites | {"pooled"} if spec.get("pooled", True) else sites
+    return {site_name(layer, spec.get("tokens", "all")) for layer in spec["layers"]}
+
+
+def _sae_problems(sae: dict, models: dict, extracted: dict) -> list[str]:
+    """Cross-references of `sae:`: sites that are extracted, datasets extracted for the model,
+    k where the architecture needs it, overrides of models that have sites."""
+    problems = []
+    overrides = sae.get("overrides", {})
+    for model, sites in sae["sites"].items():
+        if model not in extracted:
+            problems.append(
+                f"config key 'sae.sites.{model}': not a model listed in 'extract.datasets'"
+            )
+            continue
+        for key in ("train_dataset", "eval_dataset"):
+            name = overrides.get(model, {}).get(key, sae[key])
+            where = (
+                f"sae.overrides.{model}.{key}" if key in overrides.get(model, {}) else f"sae.{key}"
+            )
+            if name not in extracted[model]:
+                problems.append(
+                    f"config key '{where}': '{name}' is not extracted for {model} (listed in "
+                    f"'extract.datasets.{model}': {extracted[model]})"
+                )
+        stored = stored_sites(models[model])
+        for i, site in enumerate(sites):
+            if site not in stored:
+                problems.append(
+                    f"config key 'sae.sites.{model}[{i}]': site '{site}' is not extracted "
+                    f"(extracted: {sorted(stored)}; see models.{model}.layers/tokens/pooled)"
+                )
+    for model in overrides:
+        if model not in sae["sites"]:
+            problems.append(f"config key 'sae.overrides.{model}': '{model}' has no sae.sites")
+    sweeps = [("sae.sweep", sae["sweep"])] + [
+        (f"sae.overrides.{m}.sweep", o["sweep"]) for m, o in overrides.items() if "sweep" in o
+    ]
+    for where, sweep in sweeps:
+        for name, entry in sweep.items():
+            if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
+                problems.append(f"config key '{where}.{name}.k': arch {entry['arch']} needs k")
+    return problems
 
 
 def _vision_problems(config: dict) -> list[str]:
@@ -163,17 +209,20 @@ def _vision_problems(config: dict) -> list[str]:
     for task, key in (("ood_detection", "ood_datasets"), ("ood_generalization", "test_datasets")):
         for i, name in enumerate(vision.get(task, {}).get(key, [])):
             datasets.append((f"{task}.{key}[{i}]", name))
-    for key, name in datasets:
-        if name not in extract.get("datasets", []):
-            problems.append(
-                f"config key 'vision.{key}': '{name}' is not listed in 'extract.datasets'"
-            )
+    extracted = extract.get("datasets", {})
+    for model in vision["models"]:
+        for key, name in datasets:
+            if name not in extracted.get(model, []):
+                problems.append(
+                    f"config key 'vision.{key}': '{name}' is not listed in "
+                    f"'extract.datasets.{model}'"
+                )
     for model, namer in vision.get("semantics", {}).get("namers", {}).items():
         spec = models.get(namer)
-        if namer not in extract.get("models", []) or spec is None:
+        if namer not in extracted or spec is None:
             problems.append(
                 f"config key 'vision.semantics.namers.{model}': '{namer}' is not listed in "
-                "'extract.models'"
+                "'extract.datasets'"
             )
         elif not spec.get("pooled", True) or spec["source"] == "hf":
             problems.append(
@@ -197,29 +246,29 @@ def _vision_problems(config: dict) -> list[str]:
 
 
 def _mllm_problems(config: dict) -> list[str]:
-    """Cross-references of the `mllm:` section: its datasets, the SAE's k, model layers."""
+    """Cross-references of the `mllm:` section: multimodal LLMs with SAE sites, world layers."""
     mllm = config.get("mllm")
     if not mllm:
         return []
     problems = []
-    for key in ("train_dataset", "eval_dataset"):
-        if mllm[key] not in mllm["datasets"]:
+    models = config.get("models", {})
+    sites = config.get("sae", {}).get("sites", {})
+    for i, name in enumerate(mllm["models"]):
+        spec = models.get(name)
+        if spec is None or family_of(spec["source"]) != "mllm":
             problems.append(
-                f"config key 'mllm.{key}': '{mllm[key]}' is not defined under 'mllm.datasets' "
-                f"(defined: {sorted(mllm['datasets'])})"
+                f"config key 'mllm.models[{i}]': '{name}' is not a multimodal LLM under "
+                "'models' (source world_llava or llava)"
             )
-    sae = mllm["sae"]
-    if sae["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in sae:
-        problems.append(f"config key 'mllm.sae.k': arch {sae['arch']} needs k")
-    for name, spec in mllm["models"].items():
-        if spec["source"] == "hf" and "name" not in spec:
-            problems.append(f"config key 'mllm.models.{name}.name': an hf model needs a repo id")
-        if spec["source"] == "world":
+            continue
+        if name not in sites:
+            problems.append(f"config key 'mllm.models[{i}]': '{name}' has no 'sae.sites'")
+        if spec["source"] == "world_llava":
             n_layers = mllm.get("world_llava", {}).get("layers", 2)
             bad = [layer for layer in spec["layers"] if layer >= n_layers]
             if bad:
                 problems.append(
-                    f"config key 'mllm.models.{name}.layers': {bad} beyond the world LLaVA's "
+                    f"config key 'models.{name}.layers': {bad} beyond the world LLaVA's "
                     f"{n_layers} blocks (mllm.world_llava.layers)"
                 )
     return problems
@@ -231,31 +280,27 @@ def diffusion_problems(config: dict) -> list[str]:
     if not d:
         return []
     problems: list[str] = []
-    if d["source"] == "diffusers" and not d.get("hub_id"):
+    spec = config.get("models", {}).get(d["model"])
+    if spec is None or family_of(spec["source"]) != "text_encoder":
         problems.append(
-            "config key 'diffusion.hub_id': source diffusers needs a hub id or directory"
+            f"config key 'diffusion.model': '{d['model']}' is not a text-to-image model under "
+            "'models' (source world_diffusion or diffusers)"
         )
-    corpus = d["corpus"]
-    if corpus["source"] == "download":
-        for key in ("url", "file"):
-            if not corpus.get(key):
+    elif d["model"] not in config.get("sae", {}).get("sites", {}):
+        problems.append(f"config key 'diffusion.model': '{d['model']}' has no 'sae.sites'")
+    for name, dataset in config.get("datasets", {}).items():
+        if dataset["source"] == "prompts":
+            for key in ("download", "file", "n_prompts"):
+                if key not in dataset:
+                    problems.append(
+                        f"config key 'datasets.{name}.{key}': a prompts dataset needs it"
+                    )
+            if str(dataset.get("file", "")).endswith(".zip") and not dataset.get("member"):
                 problems.append(
-                    f"config key 'diffusion.corpus.{key}': a downloaded corpus needs it"
+                    f"config key 'datasets.{name}.member': a zip corpus needs the JSON file"
                 )
-        if str(corpus.get("file", "")).endswith(".zip") and not corpus.get("member"):
-            problems.append(
-                "config key 'diffusion.corpus.member': a zip corpus needs the JSON file"
-            )
     if d["scorer"]["source"] == "open_clip" and not d["scorer"].get("name"):
         problems.append("config key 'diffusion.scorer.name': an open_clip scorer needs a name")
-    layers = d["text"]["layers"]
-    if len(set(layers)) != len(layers):
-        problems.append(f"config key 'diffusion.text.layers': repeated layer in {layers}")
-    for name, entry in d["sae"]["sweep"].items():
-        if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
-            problems.append(
-                f"config key 'diffusion.sae.sweep.{name}.k': arch {entry['arch']} needs k"
-            )
     steering = d.get("steering", {})
     for i, c in enumerate(steering.get("grid_concepts", [])):
         if c not in steering.get("concepts", {}):

@@ -1,4 +1,8 @@
-"""Extraction: dataset -> backbone -> sharded activation store, resumable after a kill."""
+"""Extraction: dataset -> collector -> sharded activation store, resumable after a kill.
+
+One loop serves every model family: the collector (saeprobe.backbones.load_collector) opens
+the dataset and turns each batch of examples into rows per site (`SiteRows`).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +25,7 @@ from saeprobe.activations.writer import (
     SiteShard,
     host_stats,
 )
-from saeprobe.backbones import Backbone, load_backbone, site_name
-from saeprobe.data import load_dataset
+from saeprobe.backbones import Collector, SiteRows, load_collector
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +46,13 @@ def store_dtype(name: str) -> np.dtype:
     return np.dtype(STORE_DTYPES[name])
 
 
-def model_sites(spec: Mapping) -> tuple[list[int], list[str], bool]:
-    """(layers, tokens, pooled) a model spec asks for; defaults as the config schema: tokens
-    [cls], pooled true."""
-    layers = [int(v) for v in spec.get("layers", [])]
-    tokens = list(spec.get("tokens", ["cls"]))
-    pooled = bool(spec.get("pooled", True))
-    if not pooled and not layers:
-        raise ValueError("model spec: nothing to extract (no 'layers' and 'pooled' is false)")
-    return layers, tokens, pooled
-
-
 def _batch_ranges(
-    n_images: int, first_shard: int, shard_images: int, batch_size: int
+    n_examples: int, first_shard: int, shard_examples: int, batch_size: int
 ) -> list[tuple[int, int, int]]:
     """(shard, start, stop) of every batch from `first_shard` on; no batch crosses a shard."""
     out = []
-    for s in range(first_shard, math.ceil(n_images / shard_images)):
-        a, b = s * shard_images, min(n_images, (s + 1) * shard_images)
+    for s in range(first_shard, math.ceil(n_examples / shard_examples)):
+        a, b = s * shard_examples, min(n_examples, (s + 1) * shard_examples)
         out.extend((s, start, min(b, start + batch_size)) for start in range(a, b, batch_size))
     return out
 
@@ -73,6 +65,7 @@ class _ShardState:
         self.files: dict[str, SiteShard] = {}
         self.rows: dict[str, int] = {}
         self.sums: dict[str, torch.Tensor | np.ndarray] = {}  # (dim + 1,) float64
+        self.columns: dict[str, dict[str, list[np.ndarray]]] = {}  # site -> column -> parts
         self.indices: list[np.ndarray] = []
         self.skipped: list[dict] = []
 
@@ -84,7 +77,7 @@ def extract(
     *,
     batch_size: int = 256,
     dtype: str = "float16",
-    shard_images: int = 4096,
+    shard_examples: int = 4096,
     num_workers: int = 2,
     device: str | torch.device = "auto",
     seed: int = 0,
@@ -92,48 +85,46 @@ def extract(
     overwrite: bool = False,
     progress: bool = True,
     on_shard_complete: Callable[[int], None] | None = None,
-    backbone: Backbone | None = None,
+    collector: Collector | None = None,
 ) -> dict:
     """Extract every site the model spec asks for into `out_dir/{site}/`.
 
-    dataset_spec: see `saeprobe.data.load_dataset`; model_spec: see
-    `saeprobe.backbones.load_backbone`, plus `layers` (0-based blocks), `tokens`
-    (cls|patches|all|mean) and `pooled`. Work happens in `{out_dir}.partial/`; a rerun after a
-    kill resumes at the first unfinished shard (of `shard_images` images) and gives
+    dataset_spec: a `datasets:` entry the model's collector can open (images, prompts or
+    image + caption pairs); model_spec: a `models:` entry (see
+    `saeprobe.backbones.load_collector`). Work happens in `{out_dir}.partial/`; a rerun after
+    a kill resumes at the first unfinished shard (of `shard_examples` examples) and gives
     byte-identical files. `on_shard_complete(shard)` is called after each shard is committed.
-    `backbone`: an already loaded backbone for `model_spec` (else it is loaded here).
-    Returns a summary with the sites, counts, skipped images and timings (seconds: setup_s
+    `collector`: an already loaded collector for `model_spec` (else it is loaded here).
+    Returns a summary with the sites, counts, skipped examples and timings (seconds: setup_s
     for loading, loop_s for the batches, finalize_s for metadata and the final rename).
     """
     out_dir = Path(out_dir)
     np_dtype = store_dtype(dtype)
-    if batch_size <= 0 or shard_images <= 0:
+    if batch_size <= 0 or shard_examples <= 0:
         raise ValueError(
-            f"batch_size and shard_images must be positive ({batch_size}, {shard_images})"
+            f"batch_size and shard_examples must be positive ({batch_size}, {shard_examples})"
         )
     if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} already exists; delete it or pass overwrite=True")
-    layers, tokens, pooled = model_sites(model_spec)
     t_setup = time.perf_counter()
     torch.manual_seed(seed)
-    if backbone is None:
-        backbone = load_backbone(model_spec, device, precision)
-    for layer in layers:
-        backbone.check_layer(layer)
-    dataset = load_dataset(dataset_spec, backbone.preprocess_params, seed=seed)
-    n_images = len(dataset)
+    if collector is None:
+        collector = load_collector(model_spec, device, precision, seed)
+    sites = collector.sites()
+    dataset = collector.open(dataset_spec, seed)
+    n_examples = len(dataset)
     settings = {
         "batch_size": batch_size,
         "dtype": np_dtype.name,
-        "shard_images": shard_images,
+        "shard_examples": shard_examples,
         "precision": precision,
         "seed": seed,
-        "device_type": backbone.device.type,
+        "device_type": collector.device.type,
     }
     fingerprint = {
         "model": dict(model_spec),
         "dataset": dict(dataset_spec),
-        "n_images": n_images,
+        "n_examples": n_examples,
         "settings": settings,
     }
     partial = PartialStore(out_dir, fingerprint)
@@ -145,7 +136,7 @@ def extract(
             **summary,
             "out_dir": str(out_dir),
             "resumed_from_shard": None,
-            "images_processed": 0,
+            "examples_processed": 0,
             "setup_s": time.perf_counter() - t_setup,
             "loop_s": 0.0,
             "finalize_s": 0.0,
@@ -153,40 +144,44 @@ def extract(
     first = partial.shards_done
     if state == "resume":
         log.info("resuming %s at shard %d (%d done)", partial.dir, first, first)
-    ranges = _batch_ranges(n_images, first, shard_images, batch_size)
+    ranges = _batch_ranges(n_examples, first, shard_examples, batch_size)
     setup_s = time.perf_counter() - t_setup
 
     site_info: dict[str, dict] = {k: dict(v) for k, v in partial.sites.items()}
     running = {s: partial.running_stats(s, int(i["dim"])) for s, i in site_info.items()}
-    cuda = backbone.device.type == "cuda"
+    cuda = collector.device.type == "cuda"
     writer = AsyncWriter(background=cuda)
     batches = dataset.iter_batches(
         [(a, b) for _, a, b in ranges], num_workers, pin_memory=cuda, prefetch=cuda
     )
     bar = tqdm(
-        total=n_images,
-        initial=min(n_images, first * shard_images),
-        unit="img",
-        desc=f"extract {backbone.name} / {dataset.name}",
+        total=n_examples,
+        initial=min(n_examples, first * shard_examples),
+        unit="ex",
+        desc=f"extract {collector.name} / {dataset.name}",
         disable=not progress,
         file=sys.stderr,
         mininterval=1.0 if sys.stderr.isatty() else 15.0,
     )
     shard: _ShardState | None = None
     t_loop = time.perf_counter()
-    n_done = 0
+    n_done = n_stored = 0
     try:
         for (s, start, stop), batch in zip(ranges, batches, strict=True):
             if shard is None or shard.shard != s:
-                shard = _ShardState(s, s * shard_images, min(n_images, (s + 1) * shard_images))
+                shard = _ShardState(
+                    s, s * shard_examples, min(n_examples, (s + 1) * shard_examples)
+                )
             shard.indices.append(batch.indices)
             shard.skipped.extend(item.to_dict() for item in batch.skipped)
             if len(batch.indices):
-                pixels = backbone.prepare(batch.images)
-                acts = backbone.collect(pixels, layers, tokens, pooled)
-                for site, act in acts.items():
-                    _write_site(partial, shard, site, act, site_info, running, writer, np_dtype)
+                for site, rows in collector.collect(batch).items():
+                    bound = collector.max_rows_per_example(site)
+                    _write_site(
+                        partial, shard, site, rows, bound, site_info, running, writer, np_dtype
+                    )
             n_done += stop - start
+            n_stored += len(batch.indices)
             bar.update(stop - start)
             if stop == shard.stop:
                 writer.join()
@@ -202,19 +197,31 @@ def extract(
                 target.abort()
     loop_s = time.perf_counter() - t_loop
     if n_done:
-        log.info("extracted %d images in %.1f s (%.1f img/s)", n_done, loop_s, n_done / loop_s)
+        log.info(
+            "stored %d of %d examples in %.1f s (%.1f ex/s)",
+            n_stored,
+            n_done,
+            loop_s,
+            n_done / loop_s,
+        )
+    missing = sorted(set(sites) - set(site_info))
+    if missing:
+        raise RuntimeError(f"{collector.name}: no rows were collected for sites {missing}")
     metadata_common = {
         "model": dict(model_spec),
         "dataset": {**dict(dataset_spec), "name": dataset.name},
-        "backbone": backbone.describe(),
+        "backbone": collector.describe(),
         "settings": settings,
     }
     t_finalize = time.perf_counter()
-    summary = partial.finalize(metadata_common, dataset.manifest, np_dtype, overwrite)
+    extras = _dataset_extras(dataset)
+    summary = partial.finalize(
+        metadata_common, dataset.manifest, np_dtype, collector.token_words, extras, overwrite
+    )
     finalize_s = time.perf_counter() - t_finalize
     if summary["n_skipped"]:
         log.warning(
-            "%d unreadable images were skipped: %s",
+            "%d unreadable examples were skipped: %s",
             summary["n_skipped"],
             ", ".join(item["path"] for item in summary["skipped"][:20]),
         )
@@ -222,18 +229,29 @@ def extract(
         **summary,
         "out_dir": str(out_dir),
         "resumed_from_shard": first if state == "resume" else None,
-        "images_processed": n_done,
+        "examples_processed": n_done,
         "setup_s": setup_s,
         "loop_s": loop_s,
         "finalize_s": finalize_s,
     }
 
 
+def _dataset_extras(dataset: object) -> dict[str, object]:
+    """Dataset-level files beyond the manifest: thumbnails (pairs) and a description."""
+    extras: dict[str, object] = {}
+    if hasattr(dataset, "thumbnails"):
+        extras["thumbnails"] = dataset.thumbnails()
+    if hasattr(dataset, "describe"):
+        extras["describe"] = dataset.describe()
+    return extras
+
+
 def _write_site(
     partial: PartialStore,
     shard: _ShardState,
     site: str,
-    act: torch.Tensor,
+    rows: SiteRows,
+    max_rows_per_example: int,
     site_info: dict[str, dict],
     running: dict[str, np.ndarray],
     writer: AsyncWriter,
@@ -241,29 +259,33 @@ def _write_site(
 ) -> None:
     """Cast one site's batch to the store dtype, add it to the shard's statistics and queue it.
 
-    act: (B, d) or (B, tokens, d).
+    rows.acts: (n, d) with its row columns (example, position, token id, modality).
     """
-    tpi, dim = (1 if act.ndim == 2 else act.shape[1]), act.shape[-1]
-    info = site_info.setdefault(site, {"tokens_per_image": tpi, "dim": dim})
-    if (info["tokens_per_image"], info["dim"]) != (tpi, dim):
-        raise RuntimeError(f"site {site}: got {tpi} x {dim} per image, expected {info}")
+    dim = rows.acts.shape[-1]
+    columns = rows.columns()
+    info = site_info.setdefault(site, {"dim": dim, "columns": sorted(columns)})
+    if (info["dim"], info["columns"]) != (dim, sorted(columns)):
+        raise RuntimeError(f"site {site}: got d={dim}, columns {sorted(columns)}; expected {info}")
     running.setdefault(site, np.zeros(dim + 1, dtype=np.float64))
-    rows = act.reshape(-1, dim).to(_TORCH_DTYPES[np_dtype])
+    acts = rows.acts.to(_TORCH_DTYPES[np_dtype])
     if site not in shard.files:
-        max_rows = (shard.stop - shard.start) * tpi
+        max_rows = (shard.stop - shard.start) * max_rows_per_example
         path = partial.shard_path(site, shard.shard)
         shard.files[site] = SiteShard(path, max_rows, dim, np_dtype)
         shard.rows[site] = 0
+        shard.columns[site] = {name: [] for name in columns}
+    for name, value in columns.items():
+        shard.columns[site][name].append(value)
     target, offset = shard.files[site], shard.rows[site]
-    shard.rows[site] += rows.shape[0]
-    if rows.device.type == "cuda":
+    shard.rows[site] += acts.shape[0]
+    if acts.device.type == "cuda":
         # statistics on the device; the copy to the host overlaps with the next batch
         acc = shard.sums.get(site)
         if acc is None:
-            acc = shard.sums[site] = torch.zeros(dim + 1, dtype=torch.float64, device=rows.device)
-        acc[:dim] += rows.sum(dim=0, dtype=torch.float64)
-        acc[dim] += torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).sum()
-        host = rows.to("cpu", non_blocking=True)
+            acc = shard.sums[site] = torch.zeros(dim + 1, dtype=torch.float64, device=acts.device)
+        acc[:dim] += acts.sum(dim=0, dtype=torch.float64)
+        acc[dim] += torch.linalg.vector_norm(acts, dim=1, dtype=torch.float64).sum()
+        host = acts.to("cpu", non_blocking=True)
         ready = torch.cuda.Event()
         ready.record()
 
@@ -273,7 +295,7 @@ def _write_site(
 
     else:
         # numpy's float64 reductions are several times faster than torch's on CPU
-        host_rows = rows.numpy()
+        host_rows = acts.numpy()
         previous = shard.sums.get(site)
         stats = host_stats(host_rows)
         shard.sums[site] = stats if previous is None else previous + stats
@@ -300,18 +322,16 @@ def _commit(
         "shard": shard.shard,
         "start": shard.start,
         "stop": shard.stop,
-        "n_images": int(sum(len(i) for i in shard.indices)),
+        "n_examples": int(sum(len(i) for i in shard.indices)),
         "rows": {site: int(n) for site, n in shard.rows.items()},
         "skipped": shard.skipped,
     }
     indices = np.concatenate(shard.indices) if shard.indices else np.empty(0, np.int64)
-    partial.commit_shard(record, indices, running, site_info)
+    columns = {
+        site: {name: np.concatenate(parts) for name, parts in cols.items()}
+        for site, cols in shard.columns.items()
+    }
+    partial.commit_shard(record, indices, running, site_info, columns)
 
 
-def describe_sites(layers: list[int], tokens: list[str], pooled: bool) -> list[str]:
-    """The site names an extraction of these layers/tokens writes."""
-    sites = [site_name(layer, tok) for layer in sorted(set(layers)) for tok in tokens]
-    return [*sites, "pooled"] if pooled else sites
-
-
-__all__ = ["describe_sites", "extract", "model_sites", "store_dtype"]
+__all__ = ["extract", "store_dtype"]

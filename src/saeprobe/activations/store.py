@@ -1,4 +1,13 @@
-"""Reading an activation store: one site's shards, memory-mapped, with a shuffled batch iterator."""
+"""Reading an activation store: one site's shards, memory-mapped, with a shuffled batch iterator.
+
+The one store format of every model family. A dataset directory (`.../{model}/{dataset}/`)
+holds `examples.csv` (one row per example: index, label or prompt or caption, ...),
+`extraction.json`, and where they apply `vocab.json` (token id -> token text) and
+`thumbnails.npy` (uint8 (n, 64, 64, 3)). Each site directory holds `shard_*.npy` (rows, d),
+`metadata.json`, and one `.npy` per row column: `example` (int64 example index of each row),
+and where the site has them `position` (token position), `token_id`, `modality` (int8 index
+into MODALITIES: image, text).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +20,19 @@ import pandas as pd
 import torch
 
 METADATA = "metadata.json"
-IMAGE_INDEX = "image_index.npy"
-IMAGES_CSV = "images.csv"
+EXAMPLES_CSV = "examples.csv"
+VOCAB = "vocab.json"
+THUMBNAILS = "thumbnails.npy"
+COLUMNS = ("example", "position", "token_id", "modality")
+MODALITIES = ("image", "text")
 
 
 class ActivationStore:
     """The activations of one site (`L{layer}_{tokens}` or `pooled`) of one model on one dataset.
 
-    Rows are stored as 2-D shards (rows, dim); `image_index()` gives the dataset index of the
-    image each row comes from. Nothing is loaded until asked for, and then only by slices of
-    memory-mapped shards.
+    Rows are stored as 2-D shards (rows, dim); `example_index()` gives the dataset index of the
+    example each row comes from, `rows()` every row column. Nothing is loaded until asked for,
+    and then only by slices of memory-mapped shards.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -30,7 +42,7 @@ class ActivationStore:
             raise FileNotFoundError(
                 f"{self.path} is not an activation store: missing {METADATA} (expected a site "
                 "directory written by saeprobe.activations.extract, e.g. "
-                "results/activations/<model>/<dataset>/L11_cls)"
+                "<activations>/<model>/<dataset>/L11_cls)"
             )
         self.metadata: dict = json.loads(meta_path.read_text())
         self._shard_files = [self.path / s["file"] for s in self.metadata["shards"]]
@@ -52,8 +64,8 @@ class ActivationStore:
         return str(self.metadata["site"])
 
     @property
-    def tokens_per_image(self) -> int:
-        return int(self.metadata["tokens_per_image"])
+    def layer(self) -> int | None:
+        return self.metadata["layer"]
 
     @property
     def mean(self) -> np.ndarray:
@@ -97,27 +109,82 @@ class ActivationStore:
         n = len(self) if max_rows is None else min(len(self), max_rows)
         return self.read_rows(0, n, dtype)
 
-    def image_index(self) -> np.ndarray:
-        """(rows,) int64 dataset index of the image each row comes from (memory-mapped)."""
-        return np.load(self.path / self.metadata.get("image_index", IMAGE_INDEX), mmap_mode="r")
+    def example_index(self) -> np.ndarray:
+        """(rows,) int64 dataset index of the example each row comes from (memory-mapped)."""
+        return self.column("example")
 
-    def images(self) -> pd.DataFrame:
-        """The dataset's image table (index, label, ...) saved next to the store's sites."""
-        path = self.path.parent / IMAGES_CSV
+    def column(self, name: str) -> np.ndarray:
+        """(rows,) one row column (see COLUMNS), memory-mapped."""
+        if name not in self.metadata["columns"]:
+            raise KeyError(f"{self.path}: no row column {name!r} (has {self.metadata['columns']})")
+        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+
+    def rows(self) -> pd.DataFrame:
+        """One row per activation row: example, and where present position, token_id, word
+        (the token's text; "" for image tokens) and modality (image or text)."""
+        out = pd.DataFrame(
+            {name: np.asarray(self.column(name)) for name in self.metadata["columns"]}
+        )
+        if "modality" in out:
+            out["modality"] = np.asarray(MODALITIES)[out["modality"].to_numpy()]
+        if "token_id" in out:
+            vocab = self.vocab()
+            words = out["token_id"].map(lambda t: vocab.get(int(t), ""))
+            if "modality" in out:
+                words = words.where(out["modality"] == "text", "")
+            out["word"] = words
+        return out
+
+    def vocab(self) -> dict[int, str]:
+        """{token id: token text} of the tokens in this dataset's rows."""
+        path = self.path.parent / VOCAB
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; expected the image table written by extract")
+            return {}
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+    def examples(self) -> pd.DataFrame:
+        """The dataset's example table (index, label, ...) saved next to the store's sites."""
+        path = self.path.parent / EXAMPLES_CSV
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; expected the table written by extract")
         return pd.read_csv(path, keep_default_na=False)
 
-    def image_labels(self) -> np.ndarray:
-        """(n_dataset_images,) label of every dataset image, by dataset index."""
-        images = self.images()
-        labels = np.empty(int(images["index"].max()) + 1, dtype=object)
-        labels[images["index"].to_numpy()] = images["label"].astype(str).to_numpy()
+    def dataset_info(self) -> dict:
+        """What the dataset said about itself at extraction (e.g. a concept -> attribute map)."""
+        return json.loads((self.path.parent / "extraction.json").read_text()).get("dataset", {})
+
+    def thumbnails(self) -> np.ndarray:
+        """uint8 (n_examples, 64, 64, 3) thumbnails (image + caption datasets), memory-mapped."""
+        return np.load(self.path.parent / THUMBNAILS, mmap_mode="r")
+
+    def modality_norms(self, block: int = 65536) -> dict[str, float]:
+        """{modality: mean L2 norm of its rows} in float64 (the per-modality normalisers)."""
+        modality = self.column("modality")
+        sums, counts = np.zeros(len(MODALITIES)), np.zeros(len(MODALITIES))
+        for a in range(0, len(self), block):
+            norms = np.linalg.norm(self.read_rows(a, a + block, np.float64), axis=1)
+            mod = np.asarray(modality[a : a + block])
+            sums += np.bincount(mod, weights=norms, minlength=len(MODALITIES))
+            counts += np.bincount(mod, minlength=len(MODALITIES))
+        return {m: float(sums[i] / max(counts[i], 1)) for i, m in enumerate(MODALITIES)}
+
+    def row_divisors(self, scales: dict[str, float]) -> np.ndarray:
+        """(rows,) float32: each row's modality scale (1 where the store has no modality)."""
+        if "modality" not in self.metadata["columns"]:
+            return np.ones(len(self), np.float32)
+        table = np.array([scales[m] for m in MODALITIES], dtype=np.float32)
+        return table[np.asarray(self.column("modality"))]
+
+    def example_labels(self) -> np.ndarray:
+        """(n_dataset_examples,) label of every dataset example, by dataset index."""
+        examples = self.examples()
+        labels = np.empty(int(examples["index"].max()) + 1, dtype=object)
+        labels[examples["index"].to_numpy()] = examples["label"].astype(str).to_numpy()
         return labels
 
     def labels(self) -> np.ndarray:
-        """(rows,) label of the image each row comes from."""
-        return self.image_labels()[np.asarray(self.image_index())]
+        """(rows,) label of the example each row comes from."""
+        return self.example_labels()[np.asarray(self.example_index())]
 
     # -- iteration ---------------------------------------------------------------------
     def _chunks(self, chunk_rows: int) -> list[tuple[int, int, int]]:

@@ -2,8 +2,9 @@
 
 Layout while running (`{out}.partial/`, a sibling of the final directory):
   progress.json                 commit record: fingerprint + one entry per finished shard
-  images_{s:05d}.npy            (n_ok,) int64 dataset indices of shard s's readable images
+  images_{s:05d}.npy            (n_ok,) int64 dataset indices of shard s's readable examples
   {site}/shard_{s:05d}.npy      (rows, dim) activations of shard s (temp name until complete)
+  {site}/{column}_{s:05d}.npy   (rows,) row columns of shard s (example, position, ...)
   {site}/stats_{s:05d}.npy      (dim + 1,) float64 running [sum of rows, sum of row norms]
 A shard counts as done only once progress.json lists it, so a killed run resumes at the first
 shard it does not list and recomputes it from scratch.
@@ -22,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saeprobe.activations.store import IMAGE_INDEX, IMAGES_CSV, METADATA
+from saeprobe.activations.store import COLUMNS, EXAMPLES_CSV, METADATA, THUMBNAILS, VOCAB
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_text
 
 PROGRESS = "progress.json"
 SUMMARY = "extraction.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _json(obj: object) -> str:
@@ -42,8 +43,8 @@ def canonical(obj: object) -> object:
 class SiteShard:
     """One site's shard being filled: a `.npy` file under a temp name, written with pwrite.
 
-    The header announces `max_rows` rows; `close` trims it to the rows actually written
-    (fewer when images were skipped) and gives the file its final name.
+    The header announces `max_rows` rows (an upper bound; the file stays sparse); `close` trims
+    it to the rows actually written and gives the file its final name.
     """
 
     def __init__(self, path: Path, max_rows: int, dim: int, dtype: np.dtype) -> None:
@@ -77,7 +78,7 @@ class SiteShard:
             self.fd = None
 
     def close(self, rows: int) -> None:
-        """Trim to `rows` rows if images were skipped, and give the shard its final name."""
+        """Trim to the `rows` rows written, and give the shard its final name."""
         os.close(self.fd)
         self.fd = None
         if rows < self.max_rows:
@@ -96,6 +97,23 @@ def host_stats(rows: np.ndarray, chunk_rows: int = 16384) -> np.ndarray:
         out[:-1] += block.sum(axis=0)
         out[-1] += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
     return out
+
+
+def concat_npy(parts: list[Path], out: Path) -> np.ndarray:
+    """Concatenate 1-D `.npy` files into `out` without holding them all; returns a memory map."""
+    arrays = [np.load(p, mmap_mode="r") for p in parts]
+    n = sum(len(a) for a in arrays)
+    dtype = arrays[0].dtype if arrays else np.int64
+    tmp = out.with_name(out.name + ".tmp")
+    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n,))
+    pos = 0
+    for a in arrays:
+        target[pos : pos + len(a)] = a
+        pos += len(a)
+    target.flush()
+    del target
+    os.replace(tmp, out)
+    return np.load(out, mmap_mode="r")
 
 
 def trim_npy_rows(path: Path, rows: int) -> None:
@@ -228,7 +246,7 @@ class PartialStore:
 
     @property
     def sites(self) -> dict[str, dict]:
-        """{site: {"tokens_per_image": t, "dim": d}} known so far."""
+        """{site: {"dim": d, "columns": [row column names]}} known so far."""
         return self.progress["sites"]
 
     def site_dir(self, site: str) -> Path:
@@ -251,13 +269,18 @@ class PartialStore:
         image_indices: np.ndarray,
         stats: Mapping[str, np.ndarray],
         site_info: Mapping[str, dict],
+        columns: Mapping[str, Mapping[str, np.ndarray]],
     ) -> None:
         """Record shard `record["shard"]` as done (its site shards must already be in place).
 
-        stats: {site: (dim + 1,) float64 running totals including this shard}.
+        stats: {site: (dim + 1,) float64 running totals including this shard}; columns:
+        {site: {column: (rows,) array}} of this shard.
         """
         s = int(record["shard"])
         atomic_save_npy(self.dir / f"images_{s:05d}.npy", image_indices.astype(np.int64))
+        for site, cols in columns.items():
+            for name, value in cols.items():
+                atomic_save_npy(self.site_dir(site) / f"{name}_{s:05d}.npy", value)
         for site, total in stats.items():
             atomic_save_npy(self.site_dir(site) / f"stats_{s:05d}.npy", total)
         self.progress["sites"] = {k: dict(v) for k, v in site_info.items()}
@@ -271,26 +294,29 @@ class PartialStore:
     def finalize(
         self,
         metadata_common: Mapping,
-        images_table: pd.DataFrame,
+        examples_table: pd.DataFrame,
         store_dtype: np.dtype,
+        token_words: Callable[[list[int]], list[str]],
+        extras: Mapping[str, object],
         overwrite: bool = False,
     ) -> dict:
-        """Write every site's metadata and image index, then rename the partial directory.
-
-        Returns the summary written to `extraction.json`.
+        """Write every site's metadata and row columns, the dataset's example table (and
+        vocab.json, thumbnails.npy where there are tokens or thumbnails), then rename the
+        partial directory. Returns the summary written to `extraction.json`.
         """
         shards = self.progress["shards"]
         last = len(shards) - 1
-        per_shard_images = [np.load(self.dir / f"images_{r['shard']:05d}.npy") for r in shards]
-        images_ok = np.concatenate(per_shard_images) if per_shard_images else np.empty(0, np.int64)
+        per_shard = [np.load(self.dir / f"images_{r['shard']:05d}.npy") for r in shards]
+        examples_ok = np.concatenate(per_shard) if per_shard else np.empty(0, np.int64)
         skipped = [item for r in shards for item in r["skipped"]]
-        if len(images_ok) == 0:
+        if len(examples_ok) == 0:
             raise RuntimeError(
-                f"no image could be read ({len(skipped)} skipped); see the log for the errors"
+                f"no example could be read ({len(skipped)} skipped); see the log for the errors"
             )
         site_summaries = {}
+        token_ids: set[int] = set()
         for site, info in self.sites.items():
-            tpi, dim = int(info["tokens_per_image"]), int(info["dim"])
+            dim = int(info["dim"])
             count = int(sum(r["rows"].get(site, 0) for r in shards))
             totals = np.load(self.dir / site / f"stats_{last:05d}.npy")
             files = [
@@ -300,33 +326,43 @@ class PartialStore:
             for item in files:
                 if item["rows"] == 0:
                     (self.dir / site / item["file"]).unlink(missing_ok=True)
-            atomic_save_npy(self.dir / site / IMAGE_INDEX, np.repeat(images_ok, tpi))
+            for name in info["columns"]:
+                parts = [self.dir / site / f"{name}_{r['shard']:05d}.npy" for r in shards]
+                column = concat_npy(parts, self.dir / site / f"{name}.npy")
+                if name == "token_id":
+                    token_ids.update(np.unique(column).tolist())
             layer, _, tokens = site.partition("_")
             metadata = {
                 **metadata_common,
                 "site": site,
                 "layer": None if site == "pooled" else int(layer[1:]),
                 "tokens": "pooled" if site == "pooled" else tokens,
-                "tokens_per_image": tpi,
                 "count": count,
-                "n_images": len(images_ok),
+                "n_examples": len(examples_ok),
                 "dim": dim,
                 "dtype": np.dtype(store_dtype).name,
                 "mean": (totals[:dim] / count).tolist(),
                 "mean_norm": float(totals[dim] / count),
                 "n_skipped": len(skipped),
                 "skipped": skipped,
-                "image_index": IMAGE_INDEX,
+                "columns": list(info["columns"]),
                 "shards": [item for item in files if item["rows"] > 0],
                 "format_version": FORMAT_VERSION,
             }
             atomic_write_text(self.dir / site / METADATA, _json(metadata))
-            site_summaries[site] = {"count": count, "dim": dim, "tokens_per_image": tpi}
-        atomic_write_csv(self.dir / IMAGES_CSV, images_table)
+            site_summaries[site] = {"count": count, "dim": dim}
+        atomic_write_csv(self.dir / EXAMPLES_CSV, examples_table)
+        if token_ids:
+            ids = sorted(token_ids)
+            vocab = dict(zip(map(str, ids), token_words(ids), strict=True))
+            atomic_write_text(self.dir / VOCAB, _json(vocab))
+        if "thumbnails" in extras:
+            atomic_save_npy(self.dir / THUMBNAILS, np.asarray(extras["thumbnails"]))
         summary = {
             "fingerprint": self.fingerprint,
             "sites": site_summaries,
-            "n_images": len(images_ok),
+            "dataset": extras.get("describe", {}),
+            "n_examples": len(examples_ok),
             "n_skipped": len(skipped),
             "skipped": skipped,
         }
@@ -338,7 +374,8 @@ class PartialStore:
 
     def _remove_work_files(self) -> None:
         """Delete what only the running extraction needs (indices, running stats, temp files)."""
-        for pattern in ("images_*.npy", "*/stats_*.npy", "**/*.tmp"):
+        shard_parts = [f"*/{name}_[0-9]*.npy" for name in ("stats", *COLUMNS)]
+        for pattern in ("images_*.npy", *shard_parts, "**/*.tmp"):
             for path in self.dir.glob(pattern):
                 path.unlink()
 

@@ -1,4 +1,9 @@
-"""Backbones: one interface over open_clip and transformers vision transformers."""
+"""Backbones: one collector interface over every model family.
+
+Families by `source`: vision (world, open_clip, hf: ViTs on images), text_encoder
+(world_diffusion, diffusers: a diffusion pipeline's CLIP text encoder on prompts) and mllm
+(world_llava, llava: a LLaVA language model on image and caption tokens).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from collections.abc import Mapping
 import torch
 
 from saeprobe.backbones.base import TOKENS, Backbone, amp_dtype, site_name
+from saeprobe.backbones.collector import Collector, SiteRows
+from saeprobe.sites import FAMILIES, family_of
 from saeprobe.device import pick_device
 
-SOURCES = ("world", "open_clip", "hf")
+SOURCES = tuple(FAMILIES)
 
 
 def load_backbone(
@@ -17,7 +24,7 @@ def load_backbone(
 ) -> Backbone:
     """Load the model a config spec names, in eval mode on `device`.
 
-    spec: `{source: world, weights?}` (checkpoint dir, default results/models/world_clip),
+    spec: `{source: world, weights}` (the world CLIP's checkpoint folder),
           `{source: open_clip, name, weights}` or `{source: hf, name}`; `layers`, `tokens` and
           `pooled` keys are ignored here (they say what to collect).
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
@@ -32,7 +39,43 @@ def load_backbone(
         from saeprobe.backbones.hf import load_hf
 
         return load_hf(spec, device, precision)
-    raise ValueError(f"model spec source: expected one of {list(SOURCES)}, got {source!r}")
+    raise ValueError(f"model spec source: expected one of world, open_clip, hf; got {source!r}")
 
 
-__all__ = ["SOURCES", "TOKENS", "Backbone", "amp_dtype", "load_backbone", "site_name"]
+def load_collector(
+    spec: Mapping, device: str | torch.device = "auto", precision: str = "auto", seed: int = 0
+) -> Collector:
+    """The collector of a `models:` entry, loaded in eval mode on `device`.
+
+    precision applies to vision backbones (see `load_backbone`); the text encoder and the
+    multimodal LLM take their weights' `dtype` from the spec. `seed` picks the image tokens
+    kept per example where an MLLM spec limits them.
+    """
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    family = family_of(spec["source"])
+    if family == "vision":
+        from saeprobe.backbones.vision import load_vision
+
+        return load_vision(spec, device, precision)
+    if family == "text_encoder":
+        from saeprobe.backbones.text_encoder import load_text_encoder
+
+        return load_text_encoder(spec, device)
+    from saeprobe.backbones.mllm import MLLMCollector
+
+    return MLLMCollector(spec, device, seed)
+
+
+__all__ = [
+    "FAMILIES",
+    "SOURCES",
+    "TOKENS",
+    "Backbone",
+    "Collector",
+    "SiteRows",
+    "amp_dtype",
+    "family_of",
+    "load_backbone",
+    "load_collector",
+    "site_name",
+]

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 
 from saeprobe.data.preprocess import PreprocessParams
+from saeprobe.sites import site_name
 
 TOKENS = ("cls", "patches", "all", "mean")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def site_name(layer: int | None, tokens: str | None = None) -> str:
-    """`L{layer}_{tokens}` for a residual-stream site, `pooled` for the final embedding."""
-    if layer is None:
-        return "pooled"
-    return f"L{layer}_{tokens}"
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:

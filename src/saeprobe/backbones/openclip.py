@@ -11,7 +11,6 @@ from torch import nn
 from saeprobe.backbones.base import Backbone, amp_dtype
 from saeprobe.data.preprocess import PreprocessParams
 
-WORLD_MODEL_DIR = "results/models/world_clip"
 
 
 def preprocess_from_open_clip(cfg: Mapping) -> PreprocessParams:
@@ -78,7 +77,7 @@ def load_open_clip_model(
     """The whole CLIP (image and text towers) and its tokenizer, in eval mode.
 
     spec: `{source: open_clip, name, weights}` (hub tag or file) or `{source: world, weights}`.
-    A world model (`weights`: its directory, default results/models/world_clip) holds
+    A world model (`weights`: its directory, filled in by the workflow) holds
     `open_clip_config.json` + `open_clip_model.safetensors`, loaded by
     `saeprobe.world.clip.load_world_clip` (open_clip.add_model_config +
     create_model_and_transforms, the same call that loads hub models).
@@ -86,7 +85,9 @@ def load_open_clip_model(
     if spec["source"] == "world":
         from saeprobe.world.clip import load_world_clip
 
-        model, _, tokenizer = load_world_clip(spec.get("weights") or WORLD_MODEL_DIR, device)
+        if not spec.get("weights"):
+            raise ValueError("world model spec: missing key 'weights' (the world CLIP's folder)")
+        model, _, tokenizer = load_world_clip(spec["weights"], device)
         return model, tokenizer
     if "name" not in spec:
         raise ValueError("open_clip model spec: missing key 'name' (e.g. ViT-L-14)")

@@ -7,7 +7,6 @@ the rows of `steering.csv` / `attributes.csv` plus the images the figures show.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.activations import ActivationStore
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
 from saeprobe.diffusion.pipeline import encode, generate, tokenize_prompts
 from saeprobe.diffusion.steering import (
@@ -29,6 +29,7 @@ from saeprobe.diffusion.steering import (
     word_contrast,
 )
 from saeprobe.sae import load_sae
+from saeprobe.sae.io import CFG, read_json
 from saeprobe.world.clip import PROMPTS
 from saeprobe.world.shapes import COLOURS
 
@@ -69,18 +70,27 @@ def world_colours(vocab: Mapping[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {c: COLOURS[c] for c in vocab["colours"]}
 
 
-def load_site(site_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
-    """(train activations (rows, d) memory-mapped, their token rows, the corpus prompts)."""
-    site_dir = Path(site_dir)
-    acts = np.load(site_dir / "train.npy", mmap_mode="r")
-    tokens = pd.read_csv(site_dir / "tokens.csv", keep_default_na=False)
-    tokens = tokens[tokens["split"] == "train"].reset_index(drop=True)
-    prompts = json.loads((site_dir / "prompts.json").read_text())
-    if len(tokens) != len(acts):
-        raise ValueError(
-            f"{site_dir}: tokens.csv has {len(tokens)} train rows, train.npy {len(acts)}"
-        )
-    return acts, tokens, prompts
+def load_prompt_site(site_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+    """(activations (rows, d), each row's prompt index (rows,), the corpus prompts, layer) of a
+    text-encoder store site."""
+    store = ActivationStore(site_dir)
+    prompts = store.examples()["prompt"].astype(str).tolist()
+    return store.read_all(), np.asarray(store.example_index()), prompts, int(store.layer)
+
+
+def sweep_saes(
+    model: str, sae_dirs: Mapping[str, Sequence[str | Path]], activations: str | Path
+) -> list[tuple[str, Path, Path]]:
+    """(SAE id `{model}/{site}/{name}`, SAE directory, store site) for every SAE of every site.
+
+    sae_dirs: {site: SAE directories}; activations: the store of the SAEs' training prompts.
+    """
+    out = []
+    for site, dirs in sae_dirs.items():
+        for d in dirs:
+            name = read_json(Path(d) / CFG)["sae"]["name"]
+            out.append((f"{model}/{site}/{name}", Path(d), Path(activations) / site))
+    return out
 
 
 def gen_settings(generation: Mapping[str, Any], task: Mapping[str, Any], layer: int) -> GenSettings:
@@ -96,31 +106,24 @@ def gen_settings(generation: Mapping[str, Any], task: Mapping[str, Any], layer: 
     )
 
 
-def sae_id(sae_dir: Path) -> tuple[str, int]:
-    """("{model}/{site}/{name}", layer) of results/saes/{model}/{site}/{name}."""
-    model, site, name = sae_dir.parts[-3:]
-    return f"{model}/{site}/{name}", int(site.split("_")[0][1:])
-
-
 def run_steering_experiment(
     pipe: Any,
-    sae_dirs: Sequence[Path],
-    site_dirs: Mapping[str, Path],
+    saes: Sequence[tuple[str, Path, Path]],
     settings: Mapping[str, Any],
     generation: Mapping[str, Any],
     scorer: Scorer,
     colours: Mapping[str, Sequence[int]] | None,
     device: torch.device,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
-    """Steering for every SAE. settings: `diffusion.steering`. Returns (table, chosen latents
-    {sae: {concept: {latent, typical, contrast, text}}}, images of the first SAE)."""
+    """Steering for every SAE. saes: from `sweep_saes`; settings: `diffusion.steering`. Returns
+    (table, chosen latents {sae: {concept: {latent, typical, contrast, text}}}, images of the
+    first SAE)."""
     tables, chosen, first_images = [], {}, None
-    for sae_dir in sae_dirs:
-        name, layer = sae_id(sae_dir)
+    for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
-        acts, tokens, prompts = load_site(site_dirs[sae_dir.parts[-2]])
+        acts, prompt_of_row, prompts, layer = load_prompt_site(site_dir)
         _, typical = latent_stats(sae, acts)
-        codes = prompt_codes(sae, acts, tokens["prompt"].to_numpy(), len(prompts))
+        codes = prompt_codes(sae, acts, prompt_of_row, len(prompts))
         words = list(settings["concepts"])
         contrast = word_contrast(codes, prompts, words)
         picks = pick_latents(contrast, words)
@@ -157,8 +160,7 @@ def run_steering_experiment(
 
 def run_attribute_experiment(
     pipe: Any,
-    sae_dirs: Sequence[Path],
-    site_dirs: Mapping[str, Path],
+    saes: Sequence[tuple[str, Path, Path]],
     settings: Mapping[str, Any],
     generation: Mapping[str, Any],
     scorer: Scorer,
@@ -170,13 +172,12 @@ def run_attribute_experiment(
     SAE. `concept_words`: words whose prompt contrast names each latent's input-side concept
     (column `input_concept`, for comparison with the discovered attribute)."""
     tables, first_images = [], None
-    for sae_dir in sae_dirs:
-        name, layer = sae_id(sae_dir)
+    for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
-        acts, tokens, prompts = load_site(site_dirs[sae_dir.parts[-2]])
+        acts, prompt_of_row, prompts, layer = load_prompt_site(site_dir)
         mass, typical = latent_stats(sae, acts)
         latents = [int(i) for i in np.argsort(-mass)[: settings["top_n"]] if mass[i] > 0]
-        codes = prompt_codes(sae, acts, tokens["prompt"].to_numpy(), len(prompts))
+        codes = prompt_codes(sae, acts, prompt_of_row, len(prompts))
         contrast = word_contrast(codes, prompts, concept_words)
         sae = sae.to(pipe.text_encoder.device)
         gen = gen_settings(generation, settings, layer)

@@ -18,8 +18,9 @@ Summary (`summary_rows`): frac_alive, frac_shared = shared / alive, frac_image_o
 frac_text_only (alive latents above tau on one modality only), mean |modality_score|.
 
 The activations' norms differ between modalities (image tokens of LLaVA are several times
-larger); the pipeline divides each modality by its mean norm on the SAE's training set before
-training and evaluating (`modality_scales`), so one modality cannot own the dictionary by norm.
+larger); with `sae.overrides.<model>.normalize_modalities` each modality is divided by its mean
+norm on the SAE's training set before training and evaluating (the SAE's modality_scale.json),
+so one modality cannot own the dictionary by norm.
 
 Concept matching (`concept_matching`), for every concept c (an image label that also occurs
 as a caption word, e.g. a colour or a shape name):
@@ -41,13 +42,25 @@ as a caption word, e.g. a colour or a shape name):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+
+from saeprobe.activations import ActivationStore
+from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
+from saeprobe.mllm.data import concept_sets
+from saeprobe.sae import load_sae
+from saeprobe.sae.site import MODALITY_SCALE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -336,23 +349,97 @@ def shared_examples(
     return out
 
 
-def modality_scales(tokens: pd.DataFrame, acts: np.ndarray, block: int = 65536) -> dict[str, float]:
-    """{modality: mean L2 norm of its rows} (float64): the per-modality normalisers."""
-    modality = tokens["modality"].to_numpy()
-    sums = {"image": 0.0, "text": 0.0}
-    counts = {"image": 0, "text": 0}
-    for i in range(0, len(acts), block):
-        n = np.linalg.norm(np.asarray(acts[i : i + block], dtype=np.float64), axis=1)
-        for mod in sums:
-            sel = modality[i : i + block] == mod
-            sums[mod] += float(n[sel].sum())
-            counts[mod] += int(sel.sum())
-    return {mod: sums[mod] / max(counts[mod], 1) for mod in sums}
+def _code_chunks(
+    sae: Any, x: np.ndarray, chunk: int = 4096
+) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    for i in range(0, len(x), chunk):
+        rows = np.arange(i, min(i + chunk, len(x)))
+        with torch.no_grad():
+            codes = sae.encode(torch.from_numpy(np.ascontiguousarray(x[rows])))
+        yield codes, rows
 
 
-def normalised(
-    acts: np.ndarray, tokens: pd.DataFrame, scales: dict[str, float], dtype=np.float32
-) -> np.ndarray:
-    """acts with each row divided by its modality's scale: (rows, d) -> (rows, d)."""
-    div = np.where(tokens["modality"].to_numpy() == "image", scales["image"], scales["text"])
-    return (np.asarray(acts, dtype=dtype) / div[:, None].astype(dtype)).astype(dtype)
+def evaluate_crossmodal(
+    sae_dir: str | Path,
+    site_dir: str | Path,
+    out: Mapping[str, str | Path],
+    top_m: int = 5,
+    n_null: int = 1000,
+    min_count: int = 5,
+    fire_threshold: float = 1e-3,
+    n_shared_examples: int = 4,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Cross-modal statistics of one SAE on an evaluation store site of image + caption tokens;
+    writes `out`: latents (per latent), concepts (per concept), summary (metric, value,
+    null_value, null_lo, null_hi, p_value, concept), shared (JSON: examples of shared latents:
+    top images and words) and thumbnails (.npy: the images `shared` refers to).
+    Returns the summary + per-concept rows (metric, value, null_value, concept, ...)."""
+    sae_dir = Path(sae_dir)
+    sae = load_sae(sae_dir)
+    scales = json.loads((sae_dir / MODALITY_SCALE).read_text())
+    store = ActivationStore(site_dir)
+    tokens, examples = store.rows(), store.examples().set_index("index", drop=False)
+    x = store.read_all() / store.row_divisors(scales)[:, None]
+    attributes: dict[str, str] = store.dataset_info()["attributes"]
+    concepts = sorted(attributes)
+    sums = accumulate(_code_chunks(sae, x), tokens, concept_sets(examples), concepts, sae.cfg.width)
+    latents = latent_table(sums, fire_threshold)
+    rows: list[dict[str, Any]] = [
+        {**r, "concept": ""} for r in summary_rows(latents, fire_threshold)
+    ]
+    per_concept, summary = concept_matching(sums, attributes, top_m, n_null, min_count, seed)
+    rows += [{**r, "concept": ""} for r in summary]
+    for r in per_concept.to_dict("records"):
+        rows.append(
+            {
+                "metric": "concept_overlap",
+                "value": r["overlap"],
+                "null_value": r["null_value"],
+                "null_lo": r["null_lo"],
+                "null_hi": r["null_hi"],
+                "concept": r["concept"],
+                "attribute": r["attribute"],
+            }
+        )
+        rows.append(
+            {
+                "metric": "concept_top1_shared",
+                "value": r["top1_shared"],
+                "null_value": r["top1_null"],
+                "concept": r["concept"],
+                "attribute": r["attribute"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    # examples of shared latents: the top image latents of matched concepts that also fire on text
+    shared = latents.set_index("latent")["shared"]
+    picks: list[int] = []
+    if len(per_concept):
+        ranked = per_concept.sort_values(["overlap", "concept"], ascending=[False, True])
+        for latent in ranked["img_latent"]:
+            if shared.get(latent, False) and latent not in picks:
+                picks.append(int(latent))
+    if len(picks) < n_shared_examples:
+        score = latents[latents["shared"]].assign(
+            m=lambda f: np.minimum(f["mass_img"], f["mass_txt"])
+        )
+        for latent in score.sort_values("m", ascending=False)["latent"]:
+            if latent not in picks:
+                picks.append(int(latent))
+    picks = picks[:n_shared_examples]
+    shared_info = shared_examples(sums, picks)
+    thumbs = store.thumbnails()
+    used = sorted({e for s in shared_info for e in s["examples"]})
+    for s in shared_info:
+        s["thumb_rows"] = [used.index(e) for e in s["examples"]]
+        s["captions"] = [str(examples.loc[e, "caption"]) for e in s["examples"]]
+        concept_of = per_concept[per_concept["img_latent"] == s["latent"]]["concept"]
+        s["concepts"] = list(concept_of)
+    atomic_save_npy(out["thumbnails"], np.asarray(thumbs[used]))
+    atomic_write_json(out["shared"], shared_info)
+    atomic_write_csv(out["latents"], latents)
+    atomic_write_csv(out["concepts"], per_concept)
+    atomic_write_csv(out["summary"], table)
+    log.info("%s: %s", store.site, table[table["concept"] == ""].to_string())
+    return table

@@ -65,8 +65,8 @@ def load_site(
     max_images keeps a seeded random subset of that many images (all rows of each).
     """
     store = ActivationStore(Path(activation_dir) / site)
-    images = store.images().set_index("index", drop=False)
-    image_index = np.asarray(store.image_index())
+    images = store.examples().set_index("index", drop=False)
+    image_index = np.asarray(store.example_index())
     present = np.unique(image_index)
     if max_images is not None and max_images < len(present):
         rng = np.random.default_rng(seed)

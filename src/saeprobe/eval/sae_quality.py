@@ -41,9 +41,9 @@ def parse_site(site: str) -> tuple[int | None, str | None]:
     """`L{layer}_{tokens}` -> (layer, tokens); `pooled` -> (None, None)."""
     if site == "pooled":
         return None, None
-    match = re.fullmatch(r"L(\d+)_(cls|patches|all|mean)", site)
+    match = re.fullmatch(r"L(\d+)_([A-Za-z0-9-]+)", site)
     if match is None:
-        raise ValueError(f"site {site!r}: expected L<layer>_<cls|patches|all|mean> or pooled")
+        raise ValueError(f"site {site!r}: expected L<layer>_<tokens> or pooled")
     return int(match.group(1)), match.group(2)
 
 
@@ -94,8 +94,9 @@ def downstream_accuracies(
 
 def site_quality(
     sae_dirs: Sequence[str | Path],
-    train: str | Path,
     model: str,
+    site: str,
+    train: str | Path | None,
     model_spec: Mapping,
     dataset_spec: Mapping | None,
     class_names: Mapping[str, str] | None,
@@ -103,26 +104,27 @@ def site_quality(
     batch_size: int = 256,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per SAE of a site (dirs results/saes/{model}/{site}/{name}), on held-out data.
+    """One row per SAE of one site of `model`, on held-out data.
 
     Reconstruction metrics are the held-out ones the trainer wrote to each `metrics.json`;
-    train: the activation-store site directory of the training set (its mean is the ablation).
+    train: the activation-store site directory of the training set (its mean is the ablation;
+    needed only for downstream accuracy).
     Downstream accuracy is measured when `dataset_spec` and `class_names` are given, the model
     has a text tower and the site can be spliced back; otherwise those columns are NaN.
     """
     from saeprobe.eval.downstream import has_text_tower
 
     dirs = [Path(d) for d in sae_dirs]
-    sites = {d.parent.name for d in dirs}
-    if len(sites) != 1:
-        raise ValueError(f"site_quality: SAEs of one site expected, got sites {sorted(sites)}")
-    site = sites.pop()
     layer, tokens = parse_site(site)
-    saes = {d.name: load_sae(d, device) for d in dirs}
+    saes = {}
+    for d in dirs:
+        sae = load_sae(d, device)
+        saes[sae.cfg.name] = sae
     nan = float("nan")
     accs: dict[str, float] = {"clean": nan, "ablated": nan}
-    spliceable = tokens != "mean"
-    if dataset_spec is not None and class_names and has_text_tower(model_spec) and spliceable:
+    spliceable = tokens is None or tokens in ("cls", "patches", "all")
+    downstream = dataset_spec is not None and class_names and train is not None
+    if downstream and has_text_tower(model_spec) and spliceable:
         accs = downstream_accuracies(
             saes,
             model_spec,

@@ -133,13 +133,13 @@ def coco_examples(
 
 
 def load_examples(spec: dict[str, Any], seed: int) -> Examples:
-    """Examples of a dataset spec {source: world|coco, split, root, max_examples, offset}."""
+    """Examples of a dataset spec {source: world_pairs|coco, root, split, max_examples, offset}."""
     args = (spec["split"], spec.get("max_examples"), seed, spec.get("offset", 0))
-    if spec["source"] == "world":
-        return world_examples(spec.get("root", "results/world"), *args)
+    if spec["source"] == "world_pairs":
+        return world_examples(spec["root"], *args)
     if spec["source"] == "coco":
         return coco_examples(spec["root"], *args)
-    raise ValueError(f"dataset source: expected world or coco, got {spec['source']!r}")
+    raise ValueError(f"dataset source: expected world_pairs or coco, got {spec['source']!r}")
 
 
 def concept_sets(table: pd.DataFrame) -> list[set[str]]:

@@ -32,8 +32,9 @@ TABLE_COLUMNS = (
 
 
 def _split(site: str) -> tuple[str, int, str]:
-    model, layer, name = site.split("/")
-    return model, int(layer.lstrip("L")), name
+    """`{model}/L{layer}_{tokens}/{name}` -> (model, layer, name)."""
+    model, site_name, name = site.split("/")
+    return model, int(site_name[1:].split("_")[0]), name
 
 
 def crossmodal_table(sites: Sequence[str], summaries: Sequence[pd.DataFrame]) -> pd.DataFrame:

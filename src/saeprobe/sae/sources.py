@@ -141,14 +141,21 @@ def load_npy(path: str | Path, rows: np.ndarray | None = None, check: bool = Tru
 
 
 class StoreSource:
-    """Batches from an activation-store site (`saeprobe.activations.ActivationStore`)."""
+    """Batches from an activation-store site (`saeprobe.activations.ActivationStore`).
 
-    def __init__(self, store: Any) -> None:
+    divisors: optional (rows,) float32 per-row divisor in store order (e.g. each row's
+    modality scale, `ActivationStore.row_divisors`), applied to every batch.
+    """
+
+    def __init__(self, store: Any, divisors: np.ndarray | None = None) -> None:
         if isinstance(store, (str, Path)):
             from saeprobe.activations import ActivationStore
 
             store = ActivationStore(store)
         self.store = store
+        self.divisors = None if divisors is None else torch.from_numpy(np.asarray(divisors))
+        if self.divisors is not None and len(self.divisors) != len(store):
+            raise SourceError(f"{store}: {len(self.divisors)} divisors for {len(store)} rows")
 
     @property
     def dim(self) -> int:
@@ -157,16 +164,29 @@ class StoreSource:
     def __len__(self) -> int:
         return len(self.store)
 
+    def _scaled(self, stream: Iterator) -> Iterator[Tensor]:
+        for item in stream:
+            if self.divisors is None:
+                yield torch.as_tensor(item, dtype=torch.float32)
+            else:
+                batch, index = item
+                yield torch.as_tensor(batch, dtype=torch.float32) / self.divisors[index, None]
+
     def batches(self, batch_size: int, epoch: int, seed: int, start: int = 0) -> Iterator[Tensor]:
         stream = self.store.iter_batches(
-            batch_size, shuffle=True, seed=epoch_seed(seed, epoch), drop_last=True
+            batch_size,
+            shuffle=True,
+            seed=epoch_seed(seed, epoch),
+            drop_last=True,
+            return_index=self.divisors is not None,
         )
-        for batch in itertools.islice(stream, start, None):
-            yield torch.as_tensor(batch, dtype=torch.float32)
+        yield from self._scaled(itertools.islice(stream, start, None))
 
     def sequential(self, batch_size: int) -> Iterator[Tensor]:
-        for batch in self.store.iter_batches(batch_size, shuffle=False, drop_last=False):
-            yield torch.as_tensor(batch, dtype=torch.float32)
+        stream = self.store.iter_batches(
+            batch_size, shuffle=False, drop_last=False, return_index=self.divisors is not None
+        )
+        yield from self._scaled(stream)
 
     def describe(self) -> dict[str, Any]:
         return dict(getattr(self.store, "metadata", {}) or {})

@@ -1,0 +1,160 @@
+"""The multimodal-LLM collector: a LLaVA model's residual stream on image and caption tokens.
+
+One teacher-forced forward of `PROMPT + " " + caption` with the image per example
+(`output_hidden_states=True`); the residual stream after language-model block L is
+`hidden_states[L + 1]`. Rows: the image tokens (input_ids == image_token_id; at most
+`max_image_tokens` per example, a subset seeded by (seed, example)) and the caption's tokens
+(after the prompt's own tokens), with modality image or text. Sites: `L{layer}_all`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from saeprobe.backbones.collector import MODALITIES, Collector, ListBatch, SiteRows, list_batches
+from saeprobe.mllm.data import PROMPT, Examples, load_examples
+
+IMAGE, TEXT = MODALITIES.index("image"), MODALITIES.index("text")
+WORD_MARKERS = "\u2581\u0120"  # sentencepiece and byte-level BPE word-start markers
+
+
+def clean_word(token: str) -> str:
+    """A token's word: lower-cased, without the tokenizer's word-start marker."""
+    return token.strip().lstrip(WORD_MARKERS).strip().lower()
+
+
+class PairSet:
+    """(image, caption) examples; manifest: index, example, source_index, caption, concepts,
+    and the world's label columns where they exist."""
+
+    def __init__(self, examples: Examples, name: str) -> None:
+        self.examples = examples
+        self.name = name
+        self.manifest = examples.table.assign(index=examples.table["example"].to_numpy())
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def iter_batches(self, ranges, num_workers=0, pin_memory=False, prefetch=True):
+        return list_batches(_Lazy(self.examples), ranges)
+
+    def thumbnails(self) -> np.ndarray:
+        """uint8 (n, 64, 64, 3), for figures and the atlas."""
+        return np.stack([self.examples.thumbnail(i) for i in range(len(self.examples))])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "n_examples": len(self), "attributes": self.examples.attributes}
+
+
+class _Lazy(Sequence):
+    """examples[i] -> (image, caption), read when a batch asks for it."""
+
+    def __init__(self, examples: Examples) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples.image(i), str(self.examples.table["caption"].iloc[i])
+
+
+class MLLMCollector(Collector):
+    """spec: {source: world_llava | llava, name (folder or hub id), layers, dtype,
+    max_image_tokens}."""
+
+    def __init__(self, spec: Mapping, device: torch.device, seed: int = 0) -> None:
+        from saeprobe.mllm.build import load_mllm
+
+        self.spec = dict(spec)
+        self.device = device
+        self.seed = seed
+        self.model, self.processor = load_mllm(spec["name"], device, spec.get("dtype", "float32"))
+        self.layers = [int(v) for v in spec["layers"]]
+        n_layers = self.model.config.text_config.num_hidden_layers
+        bad = [v for v in self.layers if not 0 <= v < n_layers]
+        if bad:
+            raise ValueError(
+                f"layers {bad} out of range for {spec['name']}: the language model has "
+                f"{n_layers} blocks (0-based layers 0..{n_layers - 1})"
+            )
+        self.max_image_tokens = spec.get("max_image_tokens")
+        self._prompt_ids: list[int] | None = None
+
+    def sites(self) -> list[str]:
+        return [f"L{layer}_all" for layer in self.layers]
+
+    def open(self, dataset_spec: Mapping, seed: int) -> PairSet:
+        spec = dict(dataset_spec)
+        return PairSet(load_examples(spec, seed), spec.get("name", spec["source"]))
+
+    def max_rows_per_example(self, site: str) -> int:
+        cfg = self.model.config
+        n_image = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 + 1
+        return n_image + int(self.processor.tokenizer.model_max_length or 0) or 4096
+
+    def _prompt(self, image: Any) -> list[int]:
+        if self._prompt_ids is None:
+            ids = self.processor(images=[image], text=[PROMPT])["input_ids"][0]
+            self._prompt_ids = [int(t) for t in ids]
+        return self._prompt_ids
+
+    def _positions(self, example: int, seq: list[int], prompt: list[int]) -> tuple[list, list]:
+        if seq[: len(prompt)] != prompt:
+            raise ValueError(
+                f"example {example}: the prompt's tokens are not a prefix of the tokenised "
+                "prompt + caption; cannot locate the caption tokens"
+            )
+        image_id = int(self.model.config.image_token_id)
+        img = [i for i, t in enumerate(seq) if t == image_id]
+        if self.max_image_tokens is not None and len(img) > self.max_image_tokens:
+            rng = np.random.default_rng([self.seed, int(example)])
+            img = sorted(rng.choice(img, self.max_image_tokens, replace=False).tolist())
+        return img, list(range(len(prompt), len(seq)))
+
+    @torch.no_grad()
+    def collect(self, batch: ListBatch) -> dict[str, SiteRows]:
+        """(image, caption) pairs -> per layer (image + caption tokens, d) rows."""
+        images = [image for image, _ in batch.items]
+        prompt = self._prompt(images[0])
+        texts = [f"{PROMPT} {caption}" for _, caption in batch.items]
+        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
+        out = self.model(**inputs, output_hidden_states=True)
+        ids, mask = inputs["input_ids"].cpu(), inputs["attention_mask"].cpu().bool()
+        rows, cols, example, position, token_id, modality = [], [], [], [], [], []
+        for r, ex in enumerate(batch.indices):
+            real = mask[r].nonzero()[:, 0]
+            seq = ids[r, real].tolist()
+            img, txt = self._positions(int(ex), seq, prompt)
+            for kind, where in ((IMAGE, img), (TEXT, txt)):
+                rows += [r] * len(where)
+                cols += [int(real[i]) for i in where]
+                example += [int(ex)] * len(where)
+                position += where
+                token_id += [seq[i] for i in where]
+                modality += [kind] * len(where)
+        rr, cc = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
+        columns = dict(
+            example=np.asarray(example, np.int64),
+            position=np.asarray(position, np.int64),
+            token_id=np.asarray(token_id, np.int64),
+            modality=np.asarray(modality, np.int8),
+        )
+        return {
+            f"L{layer}_all": SiteRows(out.hidden_states[layer + 1][rr, cc].float(), **columns)
+            for layer in self.layers
+        }
+
+    def token_words(self, token_ids: Sequence[int]) -> list[str]:
+        words = self.processor.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
+        return [clean_word(w) for w in words]
+
+    def describe(self) -> dict:
+        cfg = self.model.config.text_config
+        return {"spec": self.spec, "num_layers": cfg.num_hidden_layers, "width": cfg.hidden_size}
