@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -11,8 +13,11 @@ import numpy as np
 import torch
 
 from saeprobe.activations import ActivationStore
+from saeprobe.io import atomic_write_json
 from saeprobe.sae import downstream_recovered, load_sae, reconstruct
 from saeprobe.sae.io import METRICS, read_json
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "sae",
@@ -165,4 +170,47 @@ def site_quality(
                 "n_inputs": metrics["n_inputs"],
             }
         )
+    return rows
+
+
+def write_site_quality(
+    sae_files: Sequence[str | Path],
+    train_store: str | Path,
+    out_files: Sequence[str | Path],
+    model: str,
+    site: str,
+    model_spec: Mapping,
+    dataset_spec: Mapping,
+    hierarchy: str | Path | None,
+    downstream: bool,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """`site_quality` of the SAEs (`.../{site}/{name}/sae.safetensors`) of one site, each row
+    written as JSON to the `out_files` entry of the same position (in the SAE's directory).
+
+    train_store: the model's activation store on the SAE training set (its `site`
+    directory's mean is the ablation). Downstream accuracy is measured only with `downstream`
+    and a `hierarchy` file (its node names are the class names of the zero-shot prompts).
+    """
+    from saeprobe.world.hierarchy import read_hierarchy
+
+    downstream = downstream and hierarchy is not None
+    rows = site_quality(
+        [Path(p).parent for p in sae_files],
+        train=Path(train_store) / site,
+        model=model,
+        model_spec=model_spec,
+        dataset_spec=dataset_spec if downstream else None,
+        class_names=read_hierarchy(hierarchy).names if downstream and hierarchy else None,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    for row, path in zip(rows, out_files, strict=True):
+        if Path(path).parent.name != row["sae"].rsplit("/", 1)[-1]:
+            raise ValueError(f"write_site_quality: {path} is not the file of SAE {row['sae']}")
+        log.info("quality: %s", json.dumps(row))
+        atomic_write_json(Path(path), row)
     return rows
