@@ -17,6 +17,7 @@ rule prepare_dataset:
         runtime=600,
     params:
         spec=lambda wc: dataset_spec(wc.dataset),
+        data_dir="data",
     script:
         "../scripts/prepare_dataset.py"
 

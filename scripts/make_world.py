@@ -5,17 +5,11 @@ output.hierarchy: `<world dir>/hierarchy.tsv`; every split, `vocab.json` and the
 written into its parent directory. log[0]: the log.
 """
 
-import logging
-import sys
 from pathlib import Path
 
+from saeprobe.jobs import job
 from saeprobe.world import WorldConfig, generate_world
 
-with open(snakemake.log[0], "w") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    world = {"seed": snakemake.params.seed, **dict(snakemake.params.world)}
-    cfg = WorldConfig.from_dict(world)
+with job(snakemake) as j:
+    cfg = WorldConfig.from_dict({"seed": j.params.seed, **dict(j.params.world)})
     generate_world(cfg, Path(snakemake.output.hierarchy).parent)

@@ -1,10 +1,10 @@
-"""Collect every site's quality.csv into results/tables/sae_quality.csv and its figure."""
+"""Collect every site's quality.csv into the SAE quality table and its figure."""
 
 import pandas as pd
-from saeprobe.jobs import job
 
 from saeprobe.eval.sae_quality import COLUMNS
 from saeprobe.io import atomic_write_csv
+from saeprobe.jobs import job
 from saeprobe.plots import save_figure
 from saeprobe.plots import vision as plots
 

@@ -6,29 +6,16 @@ output.model_config: `<model dir>/open_clip_config.json`; the model dir also rec
 `open_clip_model.safetensors` and `train_info.json` (loss curve, wall time). log[0]: the log.
 """
 
-import json
-import logging
-import sys
 from pathlib import Path
 
+from saeprobe.jobs import job
 from saeprobe.world import WorldClipConfig, train_world_clip
 
-with open(snakemake.log[0], "w") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+with job(snakemake) as j:
+    p = j.params
+    section = {"seed": p.seed, "device": p.device, "threads": j.threads, **dict(p.clip)}
+    train_world_clip(
+        WorldClipConfig.from_dict(section),
+        Path(snakemake.input.vocab).parent,
+        out_dir=Path(snakemake.output.model_config).parent,
     )
-    section = {
-        "seed": snakemake.params.seed,
-        "device": snakemake.params.device,
-        "threads": max(1, int(snakemake.threads)),
-        **dict(snakemake.params.clip),
-    }
-    cfg = WorldClipConfig.from_dict(section)
-    model_dir = Path(snakemake.output.model_config).parent
-    _, _, info = train_world_clip(cfg, Path(snakemake.input.vocab).parent, out_dir=model_dir)
-    info_path = model_dir / "train_info.json"
-    info_path.with_name(info_path.name + ".tmp").write_text(
-        json.dumps({"config": cfg.to_dict(), **info}, indent=2) + "\n"
-    )
-    info_path.with_name(info_path.name + ".tmp").replace(info_path)

@@ -6,31 +6,20 @@ output.model_index: `<model dir>/model_index.json` of the saved pipeline; output
 curves and wall times. log[0]: the log.
 """
 
-import logging
-import sys
 from pathlib import Path
 
 from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.io import atomic_write_json
+from saeprobe.jobs import job
 
-with open(snakemake.log[0], "w") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    cfg = WorldDiffusionConfig.from_dict(
-        {
-            **dict(snakemake.params.world_model),
-            "seed": snakemake.params.seed,
-            "device": snakemake.params.device,
-            "threads": max(1, int(snakemake.threads)),
-        }
-    )
-    out_dir = Path(snakemake.output.model_index).parent
+inp = snakemake.input
+with job(snakemake) as j:
+    p = j.params
+    section = {**dict(p.world_model), "seed": p.seed, "device": p.device, "threads": j.threads}
     info = train_world_diffusion(
-        cfg,
-        Path(snakemake.input.manifest).parent.parent,
-        Path(snakemake.input.clip).parent,
-        out_dir,
+        WorldDiffusionConfig.from_dict(section),
+        Path(inp.manifest).parent.parent,
+        Path(inp.clip).parent,
+        Path(snakemake.output.model_index).parent,
     )
     atomic_write_json(snakemake.output.info, info)

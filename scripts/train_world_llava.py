@@ -5,33 +5,19 @@ output: the save_pretrained directory (model + processor), train_info.json and t
 accuracy table (model, attribute, split, accuracy, chance, n) on the world's test split.
 """
 
-import logging
-import sys
 from pathlib import Path
 
-import torch
+from saeprobe.io import atomic_write_csv
+from saeprobe.jobs import job
+from saeprobe.mllm.train import train_and_score_world_llava
 
-from saeprobe.io import atomic_write_csv, atomic_write_json
-from saeprobe.mllm.build import TinyLlamaSpec
-from saeprobe.mllm.data import world_examples
-from saeprobe.mllm.train import CaptionerConfig, caption_accuracy, train_world_llava
-
-with open(snakemake.log[0], "w") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(
-        stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+inp, out = snakemake.input, snakemake.output
+with job(snakemake) as j:
+    table = train_and_score_world_llava(
+        {**dict(j.params.llava), "seed": int(j.params.seed)},
+        world_dir=Path(inp.vocab).parent,
+        clip_dir=Path(inp.clip).parent,
+        out_dir=Path(out.model).parent,
+        info_file=out.info,
     )
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-    section = {**dict(snakemake.params.llava), "seed": int(snakemake.params.seed)}
-    cfg = CaptionerConfig.from_dict(section)
-    spec = TinyLlamaSpec.from_dict(section)
-    world_dir = Path(snakemake.input.vocab).parent
-    out_dir = Path(snakemake.output.model).parent
-    model, processor, info = train_world_llava(
-        cfg, spec, world_dir, Path(snakemake.input.clip).parent, out_dir
-    )
-    test = world_examples(world_dir, "test", cfg.eval_examples, cfg.seed)
-    table = caption_accuracy(model, processor, test, "test")
-    logging.info("caption accuracy on the test split:\n%s", table.to_string())
-    atomic_write_json(out_dir / "train_info.json", {**info, "accuracy": table.to_dict("records")})
-    atomic_write_csv(snakemake.output.table, table)
+    atomic_write_csv(out.table, table)

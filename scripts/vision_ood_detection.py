@@ -1,25 +1,13 @@
 """Task ood_detection for one model: AUROC and FPR@95 of SAE scores and raw baselines."""
 
-import logging
-import sys
-from pathlib import Path
-
-import torch
-
-from saeprobe.device import pick_device
 from saeprobe.eval.vision import ModelSites, ood_detection
 from saeprobe.io import atomic_write_csv
+from saeprobe.jobs import job
 
-with open(snakemake.log[0], "a") as log_file:
-    sys.stderr = log_file
-    logging.basicConfig(stream=log_file, level=logging.INFO)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-    p = snakemake.params
-    sites = ModelSites(
-        p.model, p.sites, p.sae_names, Path("results/activations"), Path("results/saes")
-    )
+inp, p = snakemake.input, snakemake.params
+with job(snakemake) as j:
     table = ood_detection(
-        sites,
+        ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
         p.train_dataset,
         p.id_dataset,
         p.settings["ood_datasets"],
@@ -28,6 +16,6 @@ with open(snakemake.log[0], "a") as log_file:
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
         seed=p.seed,
-        device=pick_device(p.device),
+        device=j.device,
     )
     atomic_write_csv(snakemake.output[0], table)

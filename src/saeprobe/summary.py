@@ -6,12 +6,18 @@ to the tables of the output contract and says "holds", "does not hold" or "not r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import html
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from saeprobe.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
 
@@ -277,3 +283,35 @@ def render(claims: list[Claim], setting: str) -> str:
         lines.append(f"- Rule: {c.rule}.")
         lines.append(f"- Measured: {c.measured or 'the task is not configured in this run.'}")
     return "\n".join(lines) + "\n"
+
+
+def write_results(tables: Sequence[str | Path], setting: str, out: str | Path) -> list[Claim]:
+    """Judge every claim on the run's tables (CSV paths, looked up by file name) and write
+    RESULTS.md (`render`) to `out`; each verdict is also logged."""
+    claims = summarise({Path(p).name: Path(p) for p in tables})
+    for claim in claims:
+        log.info("%s: %s (%s)", claim.claim, claim.verdict, claim.measured)
+    atomic_write_text(out, render(claims, setting))
+    return claims
+
+
+def write_figures_index(figures: Sequence[str | Path], out: str | Path) -> int:
+    """Write an HTML page at `out` showing every PNG of `figures` (sorted; paths relative to
+    the page's directory, each with a link to the PDF next to it). Returns the figure count."""
+    out = Path(out)
+    items = []
+    for png in sorted(Path(p) for p in figures):
+        rel = html.escape(png.relative_to(out.parent).as_posix())
+        pdf = rel.removesuffix(".png") + ".pdf"
+        items.append(
+            f'<figure><img src="{rel}" alt="{rel}"><figcaption>{rel} '
+            f'(<a href="{pdf}">PDF</a>)</figcaption></figure>'
+        )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>saeprobe figures</title>"
+        "<style>img{max-width:100%}figure{margin:2em 0}</style>"
+        f"<h1>saeprobe figures ({len(items)})</h1>\n" + "\n".join(items) + "\n"
+    )
+    atomic_write_text(out, page)
+    log.info("%d figures", len(items))
+    return len(items)

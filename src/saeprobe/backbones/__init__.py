@@ -13,8 +13,8 @@ import torch
 
 from saeprobe.backbones.base import TOKENS, Backbone, amp_dtype, site_name
 from saeprobe.backbones.collector import Collector, SiteRows
-from saeprobe.sites import FAMILIES, family_of
 from saeprobe.device import pick_device
+from saeprobe.sites import FAMILIES, family_of
 
 SOURCES = tuple(FAMILIES)
 

@@ -12,7 +12,6 @@ from saeprobe.backbones.base import Backbone, amp_dtype
 from saeprobe.data.preprocess import PreprocessParams
 
 
-
 def preprocess_from_open_clip(cfg: Mapping) -> PreprocessParams:
     """PreprocessParams from an open_clip `model.visual.preprocess_cfg`."""
     size = cfg.get("size", 224)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import urllib.request
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -74,3 +78,23 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
     os.replace(part, dest)
     sidecar.write_text(f"{got}  {dest.name}\n")
     return dest
+
+
+def download_coco(coco: Mapping[str, Any], root: str | Path) -> None:
+    """COCO 2017 val: download the annotations and images archives into `root/zips` (keys
+    annotations_url, images_url, annotations_sha256?, images_sha256?; see `ensure`) and unzip
+    them into `root`, file by file, so directories that already exist are merged into."""
+    root = Path(root)
+    for what in ("annotations", "images"):
+        url = coco[f"{what}_url"]
+        archive = ensure(url, root / "zips" / Path(url).name, coco.get(f"{what}_sha256"))
+        tmp = root / f".{what}.unzip"
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                target = root / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        shutil.rmtree(tmp)
+        log.info("%s: unzipped %s into %s", what, archive, root)

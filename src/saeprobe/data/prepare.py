@@ -75,12 +75,12 @@ def _from_hub(name: str, hub: Mapping, dest: Path, downloads: Path) -> None:
         log.info("%s: %d images from %s", name, sort_by_wnid(Path(archive), dest), file)
 
 
-def prepare_imagefolder(name: str, spec: Mapping, data_dir: Path) -> dict:
+def prepare_imagefolder(name: str, spec: Mapping, data_dir: str | Path) -> dict:
     """Download/unpack as the spec says, then check root; returns {root, n_images, n_classes}.
 
     Raises DatasetMissing with what to put where when the folder is absent or empty.
     """
-    root = Path(spec["root"])
+    root, data_dir = Path(spec["root"]), Path(data_dir)
     downloads = data_dir / "downloads"
     if not root.is_dir() and "download" in spec:
         entry = spec["download"]

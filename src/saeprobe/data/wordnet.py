@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.world.hierarchy import Hierarchy, write_hierarchy
+
+log = logging.getLogger(__name__)
 
 ROOT = "n00001740"  # entity
 
@@ -35,3 +40,21 @@ def read_wordnet(is_a: str | Path, words: str | Path) -> Hierarchy:
         if wnid in parents:
             names[wnid] = lemmas.split(",")[0].strip()
     return Hierarchy(parents, names)
+
+
+def download_wordnet(
+    is_a: Mapping[str, Any], words: Mapping[str, Any], out: str | Path
+) -> Hierarchy:
+    """Download `wordnet.is_a.txt` and `words.txt` ({url, sha256?} each; checksummed and
+    resumable, see `data.download.ensure`) next to `out` and write their hierarchy to `out`."""
+    from saeprobe.data.download import ensure
+
+    out = Path(out)
+    files = {
+        key: ensure(entry["url"], out.parent / Path(entry["url"]).name, entry.get("sha256"))
+        for key, entry in (("is_a", is_a), ("words", words))
+    }
+    hierarchy = read_wordnet(files["is_a"], files["words"])
+    log.info("%r", hierarchy)
+    write_hierarchy(hierarchy, out)
+    return hierarchy

@@ -7,8 +7,10 @@ the rows of `steering.csv` / `attributes.csv` plus the images the figures show.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 
 from saeprobe.activations import ActivationStore
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
-from saeprobe.diffusion.pipeline import encode, generate, tokenize_prompts
+from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import (
     GenSettings,
     discover_attributes,
@@ -260,3 +262,47 @@ def prompt_following(
         )
     grid = images.reshape(len(shapes), len(colours), len(seeds), *images.shape[1:])
     return pd.DataFrame(rows), grid, colours
+
+
+# The shapes the world diffusion sample grid prompts for (those among the train shapes).
+SAMPLE_SHAPES = ("triangle", "square", "circle", "crescent", "star", "heart")
+
+
+@dataclass
+class WorldSamples:
+    """Does the world's diffusion model follow the prompted colour and shape?"""
+
+    table: pd.DataFrame  # per image: colour, shape, seed, colour_ok, shape_ok, colour_fraction
+    grid: np.ndarray  # (len(shapes), len(colours), n_seeds, H, W, 3) uint8
+    shapes: list[str]
+    colours: list[str]
+    summary: str  # the two rates against chance, one line
+
+
+def world_samples(
+    shared: Mapping[str, Any],
+    vocab_file: str | Path,
+    seed: int,
+    device: torch.device,
+    n_seeds: int = 2,
+) -> WorldSamples:
+    """Generate "a {colour} {shape}" over the world's colours x `SAMPLE_SHAPES` (or its first
+    four train shapes) x seeds seed.. seed + n_seeds - 1, and check them (`prompt_following`).
+
+    shared: the diffusion stage's shared params (source, dtype, world_clip, generation).
+    """
+    vocab = json.loads(Path(vocab_file).read_text())
+    pipe = load_pipeline(shared["source"], str(device), shared["dtype"])
+    scorer = load_scorer({"source": "world"}, shared["world_clip"], device)
+    shapes = [s for s in SAMPLE_SHAPES if s in vocab["train_shapes"]] or vocab["train_shapes"][:4]
+    seeds = [seed + i for i in range(n_seeds)]
+    table, grid, colours = prompt_following(
+        pipe, scorer, vocab, shapes, seeds, shared["generation"]
+    )
+    summary = (
+        f"colour followed: {table['colour_ok'].mean():.0%} (chance {1 / len(colours):.0%}); "
+        f"shape recognised by the world CLIP: {table['shape_ok'].mean():.0%} "
+        f"(chance {1 / len(vocab['train_shapes']):.0%})"
+    )
+    log.info("%s", summary)
+    return WorldSamples(table, grid, shapes, colours, summary)

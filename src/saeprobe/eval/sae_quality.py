@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from saeprobe.activations import ActivationStore
+from saeprobe.io import atomic_write_csv
 from saeprobe.sae import downstream_recovered, load_sae, reconstruct
 from saeprobe.sae.io import METRICS, read_json
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "sae",
@@ -168,3 +174,45 @@ def site_quality(
             }
         )
     return rows
+
+
+def write_site_quality(
+    sae_dirs: Sequence[str | Path],
+    model: str,
+    site: str,
+    train_store: str | Path | None,
+    out: str | Path,
+    model_spec: Mapping,
+    dataset_spec: Mapping,
+    hierarchy: str | Path | None,
+    downstream: bool,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+) -> pd.DataFrame:
+    """`site_quality` of the SAEs of one site of `model`, written to the CSV `out`.
+
+    train_store: the model's activation store on the SAE training set (its `site` directory's
+    mean is the ablation). Downstream accuracy is measured only with `downstream`, a
+    `train_store` and a `hierarchy` file (its node names are the zero-shot class names).
+    """
+    from saeprobe.world.hierarchy import read_hierarchy
+
+    downstream = downstream and hierarchy is not None and train_store is not None
+    rows = site_quality(
+        sae_dirs,
+        model,
+        site,
+        Path(train_store) / site if downstream else None,
+        model_spec=model_spec,
+        dataset_spec=dataset_spec if downstream else None,
+        class_names=read_hierarchy(hierarchy).names if downstream else None,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    for row in rows:
+        log.info("quality: %s", json.dumps(row))
+    table = pd.DataFrame(rows)
+    atomic_write_csv(out, table)
+    return table

@@ -34,7 +34,7 @@ from saeprobe.eval.ood_detection import (
     head_scores,
 )
 from saeprobe.eval.probes import fit_probe, rank_features
-from saeprobe.eval.semantics import top_images, unit_table
+from saeprobe.eval.semantics import grid_latents, top_images, unit_table
 from saeprobe.sae.io import load_sae
 from saeprobe.sae.models import SAE
 from saeprobe.world.hierarchy import Hierarchy
@@ -68,6 +68,26 @@ class ModelSites:
 
     def sae_id(self, site: str, features: str) -> str:
         return f"{self.model}/{site}/{features}"
+
+    @classmethod
+    def from_inputs(
+        cls,
+        model: str,
+        sites: Sequence[str],
+        sae_names: Sequence[str],
+        activation_dirs: Sequence[str | Path],
+        sae_files: Sequence[str | Path],
+    ) -> ModelSites:
+        """The roots above a job's inputs: activation dirs `{root}/{model}/{dataset}` and sweep
+        markers `{root}/{model}/{site}/sweep.json` (all inputs must share them)."""
+        roots = {Path(d).parent.parent for d in activation_dirs}
+        sae_roots = {Path(f).parents[2] for f in sae_files}
+        if len(roots) != 1 or len(sae_roots) != 1:
+            raise ValueError(
+                f"ModelSites.from_inputs: expected one activation root and one SAE root, got "
+                f"{sorted(map(str, roots))} and {sorted(map(str, sae_roots))}"
+            )
+        return cls(model, list(sites), list(sae_names), roots.pop(), sae_roots.pop())
 
 
 def class_ids(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
@@ -160,6 +180,102 @@ def semantics(
                 "semantics %s/%s: median leaf purity %.3f", site, features, table["purity"].median()
             )
     return pd.concat(frames, ignore_index=True)
+
+
+# (title, rows of (row label, thumbnails, each (H, W, 3) uint8)), as plots.vision.top_image_grid
+GridPanel = tuple[str, list[tuple[str, list[np.ndarray]]]]
+
+
+def semantics_task(
+    sites: ModelSites,
+    id_dataset: str,
+    hierarchy: Hierarchy,
+    attributes: Sequence[str],
+    settings: Mapping[str, Any],
+    dataset_spec: Mapping[str, Any],
+    namer_spec: Mapping[str, Any] | None,
+    namer_dir: str | Path | None,
+    device: torch.device,
+) -> tuple[pd.DataFrame, list[GridPanel]]:
+    """The semantics job of one model: its unit table and the top-image grid panels.
+
+    settings: the task's config (top_n, min_active, extra_concepts, prompt, grid_sae,
+    grid_latents, grid_images). namer_spec/namer_dir: the model whose text tower names the
+    latents and its pooled activations on `id_dataset` (None: latents are named by purity).
+    Returns (the `semantics` table, one `semantics_grid` panel per site).
+    """
+    namer = None
+    if namer_spec is not None and namer_dir is not None:
+        images = load_site(sites.activation_dir(id_dataset), sites.sites[0]).images
+        concepts = concept_vocabulary(hierarchy, images, attributes, settings["extra_concepts"])
+        namer = build_namer(namer_spec, Path(namer_dir), concepts, settings["prompt"], device)
+        log.info("naming with the text tower of %s over %d concepts", namer_dir, len(concepts))
+    table = semantics(
+        sites,
+        id_dataset,
+        hierarchy,
+        attributes,
+        namer,
+        top_n=settings["top_n"],
+        min_active=settings["min_active"],
+        device=device,
+    )
+    panels = semantics_grid(
+        sites,
+        id_dataset,
+        table,
+        dataset_spec,
+        settings.get("grid_sae") or sites.sae_names[0],
+        n_latents=settings["grid_latents"],
+        n_images=settings["grid_images"],
+        device=device,
+    )
+    return table, panels
+
+
+def semantics_grid(
+    sites: ModelSites,
+    id_dataset: str,
+    table: pd.DataFrame,
+    dataset_spec: Mapping[str, Any],
+    grid_sae: str,
+    n_latents: int,
+    n_images: int,
+    device: torch.device,
+) -> list[GridPanel]:
+    """Per site, the top `n_images` images of the SAE `grid_sae`'s best-named latents.
+
+    table: the `semantics` table (rows of site, features, latent, name, name_score, purity);
+    latents are chosen by `semantics.grid_latents`. Each row of a panel is one latent, its
+    label "#latent name (name_score; purity)", its images (<= n_images of (H, W, 3) uint8,
+    positive activations only) from `data.thumbnails` of the dataset spec.
+    """
+    from saeprobe.data.thumbnails import thumbnails
+
+    panels: list[GridPanel] = []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        codes = sae_codes(sites.load_saes(site, device)[grid_sae], data)  # (n_images, width)
+        rows_of = table[(table["site"] == site) & (table["features"] == grid_sae)]
+        chosen = grid_latents(rows_of, n_latents)
+        top = top_images(codes[:, chosen], n_images, positive_only=True)
+        rows = []
+        for j, latent in enumerate(chosen):
+            keep = top.indices[j][top.valid[j]]
+            info = rows_of[rows_of["latent"] == latent].iloc[0]
+            image_rows = data.images.iloc[keep]
+            paths = image_rows["path"].tolist() if "path" in image_rows else []
+            rows.append(
+                (
+                    f"#{latent} {info['name']}\n"
+                    f"({info['name_score']:.2f}; purity {info['purity']:.2f})",
+                    thumbnails(dataset_spec, paths, image_rows["index"].tolist()),
+                )
+            )
+        panels.append(
+            (f"{sites.model} {site}, SAE {grid_sae}: top images of its best-named latents", rows)
+        )
+    return panels
 
 
 def _feature_sets(

@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -318,10 +319,34 @@ def caption_accuracy(
     )
 
 
+def train_and_score_world_llava(
+    section: Mapping[str, Any],
+    world_dir: str | Path,
+    clip_dir: str | Path,
+    out_dir: str | Path,
+    info_file: str | Path,
+) -> pd.DataFrame:
+    """Train the world LLaVA (`train_world_llava`, config and spec both read from `section`)
+    and score its captions on the world's test split (`caption_accuracy`).
+
+    Writes `info_file` (the training info with the accuracy rows) and returns the accuracy
+    table (model, attribute, split, accuracy, chance, n).
+    """
+    cfg = CaptionerConfig.from_dict(dict(section))
+    spec = TinyLlamaSpec.from_dict(dict(section))
+    model, processor, info = train_world_llava(cfg, spec, world_dir, clip_dir, out_dir)
+    test = world_examples(world_dir, "test", cfg.eval_examples, cfg.seed)
+    table = caption_accuracy(model, processor, test, "test")
+    log.info("caption accuracy on the test split:\n%s", table.to_string())
+    atomic_write_json(info_file, {**info, "accuracy": table.to_dict("records")})
+    return table
+
+
 __all__ = [
     "WORLD_ATTRIBUTES",
     "CaptionerConfig",
     "caption_accuracy",
     "caption_words",
+    "train_and_score_world_llava",
     "train_world_llava",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from saeprobe.io import atomic_path
+from saeprobe.io import atomic_path, atomic_write_csv
+
+log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
     "sae",
@@ -149,3 +153,36 @@ def plot_shared_latents(
         axes[0, 0].text(0.5, 0.5, "no shared latents", ha="center")
     fig.suptitle("shared latents: top images (max code) and top words (mean code)", fontsize=8)
     _save(fig, paths)
+
+
+def crossmodal_report(
+    sites: Sequence[str],
+    summaries: Sequence[str | Path],
+    latents: Sequence[str | Path],
+    concepts: Sequence[str | Path],
+    shared: Sequence[str | Path],
+    thumbnails: Sequence[str | Path],
+    outputs: Mapping[str, str | Path],
+) -> pd.DataFrame:
+    """crossmodal.csv and the three figures from every site's crossmodal statistics.
+
+    sites: "{model}/L{layer}/{sae name}" per site; the file lists are per site in that order
+    (summary.csv, latents.csv, concepts.csv (empty file: no concepts), shared.json,
+    thumbnails.npy of (n, H, W, 3) uint8 images). outputs: "table", and "score", "overlap" and
+    "shared" each with "_png" and "_pdf". Returns the table (`crossmodal_table`).
+    """
+    sites = list(sites)
+    summary_frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in summaries]
+    latent_frames = [pd.read_csv(p) for p in latents]
+    concept_frames = [
+        pd.read_csv(p) if Path(p).read_text().strip() else pd.DataFrame() for p in concepts
+    ]
+    shared_rows = [json.loads(Path(p).read_text()) for p in shared]
+    thumbs = [np.load(p) for p in thumbnails]
+    table = crossmodal_table(sites, summary_frames)
+    atomic_write_csv(outputs["table"], table)
+    plot_modality_scores(sites, latent_frames, [outputs["score_png"], outputs["score_pdf"]])
+    plot_concept_overlap(sites, concept_frames, [outputs["overlap_png"], outputs["overlap_pdf"]])
+    plot_shared_latents(sites, shared_rows, thumbs, [outputs["shared_png"], outputs["shared_pdf"]])
+    log.info("summary:\n%s", table[table["concept"].fillna("") == ""].to_string())
+    return table

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from saeprobe.io import atomic_write_csv
+from saeprobe.plots import save_figure
 
 BASELINES = ("raw", "pca", "random")
 
@@ -215,3 +219,34 @@ def sae_quality(table: pd.DataFrame) -> plt.Figure:
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# Per vision task, its figures: output name prefix -> figure of the collected table.
+TASK_FIGURES: dict[str, dict[str, Callable[[pd.DataFrame], plt.Figure]]] = {
+    "semantics": {"purity": purity_by_level},
+    "ood_detection": {"auroc": ood_auroc},
+    "ood_generalization": {"accuracy": generalization, "topk": generalization_topk},
+    "ontology": {"coverage": ontology_coverage},
+}
+
+
+def write_task_table(
+    task: str,
+    tables: Sequence[str | Path],
+    units: Sequence[str | Path],
+    outputs: Mapping[str, str | Path],
+) -> pd.DataFrame:
+    """Concatenate one vision task's per-model tables and draw its figures.
+
+    outputs: "table" (the collected CSV) and "{figure}_png"/"{figure}_pdf" for every figure of
+    `TASK_FIGURES[task]`, plus "heights_png"/"heights_pdf" for ontology, whose per-unit
+    tables `units` (one per model) feed the heights figure. Returns the collected table.
+    """
+    table = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in tables])
+    atomic_write_csv(outputs["table"], table)
+    for name, draw in TASK_FIGURES[task].items():
+        save_figure(draw(table), outputs[f"{name}_png"], outputs[f"{name}_pdf"])
+    if task == "ontology":
+        unit_rows = pd.concat([pd.read_csv(p, keep_default_na=False) for p in units])
+        save_figure(ontology_heights(unit_rows), outputs["heights_png"], outputs["heights_pdf"])
+    return table

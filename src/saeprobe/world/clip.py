@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+INFO_FILE = "train_info.json"
 VOCAB_SIZE = 49408  # open_clip's default BPE tokenizer
 RESULT_COLUMNS = ("model", "attribute", "split", "accuracy", "chance", "n")
 
@@ -207,7 +208,8 @@ def train_world_clip(
     """Train the tiny CLIP on the world's train split with open_clip's ClipLoss.
 
     Returns (model in eval mode, tokenizer, info) where info has the model config, the loss
-    curve and the wall time; with `out_dir` the model is also saved there (see `save_world_clip`).
+    curve and the wall time; with `out_dir` the model is also saved there (see `save_world_clip`)
+    with `train_info.json` (the training config and info).
     `callback(step, model, tokenizer)` runs after every step (e.g. to monitor accuracy).
     """
     torch.set_num_threads(cfg.threads)
@@ -259,6 +261,8 @@ def train_world_clip(
     info = {"model_cfg": model_cfg, "losses": losses, "train_seconds": wall}
     if out_dir is not None:
         save_world_clip(model, model_cfg, out_dir)
+        info_file = Path(out_dir) / INFO_FILE
+        atomic_write_json(info_file, {"config": cfg.to_dict(), **info}, sort_keys=False)
     return model, tokenizer, info
 
 
