@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from saeprobe.config import load_section
 from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.io import atomic_write_json
 
@@ -18,13 +19,13 @@ with open(snakemake.log[0], "w") as log_file:
     logging.basicConfig(
         stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    cfg = WorldDiffusionConfig.from_dict(
-        {
-            **dict(snakemake.params.world_model),
-            "seed": snakemake.params.seed,
-            "device": snakemake.params.device,
-            "threads": max(1, int(snakemake.threads)),
-        }
+    cfg = load_section(
+        WorldDiffusionConfig,
+        snakemake.params.world_model,
+        "diffusion.world_model",
+        seed=snakemake.params.seed,
+        device=snakemake.params.device,
+        threads=max(1, int(snakemake.threads)),
     )
     out_dir = Path(snakemake.output.model_index).parent
     info = train_world_diffusion(

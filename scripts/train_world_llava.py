@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 
 from saeprobe.io import atomic_write_csv, atomic_write_json
-from saeprobe.mllm.build import TinyLlamaSpec
 from saeprobe.mllm.data import world_examples
-from saeprobe.mllm.train import CaptionerConfig, caption_accuracy, train_world_llava
+from saeprobe.mllm.train import caption_accuracy, train_world_llava, world_llava_configs
 
 with open(snakemake.log[0], "w") as log_file:
     sys.stderr = log_file
@@ -22,9 +21,7 @@ with open(snakemake.log[0], "w") as log_file:
         stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     torch.set_num_threads(max(1, int(snakemake.threads)))
-    section = {**dict(snakemake.params.llava), "seed": int(snakemake.params.seed)}
-    cfg = CaptionerConfig.from_dict(section)
-    spec = TinyLlamaSpec.from_dict(section)
+    cfg, spec = world_llava_configs(snakemake.params.llava, int(snakemake.params.seed))
     world_dir = Path(snakemake.input.vocab).parent
     out_dir = Path(snakemake.output.model).parent
     model, processor, info = train_world_llava(

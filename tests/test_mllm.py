@@ -243,8 +243,11 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(colour=1), r"unknown key\(s\) \['colour'\] in 'mllm'"),
-        (lambda m: m["sae"].update(widht=8), r"unknown key\(s\) \['widht'\] in 'mllm.sae'"),
+        (lambda m: m.update(colour=1), r"unknown key\(s\) \['mllm.colour'\] in 'mllm'"),
+        (
+            lambda m: m["sae"].update(widht=8),
+            r"unknown key\(s\) \['mllm.sae.widht'\] in 'mllm.sae'",
+        ),
         (lambda m: m.update(eval_dataset="nope"), r"'mllm.eval_dataset': 'nope' is not defined"),
         (
             lambda m: m["models"]["world_llava"].update(layers=[5]),

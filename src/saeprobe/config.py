@@ -1,17 +1,142 @@
-"""Config validation against the JSON schema, with messages that name the offending key."""
+"""Config validation against the JSON schema, with messages that name the offending key.
+
+The schema (schemas/config.schema.yaml) is the one definition of every setting's type, range and
+default; `validate_config` checks a config against it, fills the defaults and runs the cross-key
+rules the schema cannot say (`check_references`). `load_section` then turns one validated section
+into its typed, frozen dataclass and rejects keys the dataclass does not know.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+T = TypeVar("T")
+
 
 class ConfigError(ValueError):
     """A config value that does not match the schema; the message names every bad key."""
+
+
+def load_section(cls: type[T], data: Mapping[str, Any] | None, key: str, **outside: Any) -> T:
+    """The dataclass `cls` built from the config section `data` found at the dotted key `key`.
+
+    `data` is a section as `validate_config` leaves it (defaults filled); keys it leaves out take
+    the dataclass's defaults (library use and tests pass partial mappings). `outside` sets fields
+    that do not come from the section (the global seed and device, a job's threads); the section
+    may not set them too. Values are converted to the field types: lists to tuples (recursively),
+    integers to floats; a class may convert further in a classmethod `_from_section(values, key)`.
+
+    Raises ConfigError naming the full dotted key: for a section that is not a mapping, for keys
+    that are not fields of `cls` (listing the allowed keys), and for a field without a default
+    that is not set.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    bad_outside = sorted(set(outside) - set(names))
+    if bad_outside:
+        raise TypeError(f"{cls.__name__} has no field(s) {bad_outside}")
+    allowed = [n for n in names if n not in outside]
+    unknown = sorted(set(data) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'{key}.{k}' for k in unknown]} in '{key}'; "
+            f"allowed keys: {sorted(allowed)}"
+        )
+    values = {**data, **outside}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(
+            f"config key(s) {[f'{key}.{k}' for k in missing]}: required, not set in '{key}'"
+        )
+    hook = getattr(cls, "_from_section", None)
+    if hook is not None:
+        values = hook(values, key)
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints.get(name, Any), value) for name, value in values.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:  # a field that rejects its value's type
+        raise ConfigError(f"config key '{key}': {err}") from err
+
+
+def load_sections(
+    classes: tuple[type, ...], data: Mapping[str, Any] | None, key: str, **outside: Any
+) -> tuple[Any, ...]:
+    """One section read into several dataclasses: each key goes to the class with that field.
+
+    As `load_section`; `outside` values go to every class that has the field. Unknown keys (in
+    none of the classes) raise ConfigError naming them and listing the keys of all classes.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    fields_of = [{f.name for f in dataclasses.fields(c) if f.init} for c in classes]
+    allowed = set().union(*fields_of) - set(outside)
+    unknown = sorted(set(data) - allowed, key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'{key}.{k}' for k in unknown]} in '{key}'; "
+            f"allowed keys: {sorted(allowed)}"
+        )
+    return tuple(
+        load_section(
+            cls,
+            {k: v for k, v in data.items() if k in names},
+            key,
+            **{k: v for k, v in outside.items() if k in names},
+        )
+        for cls, names in zip(classes, fields_of, strict=True)
+    )
+
+
+class FromConfig:
+    """Mixin: `Cls.from_dict(section, key=None, **outside)` is `load_section(Cls, ...)`, with
+    `key` defaulting to the class's `config_key`."""
+
+    config_key: ClassVar[str]
+
+    @classmethod
+    def from_dict(
+        cls: type[T], data: Mapping[str, Any] | None, key: str | None = None, **outside: Any
+    ) -> T:
+        return load_section(cls, data, key or cls.config_key, **outside)  # type: ignore[attr-defined]
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    """`value` (plain YAML/JSON data) as the annotation `tp` wants it: tuples, floats."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value) if len(options) == 1 else value
+    if origin is tuple and isinstance(value, list | tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        if len(args) == len(value):
+            return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
+        return tuple(value)
+    return value
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -49,8 +174,10 @@ def describe(error: ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        where = f"'{key}'" if key != "<top level>" else "the top level"
-        return f"unknown key(s) {extra} in {where}; allowed keys: {allowed}"
+        if key == "<top level>":
+            return f"unknown key(s) {extra} at the top level; allowed keys: {allowed}"
+        dotted = [f"{key}.{name}" for name in extra]
+        return f"unknown key(s) {dotted} in '{key}'; allowed keys: {allowed}"
     if error.validator == "type":
         return (
             f"config key '{key}': expected {error.validator_value}, "
@@ -215,7 +342,7 @@ def _mllm_problems(config: dict) -> list[str]:
         if spec["source"] == "hf" and "name" not in spec:
             problems.append(f"config key 'mllm.models.{name}.name': an hf model needs a repo id")
         if spec["source"] == "world":
-            n_layers = mllm.get("world_llava", {}).get("layers", 2)
+            n_layers = mllm["world_llava"]["layers"]
             bad = [layer for layer in spec["layers"] if layer >= n_layers]
             if bad:
                 problems.append(

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.config import load_section
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
 from saeprobe.diffusion.pipeline import encode, generate, tokenize_prompts
 from saeprobe.diffusion.steering import (
@@ -84,15 +85,15 @@ def load_site(site_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame, list[str]
 
 
 def gen_settings(generation: Mapping[str, Any], task: Mapping[str, Any], layer: int) -> GenSettings:
-    return GenSettings(
+    """The `diffusion.generation` section with the task's hook settings (tokens, branch, mode)."""
+    return load_section(
+        GenSettings,
+        generation,
+        "diffusion.generation",
         layer=layer,
         tokens=task["tokens"],
         branch=task["branch"],
         mode=task["mode"],
-        steps=generation["steps"],
-        guidance_scale=generation["guidance_scale"],
-        batch_size=generation["batch_size"],
-        height=generation.get("height"),
     )
 
 

@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from saeprobe.config import FromConfig, load_sections
 from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.mllm.build import PROMPT, TinyLlamaSpec, build_processor, build_world_llava
 from saeprobe.mllm.data import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
@@ -44,8 +46,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CaptionerConfig:
-    """Training of the world LLaVA (the `mllm.world_llava` config section minus the model)."""
+class CaptionerConfig(FromConfig):
+    """Training of the world LLaVA (the `mllm.world_llava` config section minus the model, which
+    is `TinyLlamaSpec`; `world_llava_configs` reads the section into both)."""
+
+    config_key = "mllm.world_llava"
 
     text_steps: int = 300
     align_steps: int = 400
@@ -60,9 +65,13 @@ class CaptionerConfig:
     eval_examples: int = 1000
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+def world_llava_configs(
+    section: Mapping[str, Any], seed: int, key: str = "mllm.world_llava"
+) -> tuple[CaptionerConfig, TinyLlamaSpec]:
+    """The `mllm.world_llava` section read into its training settings and its model; keys of
+    neither are a ConfigError naming them."""
+    return load_sections((CaptionerConfig, TinyLlamaSpec), section, key, seed=seed)
 
 
 def stage_of(step: int, cfg: CaptionerConfig) -> tuple[int, int, int]:
