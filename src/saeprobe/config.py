@@ -265,6 +265,7 @@ def check_references(config: dict) -> None:
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
             problems.append(f"config key 'models.{name}.layers': repeated layer in {layers}")
+    problems += world_problems(config)
     problems += _vision_problems(config)
     problems += _mllm_problems(config)
     problems += diffusion_problems(config)
@@ -373,6 +374,10 @@ def diffusion_problems(config: dict) -> list[str]:
             problems.append(
                 "config key 'diffusion.corpus.member': a zip corpus needs the JSON file"
             )
+    if d["source"] == "world":
+        problems += caption_problems("diffusion.world_model", d["world_model"])
+    if corpus["source"] == "world":
+        problems += caption_problems("diffusion.corpus.captions", corpus["captions"])
     if d["scorer"]["source"] == "open_clip" and not d["scorer"].get("name"):
         problems.append("config key 'diffusion.scorer.name': an open_clip scorer needs a name")
     layers = d["text"]["layers"]
@@ -391,6 +396,97 @@ def diffusion_problems(config: dict) -> list[str]:
                 f"under 'diffusion.steering.concepts'"
             )
     return problems
+
+
+def _problem(key: str, expected: str, got: Any) -> str:
+    return f"config key '{key}': expected {expected}, got {got!r}"
+
+
+def world_problems(config: dict) -> list[str]:
+    """Rules between keys of `world:` and `world_clip:` (both filled with their defaults)."""
+    problems: list[str] = []
+    world = config.get("world")
+    if world is not None:
+        shapes = [s for members in world["superclasses"].values() for s in members]
+        repeated = sorted({s for s in shapes if shapes.count(s) > 1})
+        if repeated:
+            problems.append(
+                _problem(
+                    "world.superclasses",
+                    f"each shape in exactly one superclass ({repeated} in several)",
+                    world["superclasses"],
+                )
+            )
+        held = world["heldout_shapes"]
+        missing = [s for s in held if s not in shapes]
+        if missing:
+            problems.append(
+                _problem(
+                    "world.heldout_shapes",
+                    f"shapes of world.superclasses ({sorted(set(shapes))}); not there: {missing}",
+                    held,
+                )
+            )
+        for name, members in sorted(world["superclasses"].items()):
+            if all(m in held for m in members):
+                problems.append(
+                    _problem(
+                        "world.heldout_shapes",
+                        f"at least one training shape left in superclass '{name}' {members}",
+                        held,
+                    )
+                )
+        overlap = sorted(set(world["ood_backgrounds"]) & set(world["backgrounds"]))
+        if overlap:
+            problems.append(
+                _problem(
+                    "world.ood_backgrounds",
+                    f"textures none of which is in world.backgrounds (both have {overlap})",
+                    world["ood_backgrounds"],
+                )
+            )
+        low, high = world["size_range"]
+        if low > high:
+            problems.append(
+                _problem("world.size_range", "[min, max] with min <= max", world["size_range"])
+            )
+    clip = config.get("world_clip")
+    if clip is not None:
+        for width, heads in (("vision_width", "vision_head_width"), ("text_width", "text_heads")):
+            if clip[width] % clip[heads]:
+                problems.append(
+                    _problem(
+                        f"world_clip.{heads}",
+                        f"a divisor of world_clip.{width} ({clip[width]})",
+                        clip[heads],
+                    )
+                )
+        if world is not None and world["image_size"] % clip["patch_size"]:
+            problems.append(
+                _problem(
+                    "world_clip.patch_size",
+                    f"a divisor of world.image_size ({world['image_size']})",
+                    clip["patch_size"],
+                )
+            )
+        problems += caption_problems("world_clip", clip)
+    return problems
+
+
+def caption_problems(key: str, section: dict) -> list[str]:
+    """World caption probabilities (saeprobe.world.clip.CaptionSampler): a caption names the
+    superclass or only "shape", never both, so their probabilities add up to at most 1."""
+    total = section["caption_superclass_p"] + section["caption_generic_p"]
+    if total > 1:
+        return [
+            _problem(
+                f"{key}.caption_generic_p",
+                f"a probability with {key}.caption_superclass_p + caption_generic_p <= 1 "
+                f"(sum {total:g})",
+                section["caption_generic_p"],
+            )
+        ]
+    return []
 
 
 def canonical(value: Any) -> Any:
