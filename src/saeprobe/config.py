@@ -261,6 +261,7 @@ def check_references(config: dict) -> None:
         for name, entry in sae["sweep"].items():
             if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
                 problems.append(f"config key 'sae.sweep.{name}.k': arch {entry['arch']} needs k")
+            problems += sae_entry_problems(f"sae.sweep.{name}", entry)
     for name, spec in models.items():
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
@@ -339,6 +340,7 @@ def _mllm_problems(config: dict) -> list[str]:
     sae = mllm["sae"]
     if sae["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in sae:
         problems.append(f"config key 'mllm.sae.k': arch {sae['arch']} needs k")
+    problems += sae_entry_problems("mllm.sae", sae)
     for name, spec in mllm["models"].items():
         if spec["source"] == "hf" and "name" not in spec:
             problems.append(f"config key 'mllm.models.{name}.name': an hf model needs a repo id")
@@ -388,6 +390,7 @@ def diffusion_problems(config: dict) -> list[str]:
             problems.append(
                 f"config key 'diffusion.sae.sweep.{name}.k': arch {entry['arch']} needs k"
             )
+        problems += sae_entry_problems(f"diffusion.sae.sweep.{name}", entry)
     steering = d.get("steering", {})
     for i, c in enumerate(steering.get("grid_concepts", [])):
         if c not in steering.get("concepts", {}):
@@ -487,6 +490,33 @@ def caption_problems(key: str, section: dict) -> list[str]:
             )
         ]
     return []
+
+
+def sae_entry_problems(key: str, entry: dict) -> list[str]:
+    """Rules between the keys of one SAE (an entry of a sweep, or `mllm.sae`)."""
+    problems: list[str] = []
+    k = entry.get("k")
+    if (
+        entry["arch"] in ("topk", "batchtopk", "matryoshka")
+        and k is not None
+        and entry["width"] < k
+    ):
+        problems.append(_problem(f"{key}.width", f"at least {key}.k ({k})", entry["width"]))
+    prefixes = entry.get("matryoshka_prefixes")
+    if entry["arch"] == "matryoshka" and prefixes is not None:
+        if not prefixes or list(prefixes) != sorted(set(prefixes)):
+            problems.append(
+                _problem(f"{key}.matryoshka_prefixes", "strictly increasing sizes", prefixes)
+            )
+        elif prefixes[-1] != entry["width"]:
+            problems.append(
+                _problem(
+                    f"{key}.matryoshka_prefixes",
+                    f"the last prefix equal to {key}.width ({entry['width']})",
+                    prefixes,
+                )
+            )
+    return problems
 
 
 def canonical(value: Any) -> Any:
