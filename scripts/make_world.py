@@ -7,9 +7,10 @@ written into its parent directory. log[0]: the log.
 
 from pathlib import Path
 
+from saeprobe.config import load_section
 from saeprobe.jobs import job
 from saeprobe.world import WorldConfig, generate_world
 
 with job(snakemake) as j:
-    cfg = WorldConfig.from_dict({"seed": j.params.seed, **dict(j.params.world)})
+    cfg = load_section(WorldConfig, j.params.world, "world", seed=j.params.seed)
     generate_world(cfg, Path(snakemake.output.hierarchy).parent)

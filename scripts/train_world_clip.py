@@ -8,14 +8,17 @@ output.model_config: `<model dir>/open_clip_config.json`; the model dir also rec
 
 from pathlib import Path
 
+from saeprobe.config import load_section
 from saeprobe.jobs import job
 from saeprobe.world import WorldClipConfig, train_world_clip
 
 with job(snakemake) as j:
     p = j.params
-    section = {"seed": p.seed, "device": p.device, "threads": j.threads, **dict(p.clip)}
+    cfg = load_section(
+        WorldClipConfig, p.clip, "world_clip", seed=p.seed, device=p.device, threads=j.threads
+    )
     train_world_clip(
-        WorldClipConfig.from_dict(section),
+        cfg,
         Path(snakemake.input.vocab).parent,
         out_dir=Path(snakemake.output.model_config).parent,
     )

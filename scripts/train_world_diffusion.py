@@ -8,6 +8,7 @@ curves and wall times. log[0]: the log.
 
 from pathlib import Path
 
+from saeprobe.config import load_section
 from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.io import atomic_write_json
 from saeprobe.jobs import job
@@ -15,9 +16,16 @@ from saeprobe.jobs import job
 inp = snakemake.input
 with job(snakemake) as j:
     p = j.params
-    section = {**dict(p.world_model), "seed": p.seed, "device": p.device, "threads": j.threads}
+    cfg = load_section(
+        WorldDiffusionConfig,
+        p.world_model,
+        "diffusion.world_model",
+        seed=p.seed,
+        device=p.device,
+        threads=j.threads,
+    )
     info = train_world_diffusion(
-        WorldDiffusionConfig.from_dict(section),
+        cfg,
         Path(inp.manifest).parent.parent,
         Path(inp.clip).parent,
         Path(snakemake.output.model_index).parent,

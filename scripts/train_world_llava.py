@@ -14,7 +14,8 @@ from saeprobe.mllm.train import train_and_score_world_llava
 inp, out = snakemake.input, snakemake.output
 with job(snakemake) as j:
     table = train_and_score_world_llava(
-        {**dict(j.params.llava), "seed": int(j.params.seed)},
+        j.params.llava,
+        int(j.params.seed),
         world_dir=Path(inp.vocab).parent,
         clip_dir=Path(inp.clip).parent,
         out_dir=Path(out.model).parent,

@@ -262,10 +262,10 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["mllm"].update(colour=1), r"unknown key\(s\) \['colour'\] in 'mllm'"),
+        (lambda c: c["mllm"].update(colour=1), r"unknown key\(s\) \['mllm.colour'\] in 'mllm'"),
         (
             lambda c: c["sae"]["overrides"]["world_llava"]["sweep"]["topk-w256-k8"].update(widht=8),
-            r"unknown key\(s\) \['widht'\] in 'sae.overrides.world_llava.sweep.topk-w256-k8'",
+            r"unknown key\(s\) \['sae.overrides.world_llava.sweep.topk-w256-k8.widht'\]",
         ),
         (
             lambda c: c["sae"]["overrides"]["world_llava"].update(eval_dataset="nope"),

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
+from snakemake_run import ROOT
 
-from saeprobe.config import ConfigError
+from saeprobe.config import ConfigError, validate_config
 from saeprobe.world import (
     MANIFEST_COLUMNS,
     WorldClipConfig,
@@ -167,42 +169,65 @@ def test_bad_hierarchy_file_names_the_file(tmp_path):
         read_hierarchy(path)
 
 
+def _validate_with(section: str, raw: dict) -> None:
+    """Validate config.yaml with `raw` merged into its `section`."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.setdefault(section, {}).update(raw)
+    validate_config(config, ROOT / "schemas" / "config.schema.yaml")
+
+
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
-        ({"heldout_shapes": ["circle", "dodecagon"]}, "world.heldout_shapes"),
+        ({"heldout_shapes": ["circle", "dodecagon"]}, "world.heldout_shapes[1]"),
         (
             {"heldout_shapes": ["circle", "semicircle", "crescent", "ellipse"]},
             "world.heldout_shapes",
         ),
-        ({"colours": ["red", "ultraviolet"]}, "world.colours"),
+        ({"heldout_shapes": ["ring"]}, "world.heldout_shapes"),
+        ({"colours": ["red", "ultraviolet"]}, "world.colours[1]"),
+        ({"colours": ["red", "red"]}, "world.colours"),
         ({"ood_backgrounds": ["plain"]}, "world.ood_backgrounds"),
         ({"splits": {"train": 0}}, "world.splits.train"),
-        ({"splits": {"validation": 5}}, "world.splits"),
+        ({"splits": {"validation": 5}}, "world.splits.validation"),
         ({"size_range": [0.4, 0.2]}, "world.size_range"),
         ({"image_size": "32"}, "world.image_size"),
-        ({"shapes": ["circle"]}, "'world'"),
+        ({"superclasses": {"round": ["circle"], "also round": ["ring"]}}, "world.superclasses"),
+        ({"superclasses": {"a": ["circle"], "b": ["circle", "ring"]}}, "world.superclasses"),
+        ({"shapes": ["circle"]}, "world.shapes"),
     ],
 )
 def test_bad_world_config_names_the_key(raw, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
-        WorldConfig.from_dict(raw)
+        _validate_with("world", raw)
 
 
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
         ({"vision_width": 64, "vision_head_width": 24}, "world_clip.vision_head_width"),
+        ({"text_width": 64, "text_heads": 3}, "world_clip.text_heads"),
+        ({"patch_size": 12}, "world_clip.patch_size"),
         ({"lr": -1}, "world_clip.lr"),
-        ({"device": "tpu"}, "world_clip.device"),
+        ({"device": "cpu"}, "world_clip.device"),
         ({"caption_colour_p": 1.5}, "world_clip.caption_colour_p"),
+        ({"caption_superclass_p": 0.6, "caption_generic_p": 0.6}, "world_clip.caption_generic_p"),
         ({"eval_splits": ["test", "val"]}, "world_clip.eval_splits"),
-        ({"depth": 3}, "'world_clip'"),
+        ({"depth": 3}, "world_clip.depth"),
     ],
 )
 def test_bad_clip_config_names_the_key(raw, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
-        WorldClipConfig.from_dict(raw)
+        _validate_with("world_clip", raw)
+
+
+def test_loader_rejects_unknown_world_keys():
+    with pytest.raises(ConfigError, match=re.escape("'world.shapes'")):
+        WorldConfig.from_dict({"shapes": ["circle"]})
+    with pytest.raises(ConfigError, match=re.escape("'world.splits.validation'")):
+        WorldConfig.from_dict({"splits": {"validation": 5}})
+    with pytest.raises(ConfigError, match=re.escape("'world_clip.depth'")):
+        WorldClipConfig.from_dict({"depth": 3})
 
 
 def test_config_round_trip():

@@ -1,19 +1,144 @@
-"""Config validation against the JSON schema, with messages that name the offending key."""
+"""Config validation against the JSON schema, with messages that name the offending key.
+
+The schema (schemas/config.schema.yaml) is the one definition of every setting's type, range and
+default; `validate_config` checks a config against it, fills the defaults and runs the cross-key
+rules the schema cannot say (`check_references`). `load_section` then turns one validated section
+into its typed, frozen dataclass and rejects keys the dataclass does not know.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from saeprobe.sites import family_of, site_name
 
+T = TypeVar("T")
+
 
 class ConfigError(ValueError):
     """A config value that does not match the schema; the message names every bad key."""
+
+
+def load_section(cls: type[T], data: Mapping[str, Any] | None, key: str, **outside: Any) -> T:
+    """The dataclass `cls` built from the config section `data` found at the dotted key `key`.
+
+    `data` is a section as `validate_config` leaves it (defaults filled); keys it leaves out take
+    the dataclass's defaults (library use and tests pass partial mappings). `outside` sets fields
+    that do not come from the section (the global seed and device, a job's threads); the section
+    may not set them too. Values are converted to the field types: lists to tuples (recursively),
+    integers to floats; a class may convert further in a classmethod `_from_section(values, key)`.
+
+    Raises ConfigError naming the full dotted key: for a section that is not a mapping, for keys
+    that are not fields of `cls` (listing the allowed keys), and for a field without a default
+    that is not set.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    bad_outside = sorted(set(outside) - set(names))
+    if bad_outside:
+        raise TypeError(f"{cls.__name__} has no field(s) {bad_outside}")
+    allowed = [n for n in names if n not in outside]
+    unknown = sorted(set(data) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'{key}.{k}' for k in unknown]} in '{key}'; "
+            f"allowed keys: {sorted(allowed)}"
+        )
+    values = {**data, **outside}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(
+            f"config key(s) {[f'{key}.{k}' for k in missing]}: required, not set in '{key}'"
+        )
+    hook = getattr(cls, "_from_section", None)
+    if hook is not None:
+        values = hook(values, key)
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints.get(name, Any), value) for name, value in values.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:  # a field that rejects its value's type
+        raise ConfigError(f"config key '{key}': {err}") from err
+
+
+def load_sections(
+    classes: tuple[type, ...], data: Mapping[str, Any] | None, key: str, **outside: Any
+) -> tuple[Any, ...]:
+    """One section read into several dataclasses: each key goes to the class with that field.
+
+    As `load_section`; `outside` values go to every class that has the field. Unknown keys (in
+    none of the classes) raise ConfigError naming them and listing the keys of all classes.
+    """
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{key}': expected a mapping, got {data!r}")
+    fields_of = [{f.name for f in dataclasses.fields(c) if f.init} for c in classes]
+    allowed = set().union(*fields_of) - set(outside)
+    unknown = sorted(set(data) - allowed, key=str)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'{key}.{k}' for k in unknown]} in '{key}'; "
+            f"allowed keys: {sorted(allowed)}"
+        )
+    return tuple(
+        load_section(
+            cls,
+            {k: v for k, v in data.items() if k in names},
+            key,
+            **{k: v for k, v in outside.items() if k in names},
+        )
+        for cls, names in zip(classes, fields_of, strict=True)
+    )
+
+
+class FromConfig:
+    """Mixin: `Cls.from_dict(section, key=None, **outside)` is `load_section(Cls, ...)`, with
+    `key` defaulting to the class's `config_key`."""
+
+    config_key: ClassVar[str]
+
+    @classmethod
+    def from_dict(
+        cls: type[T], data: Mapping[str, Any] | None, key: str | None = None, **outside: Any
+    ) -> T:
+        return load_section(cls, data, key or cls.config_key, **outside)  # type: ignore[attr-defined]
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    """`value` (plain YAML/JSON data) as the annotation `tp` wants it: tuples, floats."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value) if len(options) == 1 else value
+    if origin is tuple and isinstance(value, list | tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        if len(args) == len(value):
+            return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
+        return tuple(value)
+    return value
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -51,8 +176,10 @@ def describe(error: ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        where = f"'{key}'" if key != "<top level>" else "the top level"
-        return f"unknown key(s) {extra} in {where}; allowed keys: {allowed}"
+        if key == "<top level>":
+            return f"unknown key(s) {extra} at the top level; allowed keys: {allowed}"
+        dotted = [f"{key}.{name}" for name in extra]
+        return f"unknown key(s) {dotted} in '{key}'; allowed keys: {allowed}"
     if error.validator == "type":
         return (
             f"config key '{key}': expected {error.validator_value}, "
@@ -126,6 +253,7 @@ def check_references(config: dict) -> None:
             problems.append(
                 f"config key 'models.{name}.name': source {spec['source']} needs a hub name"
             )
+    problems += world_problems(config)
     problems += _vision_problems(config)
     problems += _mllm_problems(config)
     problems += diffusion_problems(config)
@@ -188,6 +316,7 @@ def _sae_problems(sae: dict, models: dict, extracted: dict) -> list[str]:
         for name, entry in sweep.items():
             if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
                 problems.append(f"config key '{where}.{name}.k': arch {entry['arch']} needs k")
+            problems += sae_entry_problems(f"{where}.{name}", entry)
     return problems
 
 
@@ -264,7 +393,7 @@ def _mllm_problems(config: dict) -> list[str]:
         if name not in sites:
             problems.append(f"config key 'mllm.models[{i}]': '{name}' has no 'sae.sites'")
         if spec["source"] == "world_llava":
-            n_layers = mllm.get("world_llava", {}).get("layers", 2)
+            n_layers = mllm["world_llava"]["layers"]
             bad = [layer for layer in spec["layers"] if layer >= n_layers]
             if bad:
                 problems.append(
@@ -299,6 +428,11 @@ def diffusion_problems(config: dict) -> list[str]:
                 problems.append(
                     f"config key 'datasets.{name}.member': a zip corpus needs the JSON file"
                 )
+    if config["models"].get(d["model"], {}).get("source") == "world_diffusion":
+        problems += caption_problems("diffusion.world_model", d["world_model"])
+    for name, dataset in config.get("datasets", {}).items():
+        if dataset["source"] == "world_captions":
+            problems += caption_problems(f"datasets.{name}.captions", dataset["captions"])
     if d["scorer"]["source"] == "open_clip" and not d["scorer"].get("name"):
         problems.append("config key 'diffusion.scorer.name': an open_clip scorer needs a name")
     steering = d.get("steering", {})
@@ -307,6 +441,124 @@ def diffusion_problems(config: dict) -> list[str]:
             problems.append(
                 f"config key 'diffusion.steering.grid_concepts[{i}]': '{c}' is not a concept "
                 f"under 'diffusion.steering.concepts'"
+            )
+    return problems
+
+
+def _problem(key: str, expected: str, got: Any) -> str:
+    return f"config key '{key}': expected {expected}, got {got!r}"
+
+
+def world_problems(config: dict) -> list[str]:
+    """Rules between keys of `world:` and `world_clip:` (both filled with their defaults)."""
+    problems: list[str] = []
+    world = config.get("world")
+    if world is not None:
+        shapes = [s for members in world["superclasses"].values() for s in members]
+        repeated = sorted({s for s in shapes if shapes.count(s) > 1})
+        if repeated:
+            problems.append(
+                _problem(
+                    "world.superclasses",
+                    f"each shape in exactly one superclass ({repeated} in several)",
+                    world["superclasses"],
+                )
+            )
+        held = world["heldout_shapes"]
+        missing = [s for s in held if s not in shapes]
+        if missing:
+            problems.append(
+                _problem(
+                    "world.heldout_shapes",
+                    f"shapes of world.superclasses ({sorted(set(shapes))}); not there: {missing}",
+                    held,
+                )
+            )
+        for name, members in sorted(world["superclasses"].items()):
+            if all(m in held for m in members):
+                problems.append(
+                    _problem(
+                        "world.heldout_shapes",
+                        f"at least one training shape left in superclass '{name}' {members}",
+                        held,
+                    )
+                )
+        overlap = sorted(set(world["ood_backgrounds"]) & set(world["backgrounds"]))
+        if overlap:
+            problems.append(
+                _problem(
+                    "world.ood_backgrounds",
+                    f"textures none of which is in world.backgrounds (both have {overlap})",
+                    world["ood_backgrounds"],
+                )
+            )
+        low, high = world["size_range"]
+        if low > high:
+            problems.append(
+                _problem("world.size_range", "[min, max] with min <= max", world["size_range"])
+            )
+    clip = config.get("world_clip")
+    if clip is not None:
+        for width, heads in (("vision_width", "vision_head_width"), ("text_width", "text_heads")):
+            if clip[width] % clip[heads]:
+                problems.append(
+                    _problem(
+                        f"world_clip.{heads}",
+                        f"a divisor of world_clip.{width} ({clip[width]})",
+                        clip[heads],
+                    )
+                )
+        if world is not None and world["image_size"] % clip["patch_size"]:
+            problems.append(
+                _problem(
+                    "world_clip.patch_size",
+                    f"a divisor of world.image_size ({world['image_size']})",
+                    clip["patch_size"],
+                )
+            )
+        problems += caption_problems("world_clip", clip)
+    return problems
+
+
+def caption_problems(key: str, section: dict) -> list[str]:
+    """World caption probabilities (saeprobe.world.clip.CaptionSampler): a caption names the
+    superclass or only "shape", never both, so their probabilities add up to at most 1."""
+    total = section["caption_superclass_p"] + section["caption_generic_p"]
+    if total > 1:
+        return [
+            _problem(
+                f"{key}.caption_generic_p",
+                f"a probability with {key}.caption_superclass_p + caption_generic_p <= 1 "
+                f"(sum {total:g})",
+                section["caption_generic_p"],
+            )
+        ]
+    return []
+
+
+def sae_entry_problems(key: str, entry: dict) -> list[str]:
+    """Rules between the keys of one SAE (an entry of a sweep, or `mllm.sae`)."""
+    problems: list[str] = []
+    k = entry.get("k")
+    if (
+        entry["arch"] in ("topk", "batchtopk", "matryoshka")
+        and k is not None
+        and entry["width"] < k
+    ):
+        problems.append(_problem(f"{key}.width", f"at least {key}.k ({k})", entry["width"]))
+    prefixes = entry.get("matryoshka_prefixes")
+    if entry["arch"] == "matryoshka" and prefixes is not None:
+        if not prefixes or list(prefixes) != sorted(set(prefixes)):
+            problems.append(
+                _problem(f"{key}.matryoshka_prefixes", "strictly increasing sizes", prefixes)
+            )
+        elif prefixes[-1] != entry["width"]:
+            problems.append(
+                _problem(
+                    f"{key}.matryoshka_prefixes",
+                    f"the last prefix equal to {key}.width ({entry['width']})",
+                    prefixes,
+                )
             )
     return problems
 

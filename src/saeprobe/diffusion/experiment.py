@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from saeprobe.activations import ActivationStore
+from saeprobe.config import load_section
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import (
@@ -96,15 +97,15 @@ def sweep_saes(
 
 
 def gen_settings(generation: Mapping[str, Any], task: Mapping[str, Any], layer: int) -> GenSettings:
-    return GenSettings(
+    """The `diffusion.generation` section with the task's hook settings (tokens, branch, mode)."""
+    return load_section(
+        GenSettings,
+        generation,
+        "diffusion.generation",
         layer=layer,
         tokens=task["tokens"],
         branch=task["branch"],
         mode=task["mode"],
-        steps=generation["steps"],
-        guidance_scale=generation["guidance_scale"],
-        batch_size=generation["batch_size"],
-        height=generation.get("height"),
     )
 
 

@@ -33,9 +33,14 @@ from saeprobe.diffusion.pipeline import encode, generate, tokenize_prompts
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenSettings:
-    """How images are generated: sampler steps, CFG scale, hook layer/tokens/branch/mode."""
+    """How images are generated: sampler steps, CFG scale, hook layer/tokens/branch/mode.
+
+    The sampler fields are the `diffusion.generation` config section; layer, tokens, branch and
+    mode come from the task (`diffusion.steering` or `diffusion.attributes`), see
+    `saeprobe.diffusion.experiment.gen_settings`.
+    """
 
     layer: int
     tokens: Tokens = "all"

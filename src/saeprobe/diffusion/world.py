@@ -26,7 +26,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from diffusers import (
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from saeprobe.config import FromConfig
 from saeprobe.device import pick_device
 from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.world.clip import CaptionSampler
@@ -52,9 +53,12 @@ from saeprobe.world.hf_text import load_world_text_encoder, tokenize
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class WorldDiffusionConfig:
-    """Settings of the world's text-to-image model (config section `diffusion.world_model`)."""
+@dataclass(frozen=True)
+class WorldDiffusionConfig(FromConfig):
+    """Settings of the world's text-to-image model (config section `diffusion.world_model`;
+    seed, device and threads come from outside it). `from_dict` is `load_section`."""
+
+    config_key = "diffusion.world_model"
 
     vae_channels: tuple[int, ...] = (16, 32, 64)
     latent_channels: int = 4
@@ -81,18 +85,6 @@ class WorldDiffusionConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorldDiffusionConfig:
-        allowed = {f.name for f in fields(cls)}
-        extra = sorted(set(data) - allowed)
-        if extra:
-            raise ValueError(f"unknown key(s) {extra} in 'diffusion.world_model'")
-        data = dict(data)
-        for key in ("vae_channels", "unet_channels"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

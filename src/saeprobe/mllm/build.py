@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from saeprobe.config import FromConfig
 from saeprobe.mllm.data import IMAGE_TOKEN, PROMPT
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
-class TinyLlamaSpec:
+class TinyLlamaSpec(FromConfig):
     """The tiny language model and how it reads the vision tower.
 
     hidden: residual width; layers: decoder blocks; heads: attention heads; intermediate: MLP
@@ -55,9 +56,7 @@ class TinyLlamaSpec:
     vision_feature_layer: int = -1
     vision_feature_select_strategy: str = "default"
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TinyLlamaSpec:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+    config_key = "mllm.world_llava"
 
 
 def build_tokenizer(words: list[str], max_length: int = 64) -> PreTrainedTokenizerFast:

@@ -35,6 +35,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from saeprobe.config import FromConfig, load_sections
 from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.mllm.build import PROMPT, TinyLlamaSpec, build_processor, build_world_llava
 from saeprobe.mllm.data import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
@@ -45,8 +46,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CaptionerConfig:
-    """Training of the world LLaVA (the `mllm.world_llava` config section minus the model)."""
+class CaptionerConfig(FromConfig):
+    """Training of the world LLaVA (the `mllm.world_llava` config section minus the model, which
+    is `TinyLlamaSpec`; `world_llava_configs` reads the section into both)."""
+
+    config_key = "mllm.world_llava"
 
     text_steps: int = 300
     align_steps: int = 400
@@ -61,9 +65,13 @@ class CaptionerConfig:
     eval_examples: int = 1000
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+def world_llava_configs(
+    section: Mapping[str, Any], seed: int, key: str = "mllm.world_llava"
+) -> tuple[CaptionerConfig, TinyLlamaSpec]:
+    """The `mllm.world_llava` section read into its training settings and its model; keys of
+    neither are a ConfigError naming them."""
+    return load_sections((CaptionerConfig, TinyLlamaSpec), section, key, seed=seed)
 
 
 def stage_of(step: int, cfg: CaptionerConfig) -> tuple[int, int, int]:
@@ -321,19 +329,20 @@ def caption_accuracy(
 
 def train_and_score_world_llava(
     section: Mapping[str, Any],
+    seed: int,
     world_dir: str | Path,
     clip_dir: str | Path,
     out_dir: str | Path,
     info_file: str | Path,
 ) -> pd.DataFrame:
-    """Train the world LLaVA (`train_world_llava`, config and spec both read from `section`)
-    and score its captions on the world's test split (`caption_accuracy`).
+    """Train the world LLaVA (`train_world_llava`, config and spec both read from the
+    `mllm.world_llava` section by `world_llava_configs`) and score its captions on the
+    world's test split (`caption_accuracy`).
 
     Writes `info_file` (the training info with the accuracy rows) and returns the accuracy
     table (model, attribute, split, accuracy, chance, n).
     """
-    cfg = CaptionerConfig.from_dict(dict(section))
-    spec = TinyLlamaSpec.from_dict(dict(section))
+    cfg, spec = world_llava_configs(section, seed)
     model, processor, info = train_world_llava(cfg, spec, world_dir, clip_dir, out_dir)
     test = world_examples(world_dir, "test", cfg.eval_examples, cfg.seed)
     table = caption_accuracy(model, processor, test, "test")

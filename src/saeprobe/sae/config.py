@@ -4,6 +4,11 @@
 SAEs is trained from one stream of batches (batch size, schedule, checkpoints). Both are plain
 frozen dataclasses that round-trip through JSON (`to_dict` / `from_dict`), so `cfg.json` and the
 checkpoint fingerprint are made from them.
+
+`from_dict` is `saeprobe.config.load_section` (unknown keys are errors). The config's SAE
+sections (`sae.sweep.*`, `sae.train`, `diffusion.sae.*`, `mllm.sae`, `mllm.sae_train`) are
+checked by the schema and `saeprobe.config.check_references` before any job; `validate` keeps the
+objects' own invariants for what is built outside the config (the command line, `cfg.json`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from saeprobe.config import ConfigError
+from saeprobe.config import ConfigError, FromConfig
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 K_ARCHITECTURES = ("topk", "batchtopk", "matryoshka")
@@ -21,7 +26,7 @@ DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
-class SAEConfig:
+class SAEConfig(FromConfig):
     """One sparse autoencoder.
 
     Fields:
@@ -141,13 +146,11 @@ class SAEConfig:
             out["matryoshka_prefixes"] = list(out["matryoshka_prefixes"])
         return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        return _from_dict(cls, data, "SAEConfig")
+    config_key = "SAEConfig"  # sae.sweep.<name>, diffusion.sae.sweep.<name>, mllm.sae, cfg.json
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FromConfig):
     """Training shared by every SAE of a sweep (they see the same batches).
 
     Fields:
@@ -222,17 +225,4 @@ class TrainConfig:
         out["adam_betas"] = list(out["adam_betas"])
         return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, data, "TrainConfig")
-
-
-def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{what}: unknown key(s) {unknown}; allowed keys: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise ConfigError(f"{what}: {err}") from err
+    config_key = "TrainConfig"  # sae.train, diffusion.sae.train, mllm.sae_train

@@ -1,12 +1,17 @@
-"""Typed, validated configs for the synthetic world (`world:`) and its CLIP (`world_clip:`)."""
+"""Typed configs for the synthetic world (`world:`) and its CLIP (`world_clip:`).
+
+The schema defines every key's type, range and default; `saeprobe.config.check_references`
+checks the rules between keys (each shape in one superclass, held-out shapes leave every
+superclass a training shape, ...) before any job runs. `from_dict` is `saeprobe.config.
+load_section`; the dataclass defaults serve library use and equal the schema's (tested).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
 
-from saeprobe.config import ConfigError
-from saeprobe.world.shapes import COLOURS, SHAPES, TEXTURES
+from saeprobe.config import ConfigError, FromConfig
 
 SPLITS: tuple[str, ...] = (
     "train",
@@ -24,60 +29,12 @@ DEFAULT_SUPERCLASSES: dict[str, list[str]] = {
 }
 
 
-def _err(section: str, key: str, expected: str, got: Any) -> ConfigError:
-    return ConfigError(f"config key '{section}.{key}': expected {expected}, got {got!r}")
-
-
-def _check_unknown(section: str, raw: dict[str, Any], cls: type) -> None:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config key '{section}': expected a mapping, got {raw!r}")
-    allowed = {f.name for f in fields(cls)}
-    extra = sorted(set(raw) - allowed)
-    if extra:
-        raise ConfigError(f"unknown key(s) {extra} in '{section}'; allowed keys: {sorted(allowed)}")
-
-
-def _int(section: str, key: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
-        bound = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-        raise _err(section, key, bound, value)
-    return value
-
-
-def _float(section: str, key: str, value: Any, lo: float, hi: float | None = None) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
-        bound = f"a number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-        raise _err(section, key, bound, value)
-    return float(value)
-
-
-def _names(section: str, key: str, value: Any, known: list[str] | None) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise _err(section, key, "a list of names", value)
-    if len(set(value)) != len(value):
-        raise _err(section, key, "a list without repeats", value)
-    if known is not None:
-        bad = [v for v in value if v not in known]
-        if bad:
-            raise _err(section, key, f"names from {sorted(known)}", bad)
-    return tuple(value)
-
-
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(FromConfig):
     """The synthetic image world: shapes in superclasses, colours, textures, splits.
 
-    Superclasses are kept sorted by name (`from_dict`), so the mapping's key order never matters.
+    Superclasses are kept sorted by name (`from_dict`), so the mapping's key order never matters;
+    splits are kept in `SPLITS` order, the ones a mapping leaves out at their default size.
 
     `size_range` is the shape's radius as a fraction of the image size, `position_jitter` the
     largest offset of its centre from the image centre (fraction of the image size), `max_rotation`
@@ -136,105 +93,24 @@ class WorldConfig:
     def split_sizes(self) -> dict[str, int]:
         return dict(self.splits)
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None, section: str = "world") -> WorldConfig:
-        """Build from the plain config mapping; missing keys take defaults.
+    config_key = "world"
 
-        Raises ConfigError naming the key (e.g. `world.heldout_shapes`) and what was expected.
-        """
-        raw = dict(raw or {})
-        _check_unknown(section, raw, cls)
-        d = cls()
-        kw: dict[str, Any] = {}
-        kw["seed"] = _int(section, "seed", raw.get("seed", d.seed), 0)
-        kw["image_size"] = _int(section, "image_size", raw.get("image_size", d.image_size), 16, 512)
-        sup = raw.get("superclasses", {k: list(v) for k, v in d.superclasses})
-        if not isinstance(sup, dict) or len(sup) < 2:
-            raise _err(section, "superclasses", "a mapping of >= 2 superclass names to shapes", sup)
-        bad_names = [n for n in sup if not isinstance(n, str) or not n.isidentifier()]
-        if bad_names:
-            raise _err(section, "superclasses", "superclass names that are plain words", bad_names)
-        supers = []
-        for name, members in sorted(sup.items()):  # key order in the config file is irrelevant
-            key = f"superclasses.{name}"
-            supers.append((name, _names(section, key, members, sorted(SHAPES))))
-            if not members:
-                raise _err(section, key, "a non-empty list of shapes", members)
-        all_shapes = [s for _, m in supers for s in m]
-        if len(set(all_shapes)) != len(all_shapes):
-            raise _err(section, "superclasses", "each shape in exactly one superclass", sup)
-        kw["superclasses"] = tuple(supers)
-        held = _names(
-            section, "heldout_shapes", raw.get("heldout_shapes", list(d.heldout_shapes)), all_shapes
-        )
-        for name, members in supers:
-            if all(m in held for m in members):
-                raise _err(
-                    section, "heldout_shapes", f"at least one training shape left in '{name}'", held
+    @classmethod
+    def _from_section(cls, values: dict[str, Any], key: str) -> dict[str, Any]:
+        """Mappings to the tuple fields: superclasses sorted by name, splits in SPLITS order."""
+        values = dict(values)
+        if isinstance(values.get("superclasses"), dict):
+            values["superclasses"] = sorted(values["superclasses"].items())
+        if isinstance(values.get("splits"), dict):
+            unknown = sorted(set(values["splits"]) - set(SPLITS))
+            if unknown:
+                raise ConfigError(
+                    f"unknown key(s) {[f'{key}.splits.{s}' for s in unknown]} in "
+                    f"'{key}.splits'; allowed keys: {list(SPLITS)}"
                 )
-        kw["heldout_shapes"] = held
-        kw["colours"] = _names(
-            section, "colours", raw.get("colours", list(d.colours)), sorted(COLOURS)
-        )
-        if len(kw["colours"]) < 2:
-            raise _err(section, "colours", "at least 2 colours", kw["colours"])
-        kw["backgrounds"] = _names(
-            section, "backgrounds", raw.get("backgrounds", list(d.backgrounds)), list(TEXTURES)
-        )
-        if not kw["backgrounds"]:
-            raise _err(section, "backgrounds", "at least 1 background", kw["backgrounds"])
-        kw["ood_backgrounds"] = _names(
-            section,
-            "ood_backgrounds",
-            raw.get("ood_backgrounds", list(d.ood_backgrounds)),
-            list(TEXTURES),
-        )
-        overlap = sorted(set(kw["ood_backgrounds"]) & set(kw["backgrounds"]))
-        if overlap or not kw["ood_backgrounds"]:
-            raise _err(
-                section,
-                "ood_backgrounds",
-                "at least one texture, none of them in world.backgrounds",
-                list(kw["ood_backgrounds"]),
-            )
-        sr = raw.get("size_range", list(d.size_range))
-        if (
-            not isinstance(sr, list | tuple)
-            or len(sr) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in sr)
-            or not 0.05 <= sr[0] <= sr[1] <= 0.5
-        ):
-            raise _err(section, "size_range", "[min, max] with 0.05 <= min <= max <= 0.5", sr)
-        kw["size_range"] = (float(sr[0]), float(sr[1]))
-        kw["position_jitter"] = _float(
-            section, "position_jitter", raw.get("position_jitter", d.position_jitter), 0.0, 0.5
-        )
-        kw["max_rotation"] = _float(
-            section, "max_rotation", raw.get("max_rotation", d.max_rotation), 0.0, 180.0
-        )
-        kw["colour_jitter"] = _float(
-            section, "colour_jitter", raw.get("colour_jitter", d.colour_jitter), 0.0, 64.0
-        )
-        kw["outline_width"] = _float(
-            section, "outline_width", raw.get("outline_width", d.outline_width), 0.5, 8.0
-        )
-        kw["noise_std"] = _float(section, "noise_std", raw.get("noise_std", d.noise_std), 0.0)
-        kw["supersample"] = _int(
-            section, "supersample", raw.get("supersample", d.supersample), 1, 8
-        )
-        splits = raw.get("splits", dict(d.splits))
-        if not isinstance(splits, dict):
-            raise _err(
-                section, "splits", f"a mapping from split names {list(SPLITS)} to sizes", splits
-            )
-        unknown = sorted(set(splits) - set(SPLITS))
-        if unknown:
-            raise _err(section, "splits", f"split names from {list(SPLITS)}", unknown)
-        sizes = dict(d.splits)
-        for name, n in splits.items():
-            sizes[name] = _int(section, f"splits.{name}", n, 1)
-        kw["splits"] = tuple((s, sizes[s]) for s in SPLITS)
-        return cls(**kw)
+            sizes = {**dict(cls.splits), **values["splits"]}
+            values["splits"] = [(s, sizes[s]) for s in SPLITS]
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping that `from_dict` reads back to an equal config."""
@@ -258,7 +134,7 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
-class WorldClipConfig:
+class WorldClipConfig(FromConfig):
     """A tiny open_clip CLIP (ViT image tower, causal text transformer) and how to train it.
 
     Caption probabilities: each training step re-captions every image from its attributes,
@@ -300,76 +176,7 @@ class WorldClipConfig:
     )
     eval_batch_size: int = 512
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None, section: str = "world_clip") -> WorldClipConfig:
-        """Build from the plain config mapping; missing keys take defaults.
-
-        Raises ConfigError naming the key (e.g. `world_clip.patch_size`) and what was expected.
-        """
-        raw = dict(raw or {})
-        _check_unknown(section, raw, cls)
-        d = cls()
-        kw: dict[str, Any] = {}
-        ints = {
-            "seed": 0,
-            "threads": 1,
-            "embed_dim": 1,
-            "patch_size": 1,
-            "vision_width": 8,
-            "vision_layers": 1,
-            "vision_head_width": 4,
-            "text_width": 8,
-            "text_layers": 1,
-            "text_heads": 1,
-            "context_length": 8,
-            "steps": 1,
-            "batch_size": 2,
-            "warmup_steps": 0,
-            "eval_batch_size": 1,
-        }
-        for key, lo in ints.items():
-            kw[key] = _int(section, key, raw.get(key, getattr(d, key)), lo)
-        kw["lr"] = _float(section, "lr", raw.get("lr", d.lr), 0.0, 1.0)
-        probs = (
-            "caption_colour_p",
-            "caption_background_p",
-            "caption_superclass_p",
-            "caption_generic_p",
-            "caption_photo_p",
-        )
-        for key in ("min_lr_ratio", "weight_decay", *probs):
-            kw[key] = _float(section, key, raw.get(key, getattr(d, key)), 0.0, 1.0)
-        device = raw.get("device", d.device)
-        if not isinstance(device, str) or not (
-            device in ("auto", "cpu") or device.startswith("cuda")
-        ):
-            raise _err(section, "device", "'auto', 'cpu' or 'cuda[:N]'", device)
-        kw["device"] = device
-        if kw["caption_superclass_p"] + kw["caption_generic_p"] > 1:
-            raise _err(
-                section,
-                "caption_generic_p",
-                "a probability with caption_superclass_p + caption_generic_p <= 1",
-                kw["caption_generic_p"],
-            )
-        if kw["vision_width"] % kw["vision_head_width"]:
-            raise _err(
-                section,
-                "vision_head_width",
-                f"a divisor of world_clip.vision_width ({kw['vision_width']})",
-                kw["vision_head_width"],
-            )
-        if kw["text_width"] % kw["text_heads"]:
-            raise _err(
-                section,
-                "text_heads",
-                f"a divisor of world_clip.text_width ({kw['text_width']})",
-                kw["text_heads"],
-            )
-        kw["eval_splits"] = _names(
-            section, "eval_splits", raw.get("eval_splits", list(d.eval_splits)), list(SPLITS)
-        )
-        return cls(**kw)
+    config_key = "world_clip"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
