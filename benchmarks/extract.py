@@ -29,6 +29,7 @@ import torch
 
 from saeprobe.activations import extract
 from saeprobe.backbones import Backbone, load_backbone
+from saeprobe.backbones.vision import VisionCollector
 from saeprobe.data import load_dataset
 from saeprobe.device import pick_device
 from saeprobe.world.clip import build_world_clip, save_world_clip
@@ -164,11 +165,11 @@ def main() -> None:
             out,
             batch_size=batch_size,
             dtype=dtype,
-            shard_images=args.shard_images,
+            shard_examples=args.shard_images,
             device=device,
             precision=args.precision,
             progress=False,
-            backbone=backbone,
+            collector=VisionCollector(backbone, spec),
         )
         total = time.perf_counter() - t0
         setup.append(summary["setup_s"])

@@ -4,16 +4,11 @@ params: shared (see steering.py), attributes (`diffusion.attributes`), seed, dev
 table (attributes.csv), grid figure (PNG + PDF) of with/without pairs per discovered latent.
 """
 
+from saeprobe.diffusion.experiment import open_experiment
+from saeprobe.eval.attributes import attributes_task
 from saeprobe.jobs import job
 
-from saeprobe.eval.attributes import attributes_task
-
+inp = snakemake.input
 with job(snakemake) as j:
-    attributes_task(
-        dict(snakemake.params.shared),
-        dict(snakemake.params.attributes),
-        snakemake.input.activations,
-        snakemake.input.get("vocab"),
-        dict(snakemake.output.items()),
-        j.device,
-    )
+    exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
+    attributes_task(exp, dict(j.params.attributes), dict(snakemake.output.items()))

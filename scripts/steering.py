@@ -5,16 +5,11 @@ params: shared (model, source, dtype, world, sae_dirs, scorer, generation, world
 prompts), scorer, vocab (world). output: table, latents, grid / effect / preservation figures.
 """
 
+from saeprobe.diffusion.experiment import open_experiment
+from saeprobe.eval.steering import steering_task
 from saeprobe.jobs import job
 
-from saeprobe.eval.steering import steering_task
-
+inp = snakemake.input
 with job(snakemake) as j:
-    steering_task(
-        dict(snakemake.params.shared),
-        dict(snakemake.params.steering),
-        snakemake.input.activations,
-        snakemake.input.get("vocab"),
-        dict(snakemake.output.items()),
-        j.device,
-    )
+    exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
+    steering_task(exp, dict(j.params.steering), dict(snakemake.output.items()))

@@ -1,6 +1,7 @@
 """Task ontology for one model: LCH heights and coverage against raw, PCA and random units."""
 
-from saeprobe.eval.vision import ModelSites, ontology
+from saeprobe.eval.features import ModelSites
+from saeprobe.eval.ontology import ontology
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 from saeprobe.world.hierarchy import read_hierarchy

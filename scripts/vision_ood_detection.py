@@ -1,6 +1,7 @@
 """Task ood_detection for one model: AUROC and FPR@95 of SAE scores and raw baselines."""
 
-from saeprobe.eval.vision import ModelSites, ood_detection
+from saeprobe.eval.features import ModelSites
+from saeprobe.eval.ood_detection import ood_detection
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 

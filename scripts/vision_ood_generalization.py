@@ -1,6 +1,7 @@
 """Task ood_generalization for one model: probes on raw activations and SAE codes."""
 
-from saeprobe.eval.vision import ModelSites, ood_generalization
+from saeprobe.eval.features import ModelSites
+from saeprobe.eval.ood_generalization import ood_generalization
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 

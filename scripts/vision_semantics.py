@@ -1,6 +1,7 @@
 """Task semantics for one model: per-unit purity and names, and top-image grids."""
 
-from saeprobe.eval.vision import ModelSites, semantics_task
+from saeprobe.eval.features import ModelSites
+from saeprobe.eval.semantics import semantics_task
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 from saeprobe.plots import save_figure

@@ -1,4 +1,5 @@
-"""Shared fixtures."""
+"""Shared fixtures. tests/unit: the library on tiny inputs (seconds); tests/workflow: real
+snakemake runs on the smallest config (marked `workflow`)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "workflow" in Path(item.fspath).parts:
+            item.add_marker(pytest.mark.workflow)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -24,3 +27,26 @@ def run_snakemake(
         text=True,
         timeout=timeout,
     )
+
+
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def smoke_config() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def planned_jobs(workdir: Path, config: dict, snakefile: Path | None = None) -> dict[str, int]:
+    """{rule: job count} that a dry-run of `config` in `workdir` would run."""
+    path = workdir / "planned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    extra = ["--snakefile", str(snakefile)] if snakefile else []
+    result = run_snakemake(
+        "--cores", "1", "--configfile", str(path), "--directory", str(workdir), "-n", *extra
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    stats = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}

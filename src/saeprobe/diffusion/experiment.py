@@ -96,6 +96,38 @@ def sweep_saes(
     return out
 
 
+@dataclass
+class Experiment:
+    """What steering and attribute discovery share: the pipeline, the CLIP scorer, the SAEs (id,
+    directory, store site of their training prompts) and the world's vocabulary (world only)."""
+
+    pipe: Any
+    scorer: Scorer
+    saes: list[tuple[str, Path, Path]]
+    world: bool
+    generation: Mapping[str, Any]
+    vocab: dict[str, Any] | None = None
+
+
+def open_experiment(
+    shared: Mapping[str, Any],
+    activations: str | Path,
+    vocab_file: str | Path | None,
+    device: torch.device,
+) -> Experiment:
+    """Load what the diffusion tasks share. shared: the workflow's diffusion params (model,
+    source, dtype, world, sae_dirs, scorer, generation, world_clip); activations: the store of
+    the SAEs' training prompts; vocab_file: the world's vocab.json (world models only)."""
+    return Experiment(
+        pipe=load_pipeline(shared["source"], device, shared["dtype"]),
+        scorer=load_scorer(shared["scorer"], shared["world_clip"], device),
+        saes=sweep_saes(shared["model"], shared["sae_dirs"], activations),
+        world=bool(shared["world"]),
+        generation=shared["generation"],
+        vocab=json.loads(Path(vocab_file).read_text()) if vocab_file else None,
+    )
+
+
 def gen_settings(generation: Mapping[str, Any], task: Mapping[str, Any], layer: int) -> GenSettings:
     """The `diffusion.generation` section with the task's hook settings (tokens, branch, mode)."""
     return load_section(

@@ -8,49 +8,29 @@ and seeds; each latent's input-side concept (prompt-word contrast) is recorded b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from saeprobe.diffusion.experiment import (
-    load_scorer,
-    run_attribute_experiment,
-    sweep_saes,
-    world_vocabulary,
-)
-from saeprobe.diffusion.pipeline import load_pipeline
+from saeprobe.diffusion.experiment import Experiment, run_attribute_experiment, world_vocabulary
 from saeprobe.io import atomic_write_csv
 from saeprobe.plots import save_figure
 from saeprobe.plots.diffusion import attribute_grid
 
 
-def attributes_task(
-    shared: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    activations: str | Path,
-    vocab: str | Path | None,
-    out: Mapping[str, str],
-    device: torch.device,
-) -> None:
-    """Run attribute discovery and write `out`: table, grid (PNG) and grid_pdf. Arguments as
-    `saeprobe.eval.steering.steering_task`, with settings `diffusion.attributes`."""
-    pipe = load_pipeline(shared["source"], device, shared["dtype"])
-    scorer = load_scorer(shared["scorer"], shared["world_clip"], device)
+def attributes_task(exp: Experiment, settings: Mapping[str, Any], out: Mapping[str, str]) -> None:
+    """Run attribute discovery (settings: `diffusion.attributes`; vocabulary "world" = the
+    world's attributes) and write `out`: table, grid (PNG) and grid_pdf."""
     groups = None
     if settings["vocabulary"] == "world":
-        vocabulary, groups = world_vocabulary(json.loads(Path(vocab).read_text()))
+        vocabulary, groups = world_vocabulary(exp.vocab)
     else:
         vocabulary = dict(settings["vocabulary"])
-    saes = sweep_saes(shared["model"], shared["sae_dirs"], activations)
     table, images = run_attribute_experiment(
-        pipe,
-        saes,
+        exp.pipe,
+        exp.saes,
         settings,
-        shared["generation"],
-        scorer,
+        exp.generation,
+        exp.scorer,
         vocabulary,
         groups,
         list(vocabulary),

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from saeprobe.activations.store import ActivationStore
+from saeprobe.sae.io import load_sae
 from saeprobe.sae.models import SAE
 from saeprobe.world.hierarchy import Hierarchy
 
@@ -129,3 +130,73 @@ def level_labels(labels: Sequence[str], hierarchy: Hierarchy) -> dict[str, np.nd
         )
     out["leaf"] = np.asarray(labels, dtype=object).astype(str)
     return out
+
+
+# -- a model's sites and their feature sets (raw activations, SAE codes) --
+
+RAW = "raw"
+
+
+@dataclass
+class ModelSites:
+    """Where one model's activations and SAEs are: activations/{model}/{dataset}/{site} and
+    saes/{model}/{site}/{name}."""
+
+    model: str
+    sites: list[str]
+    sae_names: list[str]
+    activations: Path
+    saes: Path
+
+    def activation_dir(self, dataset: str) -> Path:
+        return self.activations / self.model / dataset
+
+    def load_saes(self, site: str, device: torch.device) -> dict[str, SAE]:
+        out = {}
+        for name in self.sae_names:
+            sae = load_sae(self.saes / self.model / site / name, device=device)
+            sae.eval()
+            out[name] = sae
+        return out
+
+    def sae_id(self, site: str, features: str) -> str:
+        return f"{self.model}/{site}/{features}"
+
+    @classmethod
+    def from_inputs(
+        cls,
+        model: str,
+        sites: Sequence[str],
+        sae_names: Sequence[str],
+        activation_dirs: Sequence[str | Path],
+        sae_files: Sequence[str | Path],
+    ) -> ModelSites:
+        """The roots above a job's inputs: activation dirs `{root}/{model}/{dataset}` and sweep
+        markers `{root}/{model}/{site}/sweep.json` (all inputs must share them)."""
+        roots = {Path(d).parent.parent for d in activation_dirs}
+        sae_roots = {Path(f).parents[2] for f in sae_files}
+        if len(roots) != 1 or len(sae_roots) != 1:
+            raise ValueError(
+                f"ModelSites.from_inputs: expected one activation root and one SAE root, got "
+                f"{sorted(map(str, roots))} and {sorted(map(str, sae_roots))}"
+            )
+        return cls(model, list(sites), list(sae_names), roots.pop(), sae_roots.pop())
+
+
+def class_ids(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
+
+
+def site_layer(site: str) -> str:
+    """`L11_cls` -> "11"; `pooled` -> "pooled"."""
+    return site[1:].split("_")[0] if site.startswith("L") else site
+
+
+def feature_sets(
+    sites: ModelSites, site: str, data: SiteData, device: torch.device
+) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(features name, (n_images, units) array, SAE codes?) for raw and every SAE."""
+    yield RAW, data.raw, False
+    for name, sae in sites.load_saes(site, device).items():
+        yield name, sae_codes(sae, data), True

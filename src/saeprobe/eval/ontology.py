@@ -20,14 +20,25 @@ dimension); random directions are seeded standard-normal vectors (as many as the
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
-from saeprobe.eval.semantics import TopImages
+from saeprobe.eval.features import (
+    RAW,
+    ModelSites,
+    load_site,
+    sae_codes,
+    site_layer,
+)
+from saeprobe.eval.semantics import TopImages, top_images
 from saeprobe.world.hierarchy import Hierarchy
+
+log = logging.getLogger(__name__)
 
 
 def prune(hierarchy: Hierarchy, labels: Sequence[str]) -> Hierarchy:
@@ -102,3 +113,68 @@ def random_directions(d: int, count: int, seed: int) -> np.ndarray:
     """(d, count) seeded standard-normal directions, unit norm."""
     w = np.random.default_rng(seed).standard_normal((d, count))
     return w / np.linalg.norm(w, axis=0, keepdims=True)
+
+
+# -- the task on a model's sites --
+
+
+def ontology(
+    sites: ModelSites,
+    train_dataset: str,
+    id_dataset: str,
+    hierarchy: Hierarchy,
+    top_n: int,
+    tau: float,
+    min_active: int,
+    max_train: int | None,
+    seed: int,
+    device: torch.device,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ontology metrics (ontology module) per site and feature set, with the per-unit LCHs.
+
+    Returns (metrics: model, layer, site, features, metric, value; units: model, site,
+    features, latent, lch, lch_name, height).
+    """
+    metric_rows, unit_rows = [], []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        labels = data.labels
+        pruned = prune(hierarchy, labels)
+        raw = data.raw
+        train_raw = load_site(sites.activation_dir(train_dataset), site, max_train, seed).raw
+        saes = sites.load_saes(site, device)
+        width = max((sae.width for sae in saes.values()), default=raw.shape[1])
+        axes, mean = pca_directions(train_raw)
+        sets: list[tuple[str, np.ndarray, bool]] = [
+            (RAW, raw, False),
+            ("pca", (raw - mean) @ axes, False),
+            ("random", (raw - mean) @ random_directions(raw.shape[1], width, seed), False),
+        ]
+        sets += [(name, sae_codes(sae, data), True) for name, sae in saes.items()]
+        for features, x, positive in sets:
+            top = top_images(x, top_n, positive)
+            lchs = unit_hypernyms(pruned, labels, top, tau, min_active)
+            for metric, value in ontology_metrics(pruned, lchs).items():
+                metric_rows.append(
+                    {
+                        "model": sites.model,
+                        "layer": site_layer(site),
+                        "site": site,
+                        "features": features,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+            for latent, lch in enumerate(lchs):
+                unit_rows.append(
+                    {
+                        "model": sites.model,
+                        "site": site,
+                        "features": features,
+                        "latent": latent,
+                        "lch": lch or "",
+                        "lch_name": pruned.names[lch] if lch else "",
+                        "height": pruned.height(lch) if lch else -1,
+                    }
+                )
+    return pd.DataFrame(metric_rows), pd.DataFrame(unit_rows)

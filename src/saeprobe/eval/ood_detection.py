@@ -18,11 +18,23 @@ accepted at the threshold that accepts 95% of in-distribution images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from saeprobe.eval.probes import LinearProbe
+from saeprobe.eval.features import (
+    RAW,
+    ModelSites,
+    class_ids,
+    load_site,
+    reconstruction_error,
+    sae_codes,
+    site_layer,
+)
+from saeprobe.eval.probes import LinearProbe, fit_probe
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -117,3 +129,78 @@ def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
     msp = torch.softmax(logits, dim=1).max(dim=1).values
     energy = torch.logsumexp(logits, dim=1)
     return {"msp": (-msp).numpy(), "energy": (-energy).numpy()}
+
+
+# -- the task on a model's sites --
+
+
+def ood_detection(
+    sites: ModelSites,
+    train_dataset: str,
+    id_dataset: str,
+    ood_datasets: Sequence[str],
+    knn_k: int,
+    max_train: int | None,
+    weight_decays: Sequence[float],
+    val_fraction: float,
+    seed: int,
+    device: torch.device,
+) -> pd.DataFrame:
+    """AUROC and FPR@95 of every score (ood_detection module) per site and OOD dataset."""
+    rows = []
+    for site in sites.sites:
+        train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
+        test = load_site(sites.activation_dir(id_dataset), site)
+        oods = {d: load_site(sites.activation_dir(d), site) for d in ood_datasets}
+        classes = sorted(set(train.labels))
+        y = class_ids(train.labels, classes)
+        scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+        raw_train = train.raw
+        probe = fit_probe(
+            raw_train, y, len(classes), weight_decays, val_fraction, seed, device=device
+        )
+        mahalanobis = MahalanobisScore(raw_train, y, len(classes))
+        knn = KNNScore(raw_train, knn_k, device=device)
+        for name, data in [(id_dataset, test), *oods.items()]:
+            x = data.raw
+            per = head_scores(probe, x)
+            per["mahalanobis"] = mahalanobis(x)
+            per["knn"] = knn(x)
+            for score, values in per.items():
+                scores.setdefault((RAW, score), {})[name] = values
+
+        for sae_name, sae in sites.load_saes(site, device).items():
+            codes_train = sae_codes(sae, train)
+            knn_codes = KNNScore(codes_train, knn_k, device=device)
+            profile = ProfileScore(codes_train, y, len(classes))
+            for name, data in [(id_dataset, test), *oods.items()]:
+                codes = sae_codes(sae, data)
+                per = {
+                    "recon_error": reconstruction_error(sae, data),
+                    "activation_mass": -codes.sum(axis=1),
+                    "knn": knn_codes(codes),
+                    "profile": profile(codes),
+                }
+                for score, values in per.items():
+                    scores.setdefault((sae_name, score), {})[name] = values
+
+        for (features, score), by_dataset in scores.items():
+            id_scores = by_dataset[id_dataset]
+            for ood in ood_datasets:
+                rows.append(
+                    {
+                        "model": sites.model,
+                        "site": site,
+                        "layer": site_layer(site),
+                        "features": features,
+                        "score": score,
+                        "id_dataset": id_dataset,
+                        "ood_dataset": ood,
+                        "auroc": auroc(id_scores, by_dataset[ood]),
+                        "fpr95": fpr_at_95_tpr(id_scores, by_dataset[ood]),
+                        "n_id": len(id_scores),
+                        "n_ood": len(by_dataset[ood]),
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -17,13 +17,27 @@ Definitions (per unit: an SAE latent, or a raw neuron of the same site for compa
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from saeprobe.eval.features import (
+    ModelSites,
+    feature_sets,
+    level_labels,
+    load_site,
+    sae_codes,
+)
+from saeprobe.world.hierarchy import Hierarchy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,3 +156,181 @@ def grid_latents(table: pd.DataFrame, count: int) -> list[int]:
     first = named.drop_duplicates("name")
     rest = named.drop(first.index)
     return pd.concat([first, rest])["latent"].head(count).astype(int).tolist()
+
+
+# -- the task on a model's sites --
+
+
+@dataclass
+class Namer:
+    """Zero-shot naming inputs: image embeddings of the in-distribution images (by dataset
+    index) from the namer model, and text embeddings of the concept vocabulary."""
+
+    image_embeddings: pd.DataFrame
+    text_embeddings: np.ndarray
+    concepts: list[str]
+
+    def for_images(self, index: np.ndarray) -> np.ndarray:
+        return self.image_embeddings.loc[index].to_numpy(dtype=np.float32)
+
+
+def concept_vocabulary(
+    hierarchy: Hierarchy, images: pd.DataFrame, attributes: Sequence[str], extra: Sequence[str]
+) -> list[str]:
+    """Hierarchy node names (not the root), attribute values and extra words, deduplicated."""
+    words = [hierarchy.names[n] for n in hierarchy.nodes if n != hierarchy.root]
+    for column in attributes:
+        words += sorted(images[column].astype(str).unique())
+    words += list(extra)
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def build_namer(
+    model_spec: Mapping,
+    activation_dir: Path,
+    concepts: list[str],
+    prompt: str,
+    device: torch.device,
+) -> Namer:
+    """Embed the vocabulary with the model's text tower; read its pooled image embeddings."""
+    from saeprobe.backbones.openclip import load_open_clip_model
+
+    model, tokenizer = load_open_clip_model(model_spec, device)
+    with torch.no_grad():
+        tokens = tokenizer([prompt.format(c) for c in concepts]).to(device)
+        texts = model.encode_text(tokens).float().cpu().numpy()
+    pooled = load_site(activation_dir, "pooled")
+    frame = pd.DataFrame(pooled.raw, index=pooled.images["index"].to_numpy())
+    return Namer(image_embeddings=frame, text_embeddings=texts, concepts=concepts)
+
+
+def semantics(
+    sites: ModelSites,
+    id_dataset: str,
+    hierarchy: Hierarchy,
+    attributes: Sequence[str],
+    namer: Namer | None,
+    top_n: int,
+    min_active: int,
+    device: torch.device,
+) -> pd.DataFrame:
+    """One row per unit of every feature set of every site (semantics module's columns)."""
+    frames = []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        levels = level_labels(data.labels, hierarchy)
+        levels.update({c: data.images[c].astype(str).to_numpy() for c in attributes})
+        naming = None
+        if namer is not None:
+            naming = (
+                namer.for_images(data.images["index"].to_numpy()),
+                namer.text_embeddings,
+                namer.concepts,
+            )
+        for features, x, positive in feature_sets(sites, site, data, device):
+            table = unit_table(x, levels, hierarchy.names, top_n, min_active, positive, naming)
+            table.insert(0, "sae", sites.sae_id(site, features))
+            table.insert(1, "model", sites.model)
+            table.insert(2, "site", site)
+            table.insert(3, "features", features)
+            frames.append(table)
+            log.info(
+                "semantics %s/%s: median leaf purity %.3f", site, features, table["purity"].median()
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+# (title, rows of (row label, thumbnails, each (H, W, 3) uint8)), as plots.vision.top_image_grid
+GridPanel = tuple[str, list[tuple[str, list[np.ndarray]]]]
+
+
+def semantics_task(
+    sites: ModelSites,
+    id_dataset: str,
+    hierarchy: Hierarchy,
+    attributes: Sequence[str],
+    settings: Mapping[str, Any],
+    dataset_spec: Mapping[str, Any],
+    namer_spec: Mapping[str, Any] | None,
+    namer_dir: str | Path | None,
+    device: torch.device,
+) -> tuple[pd.DataFrame, list[GridPanel]]:
+    """The semantics job of one model: its unit table and the top-image grid panels.
+
+    settings: the task's config (top_n, min_active, extra_concepts, prompt, grid_sae,
+    grid_latents, grid_images). namer_spec/namer_dir: the model whose text tower names the
+    latents and its pooled activations on `id_dataset` (None: latents are named by purity).
+    Returns (the `semantics` table, one `semantics_grid` panel per site).
+    """
+    namer = None
+    if namer_spec is not None and namer_dir is not None:
+        images = load_site(sites.activation_dir(id_dataset), sites.sites[0]).images
+        concepts = concept_vocabulary(hierarchy, images, attributes, settings["extra_concepts"])
+        namer = build_namer(namer_spec, Path(namer_dir), concepts, settings["prompt"], device)
+        log.info("naming with the text tower of %s over %d concepts", namer_dir, len(concepts))
+    table = semantics(
+        sites,
+        id_dataset,
+        hierarchy,
+        attributes,
+        namer,
+        top_n=settings["top_n"],
+        min_active=settings["min_active"],
+        device=device,
+    )
+    panels = semantics_grid(
+        sites,
+        id_dataset,
+        table,
+        dataset_spec,
+        settings.get("grid_sae") or sites.sae_names[0],
+        n_latents=settings["grid_latents"],
+        n_images=settings["grid_images"],
+        device=device,
+    )
+    return table, panels
+
+
+def semantics_grid(
+    sites: ModelSites,
+    id_dataset: str,
+    table: pd.DataFrame,
+    dataset_spec: Mapping[str, Any],
+    grid_sae: str,
+    n_latents: int,
+    n_images: int,
+    device: torch.device,
+) -> list[GridPanel]:
+    """Per site, the top `n_images` images of the SAE `grid_sae`'s best-named latents.
+
+    table: the `semantics` table (rows of site, features, latent, name, name_score, purity);
+    latents are chosen by `semantics.grid_latents`. Each row of a panel is one latent, its
+    label "#latent name (name_score; purity)", its images (<= n_images of (H, W, 3) uint8,
+    positive activations only) from `data.thumbnails` of the dataset spec.
+    """
+    from saeprobe.data.thumbnails import thumbnails
+
+    panels: list[GridPanel] = []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        codes = sae_codes(sites.load_saes(site, device)[grid_sae], data)  # (n_images, width)
+        rows_of = table[(table["site"] == site) & (table["features"] == grid_sae)]
+        chosen = grid_latents(rows_of, n_latents)
+        top = top_images(codes[:, chosen], n_images, positive_only=True)
+        rows = []
+        for j, latent in enumerate(chosen):
+            keep = top.indices[j][top.valid[j]]
+            info = rows_of[rows_of["latent"] == latent].iloc[0]
+            image_rows = data.images.iloc[keep]
+            paths = image_rows["path"].tolist() if "path" in image_rows else []
+            rows.append(
+                (
+                    f"#{latent} {info['name']}\n"
+                    f"({info['name_score']:.2f}; purity {info['purity']:.2f})",
+                    thumbnails(dataset_spec, paths, image_rows["index"].tolist()),
+                )
+            )
+        panels.append(
+            (f"{sites.model} {site}, SAE {grid_sae}: top images of its best-named latents", rows)
+        )
+    return panels

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from snakemake_run import ROOT, run_snakemake
 
-CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+CLUSTER = ROOT / "tests" / "workflow" / "slurm" / "cluster.sh"
 # the vision SAEs' quality per site (the table itself also waits for the other families' SAEs)
 QUALITY = [f"results/saes/world_clip/{site}/quality.csv" for site in ("L1_cls", "pooled")]
 pytestmark = pytest.mark.workflow

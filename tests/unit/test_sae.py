@@ -33,7 +33,7 @@ from saeprobe.sae.cli import main as cli_main
 from saeprobe.sae.config import ConfigError
 from saeprobe.sae.synthetic import planted_sparse
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 D, ATOMS, K_TRUE = 16, 24, 3
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from snakemake_run import ROOT, run_snakemake
-from test_workflow import planned_jobs, smoke_config
+from snakemake_run import ROOT, planned_jobs, run_snakemake, smoke_config
 
 pytestmark = pytest.mark.workflow
 

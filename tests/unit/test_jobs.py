@@ -14,7 +14,7 @@ import pytest
 
 from saeprobe.jobs import LOG_FORMAT, job
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _fake_snakemake(log: Path, **params: object) -> SimpleNamespace:

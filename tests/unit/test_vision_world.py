@@ -17,14 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from saeprobe.eval.vision import (
-    ModelSites,
-    Namer,
-    ontology,
-    ood_detection,
-    ood_generalization,
-    semantics,
-)
+from saeprobe.eval.features import ModelSites
+from saeprobe.eval.ontology import ontology
+from saeprobe.eval.ood_detection import ood_detection
+from saeprobe.eval.ood_generalization import ood_generalization
+from saeprobe.eval.semantics import Namer, semantics
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
 from saeprobe.world.config import WorldConfig
 from saeprobe.world.hierarchy import build_hierarchy

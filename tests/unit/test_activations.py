@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data import make_image_folder
 from tiny_backbones import save_tiny_open_clip, single_thread, write_world_split
+from tiny_data import make_image_folder
 
 from saeprobe.activations import ActivationStore, extract
 from saeprobe.activations.writer import AsyncWriter, trim_npy_rows

@@ -11,17 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from snakemake_run import ROOT, run_snakemake
+from snakemake_run import ROOT, SMOKE, planned_jobs, run_snakemake, smoke_config
 
-SMOKE = ROOT / "configs" / "smoke.yaml"
 VISION_TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
 SUMMARY_JOBS = {"report_results", "figures_index", "all"}
 pytestmark = pytest.mark.workflow
-
-
-def smoke_config() -> dict:
-    return yaml.safe_load(SMOKE.read_text())
 
 
 def test_world_and_its_clip_are_made(smoke_run: Path) -> None:
@@ -103,22 +97,6 @@ def test_lint_and_format_are_clean() -> None:
     lint = run_snakemake("--lint", "--configfile", str(SMOKE))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr
-
-
-def planned_jobs(workdir: Path, config: dict, snakefile: Path | None = None) -> dict[str, int]:
-    """{rule: job count} that a dry-run of `config` in `workdir` would run."""
-    path = workdir / "planned.yaml"
-    path.write_text(yaml.safe_dump(config))
-    extra = ["--snakefile", str(snakefile)] if snakefile else []
-    result = run_snakemake(
-        "--cores", "1", "--configfile", str(path), "--directory", str(workdir), "-n", *extra
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    if "Nothing to be done" in output:
-        return {}
-    stats = output.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
 
 
 def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path) -> None:

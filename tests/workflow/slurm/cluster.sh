@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on loopback, for the workflow tests.
-#   tests/slurm/cluster.sh start DIR   installs slurm-wlm + munge where missing, writes
+#   tests/workflow/slurm/cluster.sh start DIR   installs slurm-wlm + munge where missing, writes
 #                                      DIR/slurm.conf and starts munged, slurmctld, slurmd
-#   tests/slurm/cluster.sh stop DIR    stops the daemons started from DIR
+#   tests/workflow/slurm/cluster.sh stop DIR    stops the daemons started from DIR
 # The config is installed as /etc/slurm/slurm.conf, where job steps look for it (they do not see
 # SLURM_CONF). No accounting daemon: snakemake's slurm executor needs --slurm-status-command squeue.
 set -euo pipefail

@@ -52,7 +52,28 @@ def test_defaults_are_filled() -> None:
         (lambda c: c["models"]["world_clip"].update(tokens=["cls", "tok"]), ["tokens[1]"]),
         (lambda c: c["models"]["world_clip"].update(layer=[1]), ["'models.world_clip'", "layer"]),
         (lambda c: c.update(device="tpu"), ["'device'", "auto", "cuda"]),
-        (lambda c: c["extract"].update(datasets=["nope"]), ["extract.datasets[0]", "'nope'"]),
+        (
+            lambda c: c["extract"]["datasets"]["world_clip"].append("nope"),
+            ["extract.datasets.world_clip[6]", "'nope'"],
+        ),
+        (
+            lambda c: c["extract"]["datasets"]["world_diffusion"].append("world_train"),
+            ["extract.datasets.world_diffusion[2]", "cannot feed a text_encoder model"],
+        ),
+        (
+            lambda c: c["sae"]["sites"]["world_diffusion"].append("L3_all"),
+            ["sae.sites.world_diffusion[1]", "'L3_all' is not extracted"],
+        ),
+        (
+            lambda c: c["sae"]["overrides"].update(nobody={"train": {"lr": 0.1}}),
+            ["sae.overrides.nobody", "no sae.sites"],
+        ),
+        (
+            lambda c: c["sae"]["overrides"]["world_diffusion"]["train"].update(lr_decay=1),
+            ["sae.overrides.world_diffusion.train", "lr_decay"],
+        ),
+        (lambda c: c["models"]["world_diffusion"].update(pooled=True), ["models.world_diffusion"]),
+        (lambda c: c["diffusion"].update(model="world_clip"), ["diffusion.model", "text-to-image"]),
         (lambda c: c["models"]["world_clip"].update(layers=[1, 1]), ["models.world_clip.layers"]),
         (
             lambda c: c["vision"]["ood_detection"].update(ood_datasets=["world_ood_x"]),
@@ -189,16 +210,12 @@ MAPPED = [
     Mapped(("TrainConfig",), "sae.train"),
     Mapped(("SAEConfig",), "sae.sweep.*", ("name",), strict=False),
     Mapped(("WorldDiffusionConfig",), "diffusion.world_model", ("seed", "device", "threads")),
-    Mapped(("WorldClipConfig",), "diffusion.corpus.captions", strict=False),
-    Mapped(("TrainConfig",), "diffusion.sae.train", strict=False),
-    Mapped(("SAEConfig",), "diffusion.sae.sweep.*", ("name",), strict=False),
+    Mapped(("WorldClipConfig",), "datasets.*.captions", strict=False),
+    Mapped(("TrainConfig",), "sae.overrides.*.train", strict=False),
     Mapped(("GenSettings",), "diffusion.generation", ("layer", "tokens", "branch", "mode")),
     Mapped(("CaptionerConfig", "TinyLlamaSpec"), "mllm.world_llava", ("seed",)),
-    Mapped(("SAEConfig",), "mllm.sae", strict=False),
-    Mapped(("TrainConfig",), "mllm.sae_train", strict=False),
 ]
-# Optional keys of the SAE sweep entries whose default lives in SAEConfig only (the `sae` sections
-# are being reshaped; their schema defaults come with that change).
+# Optional keys of the SAE sweep entries whose default lives in SAEConfig only.
 SAE_ONLY_IN_PYTHON = {"k", "l1", "l0", "matryoshka_base", "matryoshka_prefixes", "auxk_coef"}
 SAE_ONLY_IN_PYTHON |= {"b_dec_init", "lr"}
 
@@ -397,8 +414,8 @@ POLYGONS = ["triangle", "square", "rectangle", "hexagon"]
             ["diffusion.world_model.caption_generic_p", "got 0.95"],
         ),
         (
-            lambda c: c["diffusion"]["corpus"]["captions"].update(caption_superclass_p=0.95),
-            ["diffusion.corpus.captions.caption_generic_p", "sum 1.05"],
+            lambda c: c["datasets"]["world_prompts"]["captions"].update(caption_superclass_p=0.95),
+            ["datasets.world_prompts.captions.caption_generic_p", "sum 1.05"],
         ),
         (
             lambda c: _sweep_entry(c).update(arch="topk", width=4, k=8),
@@ -413,8 +430,8 @@ POLYGONS = ["triangle", "square", "rectangle", "hexagon"]
             ["matryoshka_prefixes", "equal to sae.sweep.", ".width (32)"],
         ),
         (
-            lambda c: c["mllm"]["sae"].update(arch="topk", width=4, k=8),
-            ["mllm.sae.width", "mllm.sae.k (8)"],
+            lambda c: c["sae"]["overrides"]["world_llava"]["sweep"]["topk-w256-k8"].update(width=4),
+            ["sae.overrides.world_llava.sweep.topk-w256-k8.width", ".k (8)"],
         ),
     ],
 )

@@ -240,7 +240,7 @@ def test_diffusion_config_is_validated_with_named_keys() -> None:
 
     from saeprobe.config import ConfigError, validate_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     schema = root / "schemas" / "config.schema.yaml"
     for name in ("config.yaml", "configs/smoke.yaml", "configs/paper.yaml"):
         config = yaml.safe_load((root / name).read_text())

@@ -10,28 +10,12 @@ import pytest
 import torch
 from PIL import Image
 from tiny_backbones import write_world_split
+from tiny_data import make_image_folder
 
 from saeprobe.data import PreprocessParams, load_dataset, transform_pil
 
 PARAMS_16 = PreprocessParams(16, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 PARAMS_8 = PreprocessParams(8, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), interpolation="bilinear")
-
-
-def make_image_folder(root: Path, with_bad: bool = True) -> Path:
-    """Two classes of small random images (JPEG and PNG), plus a truncated JPEG and a text
-    file named .JPEG when `with_bad`."""
-    rng = np.random.default_rng(0)
-    for cls, n in (("n001", 3), ("n002", 2)):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            image = Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8))
-            ext = "JPEG" if i % 2 == 0 else "png"
-            image.save(root / cls / f"img_{i}.{ext}")
-    if with_bad:
-        good = (root / "n001" / "img_0.JPEG").read_bytes()
-        (root / "n001" / "img_1b_truncated.JPEG").write_bytes(good[: len(good) // 2])
-        (root / "n002" / "img_0a_text.JPEG").write_text("this is not an image\n")
-    return root
 
 
 def test_world_split_reads_batches_in_order(tmp_path: Path) -> None:
