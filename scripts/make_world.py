@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from saeprobe.config import load_section
-from saeprobe.world import WorldConfig, generate_world
+from saeprobe.world.config import WorldConfig
+from saeprobe.world.generate import generate_world
 
 with open(snakemake.log[0], "w") as log_file:
     sys.stderr = log_file

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from saeprobe.config import load_section
-from saeprobe.world import WorldClipConfig, train_world_clip
+from saeprobe.world.clip import train_world_clip
+from saeprobe.world.config import WorldClipConfig
 
 with open(snakemake.log[0], "w") as log_file:
     sys.stderr = log_file

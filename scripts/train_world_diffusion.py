@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from saeprobe.config import load_section
-from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.io import atomic_write_json
+from saeprobe.world.diffusion import WorldDiffusionConfig, train_world_diffusion
 
 with open(snakemake.log[0], "w") as log_file:
     sys.stderr = log_file

@@ -13,7 +13,7 @@ import torch
 
 from saeprobe.io import atomic_write_csv, atomic_write_json
 from saeprobe.mllm.data import world_examples
-from saeprobe.mllm.train import caption_accuracy, train_world_llava, world_llava_configs
+from saeprobe.world.llava import caption_accuracy, train_world_llava, world_llava_configs
 
 with open(snakemake.log[0], "w") as log_file:
     sys.stderr = log_file

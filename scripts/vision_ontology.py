@@ -8,8 +8,8 @@ import torch
 
 from saeprobe.device import pick_device
 from saeprobe.eval.vision import ModelSites, ontology
+from saeprobe.hierarchy import read_hierarchy
 from saeprobe.io import atomic_write_csv
-from saeprobe.world.hierarchy import read_hierarchy
 
 with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file

@@ -11,10 +11,10 @@ from saeprobe.device import pick_device
 from saeprobe.eval.features import load_site, sae_codes
 from saeprobe.eval.semantics import grid_latents, top_images
 from saeprobe.eval.vision import ModelSites, build_namer, concept_vocabulary, semantics
+from saeprobe.hierarchy import read_hierarchy
 from saeprobe.io import atomic_write_csv
 from saeprobe.plots import save_figure
 from saeprobe.plots.vision import top_image_grid
-from saeprobe.world.hierarchy import read_hierarchy
 
 with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from saeprobe.data.download import ensure
 from saeprobe.data.wordnet import read_wordnet
-from saeprobe.world.hierarchy import write_hierarchy
+from saeprobe.hierarchy import write_hierarchy
 
 with open(snakemake.log[0], "a") as log_file:
     sys.stderr = log_file

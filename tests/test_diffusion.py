@@ -13,16 +13,16 @@ from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokeniz
 from saeprobe.diffusion.steering import GenSettings, _embeds, word_contrast
 from saeprobe.diffusion.text import collect
 from saeprobe.diffusion.workflow import site_name
-from saeprobe.diffusion.world import (
+from saeprobe.sae import SAEConfig, build_sae
+from saeprobe.world.clip import CaptionSampler, build_world_clip
+from saeprobe.world.config import WorldClipConfig
+from saeprobe.world.diffusion import (
     WorldDiffusionConfig,
     build_pipeline,
     build_unet,
     build_vae,
     save_pipeline,
 )
-from saeprobe.sae import SAEConfig, build_sae
-from saeprobe.world.clip import CaptionSampler, build_world_clip
-from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.hf_text import (
     build_tokenizer,
     encoder_layers,
@@ -284,7 +284,7 @@ def test_prompt_corpus_from_a_coco_style_zip_and_a_csv(tmp_path) -> None:
 
 
 def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch) -> None:
-    from saeprobe.diffusion import world as dw
+    from saeprobe.world import diffusion as dw
 
     cfg = WorldDiffusionConfig(
         vae_channels=(8, 16), vae_steps=4, vae_batch_size=4, checkpoint_every=2, warmup_steps=1

@@ -22,14 +22,15 @@ from saeprobe.mllm.build import (
 )
 from saeprobe.mllm.data import world_examples
 from saeprobe.mllm.extract import extract_tokens, load_extraction, write_extraction
-from saeprobe.mllm.train import CaptionerConfig, caption_accuracy, train_world_llava, world_words
-from saeprobe.world import WorldConfig, generate_world, load_split
 from saeprobe.world.clip import images_to_tensor, load_world_clip, save_world_clip
+from saeprobe.world.config import WorldConfig
+from saeprobe.world.generate import generate_world, load_split
 from saeprobe.world.hf_vision import (
     open_clip_block_outputs,
     vision_model_from_open_clip,
     world_clip_vision_model,
 )
+from saeprobe.world.llava import CaptionerConfig, caption_accuracy, train_world_llava, world_words
 
 WORLD_CLIP_CFG = {
     "embed_dim": 32,

@@ -25,9 +25,9 @@ from saeprobe.eval.vision import (
     ood_generalization,
     semantics,
 )
+from saeprobe.hierarchy import build_hierarchy
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
 from saeprobe.world.config import WorldConfig
-from saeprobe.world.hierarchy import build_hierarchy
 
 D = 48
 SITE = "pooled"

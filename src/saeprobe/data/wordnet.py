@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.hierarchy import Hierarchy
 
 ROOT = "n00001740"  # entity
 

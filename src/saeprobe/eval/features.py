@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from saeprobe.activations.store import ActivationStore
+from saeprobe.hierarchy import Hierarchy
 from saeprobe.sae.models import SAE
-from saeprobe.world.hierarchy import Hierarchy
 
 
 @dataclass

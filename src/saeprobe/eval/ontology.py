@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from saeprobe.eval.semantics import TopImages
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.hierarchy import Hierarchy
 
 
 def prune(hierarchy: Hierarchy, labels: Sequence[str]) -> Hierarchy:

@@ -35,9 +35,9 @@ from saeprobe.eval.ood_detection import (
 )
 from saeprobe.eval.probes import fit_probe, rank_features
 from saeprobe.eval.semantics import top_images, unit_table
+from saeprobe.hierarchy import Hierarchy
 from saeprobe.sae.io import load_sae
 from saeprobe.sae.models import SAE
-from saeprobe.world.hierarchy import Hierarchy
 
 log = logging.getLogger(__name__)
 
