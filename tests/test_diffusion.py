@@ -283,7 +283,7 @@ def test_prompt_corpus_from_a_coco_style_zip_and_a_csv(tmp_path) -> None:
     assert load_prompt_corpus(csv, "prompt", None, 100, 0) == ["a cat", "a dog"]
 
 
-def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch) -> None:
+def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path) -> None:
     from saeprobe.world import diffusion as dw
 
     cfg = WorldDiffusionConfig(
@@ -292,17 +292,15 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeyp
     pixels = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     cpu = torch.device("cpu")
     full, _ = dw.train_vae(cfg, pixels, tmp_path / "a", cpu)
-    save = dw._Stage.save
 
-    def save_then_die(self, step, extra=None):
-        save(self, step, extra)
-        raise KeyboardInterrupt  # a kill right after the first checkpoint
+    def die(stage: str, done: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt  # a kill right after the first checkpoint
 
-    monkeypatch.setattr(dw._Stage, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        dw.train_vae(cfg, pixels, tmp_path / "b", cpu)
-    monkeypatch.setattr(dw._Stage, "save", save)
-    assert (tmp_path / "b" / "vae.json").read_text().count('"step": 2')
+        dw.train_vae(cfg, pixels, tmp_path / "b", cpu, callback=die)
+    marker = tmp_path / "b" / "vae" / "step_000000002.json"
+    assert marker.read_text().count('"step": 2')
     resumed, _ = dw.train_vae(cfg, pixels, tmp_path / "b", cpu)
     for (name, a), (_, b) in zip(
         full.state_dict().items(), resumed.state_dict().items(), strict=True
@@ -311,9 +309,10 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeyp
     assert full.config.scaling_factor == resumed.config.scaling_factor
     # a checkpoint made with other settings is discarded, not resumed
     other = WorldDiffusionConfig(**{**cfg.__dict__, "vae_lr": 0.01})
-    before = (tmp_path / "b" / "vae.json").read_text()
+    last = tmp_path / "b" / "vae" / "step_000000004.json"
+    before = last.read_text()
     fresh, _ = dw.train_vae(other, pixels, tmp_path / "c", cpu)
     again, _ = dw.train_vae(other, pixels, tmp_path / "b", cpu)
-    assert (tmp_path / "b" / "vae.json").read_text() != before
+    assert last.read_text() != before
     for a, b in zip(fresh.state_dict().values(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

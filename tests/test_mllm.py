@@ -182,7 +182,7 @@ def test_training_resumes_after_a_kill(world, clip_dir, tmp_path):
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         train_world_llava(cfg, spec, world, clip_dir, killed, stop_after=3)
-    assert (killed / "checkpoint" / "state.json").exists()
+    assert (killed / "checkpoint" / "step_000000002.json").exists()
     assert not (killed / "model.safetensors").exists()
     train_world_llava(cfg, spec, world, clip_dir, killed)
     a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
