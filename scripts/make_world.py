@@ -9,7 +9,8 @@ from pathlib import Path
 
 from saeprobe.config import load_section
 from saeprobe.jobs import job
-from saeprobe.world import WorldConfig, generate_world
+from saeprobe.world.config import WorldConfig
+from saeprobe.world.generate import generate_world
 
 with job(snakemake) as j:
     cfg = load_section(WorldConfig, j.params.world, "world", seed=j.params.seed)

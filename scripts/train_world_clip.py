@@ -10,7 +10,8 @@ from pathlib import Path
 
 from saeprobe.config import load_section
 from saeprobe.jobs import job
-from saeprobe.world import WorldClipConfig, train_world_clip
+from saeprobe.world.clip import train_world_clip
+from saeprobe.world.config import WorldClipConfig
 
 with job(snakemake) as j:
     p = j.params

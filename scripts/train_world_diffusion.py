@@ -9,9 +9,9 @@ curves and wall times. log[0]: the log.
 from pathlib import Path
 
 from saeprobe.config import load_section
-from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.io import atomic_write_json
 from saeprobe.jobs import job
+from saeprobe.world.diffusion import WorldDiffusionConfig, train_world_diffusion
 
 inp = snakemake.input
 with job(snakemake) as j:

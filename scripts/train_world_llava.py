@@ -9,7 +9,7 @@ from pathlib import Path
 
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
-from saeprobe.mllm.train import train_and_score_world_llava
+from saeprobe.world.llava import train_and_score_world_llava
 
 inp, out = snakemake.input, snakemake.output
 with job(snakemake) as j:

@@ -2,9 +2,9 @@
 
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ontology import ontology
+from saeprobe.hierarchy import read_hierarchy
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
-from saeprobe.world.hierarchy import read_hierarchy
 
 inp, p = snakemake.input, snakemake.params
 with job(snakemake) as j:

@@ -2,11 +2,11 @@
 
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.semantics import semantics_task
+from saeprobe.hierarchy import read_hierarchy
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 from saeprobe.plots import save_figure
 from saeprobe.plots.vision import top_image_grid
-from saeprobe.world.hierarchy import read_hierarchy
 
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake) as j:

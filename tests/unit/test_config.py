@@ -185,11 +185,11 @@ class Mapped:
 
 def _classes():
     from saeprobe.diffusion.steering import GenSettings
-    from saeprobe.diffusion.world import WorldDiffusionConfig
     from saeprobe.mllm.build import TinyLlamaSpec
-    from saeprobe.mllm.train import CaptionerConfig
     from saeprobe.sae import SAEConfig, TrainConfig
-    from saeprobe.world import WorldClipConfig, WorldConfig
+    from saeprobe.world.config import WorldClipConfig, WorldConfig
+    from saeprobe.world.diffusion import WorldDiffusionConfig
+    from saeprobe.world.llava import CaptionerConfig
 
     classes = (
         GenSettings,
@@ -294,7 +294,7 @@ def test_loader_rejects_unknown_keys(mapped: Mapped) -> None:
 
 def test_loader_names_missing_and_mistyped_keys() -> None:
     from saeprobe.diffusion.steering import GenSettings
-    from saeprobe.world import WorldConfig
+    from saeprobe.world.config import WorldConfig
 
     with pytest.raises(ConfigError, match=re.escape("'diffusion.generation.layer'")):
         load_section(GenSettings, {}, "diffusion.generation")
@@ -303,7 +303,7 @@ def test_loader_names_missing_and_mistyped_keys() -> None:
 
 
 def test_loader_converts_to_the_field_types() -> None:
-    from saeprobe.world import WorldConfig
+    from saeprobe.world.config import WorldConfig
 
     cfg = load_section(
         WorldConfig,

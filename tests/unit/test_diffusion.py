@@ -12,17 +12,17 @@ from saeprobe.diffusion.hooks import capture, latent_direction, steer, token_mas
 from saeprobe.diffusion.metrics import colour_fractions, pixel_mse, preservation
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import GenSettings, _embeds, word_contrast
-from saeprobe.diffusion.world import (
+from saeprobe.sae import SAEConfig, build_sae
+from saeprobe.sites import site_name
+from saeprobe.world.clip import CaptionSampler, build_world_clip
+from saeprobe.world.config import WorldClipConfig
+from saeprobe.world.diffusion import (
     WorldDiffusionConfig,
     build_pipeline,
     build_unet,
     build_vae,
     save_pipeline,
 )
-from saeprobe.sae import SAEConfig, build_sae
-from saeprobe.sites import site_name
-from saeprobe.world.clip import CaptionSampler, build_world_clip
-from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.hf_text import (
     build_tokenizer,
     encoder_layers,
@@ -287,8 +287,8 @@ def test_prompt_corpus_from_a_coco_style_zip_and_a_csv(tmp_path) -> None:
     assert load_prompt_corpus(csv, "prompt", None, 100, 0) == ["a cat", "a dog"]
 
 
-def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch) -> None:
-    from saeprobe.diffusion import world as dw
+def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path) -> None:
+    from saeprobe.world import diffusion as dw
 
     cfg = WorldDiffusionConfig(
         vae_channels=(8, 16), vae_steps=4, vae_batch_size=4, checkpoint_every=2, warmup_steps=1
@@ -296,17 +296,15 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeyp
     pixels = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     cpu = torch.device("cpu")
     full, _ = dw.train_vae(cfg, pixels, tmp_path / "a", cpu)
-    save = dw._Stage.save
 
-    def save_then_die(self, step, extra=None):
-        save(self, step, extra)
-        raise KeyboardInterrupt  # a kill right after the first checkpoint
+    def die(stage: str, done: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt  # a kill right after the first checkpoint
 
-    monkeypatch.setattr(dw._Stage, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        dw.train_vae(cfg, pixels, tmp_path / "b", cpu)
-    monkeypatch.setattr(dw._Stage, "save", save)
-    assert (tmp_path / "b" / "vae.json").read_text().count('"step": 2')
+        dw.train_vae(cfg, pixels, tmp_path / "b", cpu, callback=die)
+    marker = tmp_path / "b" / "vae" / "step_000000002.json"
+    assert marker.read_text().count('"step": 2')
     resumed, _ = dw.train_vae(cfg, pixels, tmp_path / "b", cpu)
     for (name, a), (_, b) in zip(
         full.state_dict().items(), resumed.state_dict().items(), strict=True
@@ -315,9 +313,10 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeyp
     assert full.config.scaling_factor == resumed.config.scaling_factor
     # a checkpoint made with other settings is discarded, not resumed
     other = WorldDiffusionConfig(**{**cfg.__dict__, "vae_lr": 0.01})
-    before = (tmp_path / "b" / "vae.json").read_text()
+    last = tmp_path / "b" / "vae" / "step_000000004.json"
+    before = last.read_text()
     fresh, _ = dw.train_vae(other, pixels, tmp_path / "c", cpu)
     again, _ = dw.train_vae(other, pixels, tmp_path / "b", cpu)
-    assert (tmp_path / "b" / "vae.json").read_text() != before
+    assert last.read_text() != before
     for a, b in zip(fresh.state_dict().values(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

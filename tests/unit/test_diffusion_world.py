@@ -29,10 +29,11 @@ from saeprobe.diffusion.steering import (
     run_steering,
     word_contrast,
 )
-from saeprobe.diffusion.world import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
-from saeprobe.world import WorldClipConfig, WorldConfig, generate_world, load_vocab
 from saeprobe.world.clip import train_world_clip
+from saeprobe.world.config import WorldClipConfig, WorldConfig
+from saeprobe.world.diffusion import WorldDiffusionConfig, train_world_diffusion
+from saeprobe.world.generate import generate_world, load_vocab
 
 COLOURS = ["red", "yellow", "green", "blue"]
 CAPTIONS = {

@@ -22,14 +22,15 @@ from saeprobe.mllm.build import (
     load_mllm,
 )
 from saeprobe.mllm.data import world_examples
-from saeprobe.mllm.train import CaptionerConfig, caption_accuracy, train_world_llava, world_words
-from saeprobe.world import WorldConfig, generate_world, load_split
 from saeprobe.world.clip import images_to_tensor, load_world_clip, save_world_clip
+from saeprobe.world.config import WorldConfig
+from saeprobe.world.generate import generate_world, load_split
 from saeprobe.world.hf_vision import (
     open_clip_block_outputs,
     vision_model_from_open_clip,
     world_clip_vision_model,
 )
+from saeprobe.world.llava import CaptionerConfig, caption_accuracy, train_world_llava, world_words
 
 WORLD_CLIP_CFG = {
     "embed_dim": 32,
@@ -198,7 +199,7 @@ def test_training_resumes_after_a_kill(world, clip_dir, tmp_path):
     killed = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         train_world_llava(cfg, spec, world, clip_dir, killed, stop_after=3)
-    assert (killed / "checkpoint" / "state.json").exists()
+    assert (killed / "checkpoint" / "step_000000002.json").exists()
     assert not (killed / "model.safetensors").exists()
     train_world_llava(cfg, spec, world, clip_dir, killed)
     a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")

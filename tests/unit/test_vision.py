@@ -33,7 +33,7 @@ from saeprobe.eval.ood_detection import (
 )
 from saeprobe.eval.probes import fit_probe, rank_features
 from saeprobe.eval.semantics import grid_latents, name_units, purity, top_images, unit_table
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.hierarchy import Hierarchy
 
 TREE = Hierarchy(
     {

@@ -22,9 +22,9 @@ from saeprobe.eval.ontology import ontology
 from saeprobe.eval.ood_detection import ood_detection
 from saeprobe.eval.ood_generalization import ood_generalization
 from saeprobe.eval.semantics import Namer, semantics
+from saeprobe.hierarchy import build_hierarchy
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
 from saeprobe.world.config import WorldConfig
-from saeprobe.world.hierarchy import build_hierarchy
 
 D = 48
 SITE = "pooled"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,20 +18,24 @@ from PIL import Image
 from snakemake_run import ROOT
 
 from saeprobe.config import ConfigError, validate_config
-from saeprobe.world import (
-    MANIFEST_COLUMNS,
-    WorldClipConfig,
-    WorldConfig,
-    build_hierarchy,
-    generate_world,
-    load_split,
+from saeprobe.hierarchy import build_hierarchy, read_hierarchy
+from saeprobe.world.clip import (
+    RESULT_COLUMNS,
+    encode_images,
+    encode_texts,
+    images_to_tensor,
     load_world_clip,
-    read_hierarchy,
     train_world_clip,
     zero_shot_eval,
 )
-from saeprobe.world.clip import RESULT_COLUMNS, encode_images, encode_texts, images_to_tensor
-from saeprobe.world.generate import render_split, shape_mask
+from saeprobe.world.config import WorldClipConfig, WorldConfig
+from saeprobe.world.generate import (
+    MANIFEST_COLUMNS,
+    generate_world,
+    load_split,
+    render_split,
+    shape_mask,
+)
 from saeprobe.world.shapes import COLOURS
 
 SMALL = {
@@ -63,6 +71,21 @@ def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     generate_world(WorldConfig.from_dict(SMALL), out)
     return out
+
+
+def test_reading_a_split_imports_neither_torch_nor_open_clip():
+    """Table and report jobs read world splits; they must not pay for torch or open_clip."""
+    import saeprobe
+
+    src = str(Path(saeprobe.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import sys; from saeprobe.world.generate import load_split; "
+        "heavy = sorted({'open_clip', 'torch'} & set(sys.modules)); "
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_generator_is_deterministic_per_seed():

@@ -88,15 +88,15 @@ def test_paper_style_rules_run_on_a_local_diffusers_pipeline(tmp_path: Path) -> 
     import torch
     from snakemake_run import run_snakemake
 
-    from saeprobe.diffusion.world import (
+    from saeprobe.world.clip import build_world_clip
+    from saeprobe.world.config import WorldClipConfig
+    from saeprobe.world.diffusion import (
         WorldDiffusionConfig,
         build_pipeline,
         build_unet,
         build_vae,
         save_pipeline,
     )
-    from saeprobe.world.clip import build_world_clip
-    from saeprobe.world.config import WorldClipConfig
     from saeprobe.world.hf_text import build_tokenizer, to_clip_text_model
 
     clip_cfg = WorldClipConfig.from_dict(

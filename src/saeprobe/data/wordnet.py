@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from saeprobe.world.hierarchy import Hierarchy, write_hierarchy
+from saeprobe.hierarchy import Hierarchy, write_hierarchy
 
 log = logging.getLogger(__name__)
 

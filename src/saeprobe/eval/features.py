@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from saeprobe.activations.store import ActivationStore
+from saeprobe.hierarchy import Hierarchy
 from saeprobe.sae.io import load_sae
 from saeprobe.sae.models import SAE
-from saeprobe.world.hierarchy import Hierarchy
 
 
 @dataclass

@@ -36,7 +36,7 @@ from saeprobe.eval.features import (
     site_layer,
 )
 from saeprobe.eval.semantics import TopImages, top_images
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.hierarchy import Hierarchy
 
 log = logging.getLogger(__name__)
 

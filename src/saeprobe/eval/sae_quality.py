@@ -196,7 +196,7 @@ def write_site_quality(
     mean is the ablation). Downstream accuracy is measured only with `downstream`, a
     `train_store` and a `hierarchy` file (its node names are the zero-shot class names).
     """
-    from saeprobe.world.hierarchy import read_hierarchy
+    from saeprobe.hierarchy import read_hierarchy
 
     downstream = downstream and hierarchy is not None and train_store is not None
     rows = site_quality(

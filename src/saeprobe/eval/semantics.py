@@ -35,7 +35,7 @@ from saeprobe.eval.features import (
     load_site,
     sae_codes,
 )
-from saeprobe.world.hierarchy import Hierarchy
+from saeprobe.hierarchy import Hierarchy
 
 log = logging.getLogger(__name__)
 

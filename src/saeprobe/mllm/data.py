@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from saeprobe.world.generate import load_split
+
 WORLD_ATTRIBUTES = ("colour", "shape", "superclass", "background")
 IMAGE_TOKEN = "<image>"
 PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows
@@ -64,8 +66,6 @@ def world_examples(
 ) -> Examples:
     """Examples from a world split; concepts are the image's colour, shape, superclass and
     background (their words; only those that occur in captions can be matched to words)."""
-    from saeprobe.world.generate import load_split  # imports open_clip: only when needed
-
     images, manifest = load_split(world_dir, split, mmap=True)
     rows = subset(len(manifest), max_examples, seed, offset)
     m = manifest.iloc[rows].reset_index(drop=True)

@@ -10,8 +10,9 @@ SAELens export (`export_saelens`, SAELens 6.x `SAE.load_from_disk`):
   cfg.json + sae_weights.safetensors with W_enc, b_enc, W_dec, b_dec (+ threshold for
   jumprelu); relu -> "standard", topk -> "topk", batchtopk / jumprelu / matryoshka-batchtopk ->
   "jumprelu", matryoshka-topk -> "topk".
-Checkpoints (`{dir}/checkpoint/step_XXXXXXXXX.safetensors` + `.json`): model tensors, Adam state
-and trainer buffers; the JSON (written last) holds the step, epoch, position and fingerprint.
+Checkpoints (`{dir}/checkpoint/`, a `saeprobe.training` checkpoint set with one part, "sae":
+`step_XXXXXXXXX.sae.safetensors` + `step_XXXXXXXXX.json`): model tensors, Adam state and trainer
+buffers; the JSON (written last) holds the step, epoch, position and fingerprint.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from saeprobe import training
 from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.sae.config import SAEConfig
 from saeprobe.sae.models import SAE, build_sae
@@ -33,6 +35,7 @@ WEIGHTS = "sae.safetensors"
 CFG = "cfg.json"
 METRICS = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_PART = "sae"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_VERSION = "6.54.0"
 
@@ -156,34 +159,17 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
 
 
 def list_checkpoints(out_dir: str | Path) -> list[int]:
-    """Steps of the complete checkpoints in out_dir (json present), ascending."""
-    ckpt = checkpoint_dir(out_dir)
-    if not ckpt.is_dir():
-        return []
-    steps = []
-    for path in ckpt.glob("step_*.json"):
-        if (path.with_suffix(".safetensors")).is_file():
-            try:
-                steps.append(int(path.stem.split("_", 1)[1]))
-            except ValueError:
-                continue
-    return sorted(steps)
+    """Steps of the complete checkpoints in out_dir (json and tensors present), ascending."""
+    return training.checkpoint_steps(checkpoint_dir(out_dir))
 
 
 def save_checkpoint(
     out_dir: str | Path, step: int, tensors: dict[str, Tensor], state: dict[str, Any], keep: int
 ) -> None:
     """Write checkpoint `step` (tensors, then the JSON that marks it complete); prune old ones."""
-    ckpt = checkpoint_dir(out_dir)
-    stem = ckpt / f"step_{step:09d}"
-    atomic_save_tensors(stem.with_suffix(".safetensors"), tensors, {"format": FORMAT})
-    atomic_write_json(stem.with_suffix(".json"), state)
-    for old in list_checkpoints(out_dir)[:-keep]:
-        old_stem = ckpt / f"step_{old:09d}"
-        old_stem.with_suffix(".json").unlink(missing_ok=True)
-        old_stem.with_suffix(".safetensors").unlink(missing_ok=True)
+    training.save_checkpoint(checkpoint_dir(out_dir), step, {CHECKPOINT_PART: tensors}, state, keep)
 
 
 def load_checkpoint(out_dir: str | Path, step: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    stem = checkpoint_dir(out_dir) / f"step_{step:09d}"
-    return load_file(str(stem.with_suffix(".safetensors"))), read_json(stem.with_suffix(".json"))
+    ckpt = training.load_checkpoint(checkpoint_dir(out_dir), step)
+    return ckpt.tensors[CHECKPOINT_PART], ckpt.state

@@ -1,35 +1,10 @@
-"""The synthetic world: procedurally generated shapes with a known hierarchy, and its tiny CLIP.
+"""The synthetic world: procedurally generated shapes with a known hierarchy, and its models.
 
-`generate_world` writes `{out}/{split}/images.npy` + `manifest.csv`, `hierarchy.tsv` and
-`vocab.json`; `train_world_clip` / `load_world_clip` make and load an open_clip CLIP trained on it.
+Modules (imported one by one; this package imports nothing, so reading a split never pulls in
+torch or open_clip): `config` (WorldConfig, WorldClipConfig, SPLITS), `generate` (`generate_world`
+writes `{out}/{split}/images.npy` + `manifest.csv`, `hierarchy.tsv` and `vocab.json`;
+`load_split`, `load_vocab`), `shapes`, and the training of every world model: `clip` (the tiny
+open_clip CLIP), `diffusion` (the tiny Stable Diffusion), `llava` (the tiny LLaVA captioner);
+`hf_text` / `hf_vision` convert the world CLIP's towers to transformers models.
+The class hierarchy format is `saeprobe.hierarchy`.
 """
-
-from saeprobe.world.clip import (
-    load_world_clip,
-    save_world_clip,
-    train_world_clip,
-    write_results,
-    zero_shot_eval,
-)
-from saeprobe.world.config import SPLITS, WorldClipConfig, WorldConfig
-from saeprobe.world.generate import MANIFEST_COLUMNS, generate_world, load_split, load_vocab
-from saeprobe.world.hierarchy import Hierarchy, build_hierarchy, read_hierarchy, write_hierarchy
-
-__all__ = [
-    "MANIFEST_COLUMNS",
-    "SPLITS",
-    "Hierarchy",
-    "WorldClipConfig",
-    "WorldConfig",
-    "build_hierarchy",
-    "generate_world",
-    "load_split",
-    "load_vocab",
-    "load_world_clip",
-    "read_hierarchy",
-    "save_world_clip",
-    "train_world_clip",
-    "write_hierarchy",
-    "write_results",
-    "zero_shot_eval",
-]

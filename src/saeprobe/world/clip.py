@@ -3,6 +3,11 @@
 The saved directory holds `open_clip_config.json` ({"embed_dim", "vision_cfg", "text_cfg"}, the
 file `open_clip.add_model_config` reads) and `open_clip_model.safetensors`; `load_world_clip`
 loads it back through `open_clip.create_model_and_transforms`, the loader hub models go through.
+
+Training checkpoints to `{out_dir}/checkpoint/` (`saeprobe.training`: weights, Adam state, the
+batch order, position and random state) every `checkpoint_every` steps, so a run killed and
+rerun resumes and ends with the weights of an uninterrupted run; a checkpoint made with other
+settings or another train split is discarded.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from tqdm import tqdm
 
 from saeprobe.device import pick_device
 from saeprobe.io import atomic_save_tensors, atomic_write_csv, atomic_write_json
+from saeprobe.training import (
+    Checkpoints,
+    Fingerprint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    warmup_cosine,
+)
 from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.generate import load_split, load_vocab
 
@@ -35,6 +47,9 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 INFO_FILE = "train_info.json"
+CHECKPOINT_DIR = "checkpoint"
+# settings that do not change the trained weights (device: a run may resume on another one)
+_NOT_IN_FINGERPRINT = ("device", "threads", "eval_splits", "eval_batch_size")
 VOCAB_SIZE = 49408  # open_clip's default BPE tokenizer
 RESULT_COLUMNS = ("model", "attribute", "split", "accuracy", "chance", "n")
 
@@ -165,13 +180,11 @@ class CaptionSampler:
         return self.tokens[torch.from_numpy(flat)]
 
 
-def lr_at(step: int, cfg: WorldClipConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
+def clip_fingerprint(cfg: WorldClipConfig, world_dir: str | Path) -> Fingerprint:
+    """The settings the weights depend on and the content of the world's train split."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+    split = Path(world_dir) / "train"
+    return Fingerprint.of(settings, [split / "images.npy", split / "manifest.csv"])
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -204,13 +217,16 @@ def train_world_clip(
     world_dir: str | Path,
     out_dir: str | Path | None = None,
     callback: Callable[[int, torch.nn.Module, Callable], None] | None = None,
+    checkpoint_every: int = 100,
 ) -> tuple[torch.nn.Module, Callable[[list[str]], torch.Tensor], dict[str, Any]]:
     """Train the tiny CLIP on the world's train split with open_clip's ClipLoss.
 
     Returns (model in eval mode, tokenizer, info) where info has the model config, the loss
     curve and the wall time; with `out_dir` the model is also saved there (see `save_world_clip`)
-    with `train_info.json` (the training config and info).
-    `callback(step, model, tokenizer)` runs after every step (e.g. to monitor accuracy).
+    and training checkpoints to `{out_dir}/checkpoint` every `checkpoint_every` steps (0: never),
+    resuming from the newest one; `train_info.json` there holds the training config and info.
+    `callback(step, model, tokenizer)` runs after every step and its checkpoint (e.g. to
+    monitor accuracy; raising from it stops training as a kill would).
     """
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -232,8 +248,21 @@ def train_world_clip(
         )
     order, pos = rng.permutation(n), 0
     losses: list[float] = []
+    first = 0
+    ckpts = None
+    if out_dir is not None:
+        ckpts = Checkpoints(
+            Path(out_dir) / CHECKPOINT_DIR, clip_fingerprint(cfg, world_dir), name="world_clip"
+        )
+        ckpt = ckpts.resume()
+        if ckpt is not None:
+            model.load_state_dict(ckpt.tensors["model"])
+            load_optimizer_tensors(optim, ckpt.tensors["optimizer"])
+            order, pos = ckpt.tensors["data"]["order"].numpy(), int(ckpt.state["pos"])
+            rng.bit_generator.state = ckpt.state["rng"]
+            losses, first = list(ckpt.state["losses"]), ckpt.step
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="world_clip", mininterval=5.0)
+    bar = tqdm(range(first, cfg.steps), desc="world_clip", mininterval=5.0)
     for step in bar:
         if pos + cfg.batch_size > n:
             order, pos = rng.permutation(n), 0
@@ -242,7 +271,7 @@ def train_world_clip(
         x = pixels[torch.from_numpy(idx)].to(device)
         t = sampler.sample(idx, rng).to(device)
         for g in optim.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
         image_f, text_f, scale = model(x, t)
         loss = loss_fn(image_f, text_f, scale)
         optim.zero_grad(set_to_none=True)
@@ -253,14 +282,30 @@ def train_world_clip(
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if ckpts is not None and checkpoint_every and done % checkpoint_every == 0:
+            if done < cfg.steps:
+                ckpts.save(
+                    done,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer_tensors(optim),
+                        "data": {"order": torch.from_numpy(order)},
+                    },
+                    {"pos": pos, "rng": rng.bit_generator.state, "losses": losses},
+                )
         if callback is not None:
             callback(step, model, tokenizer)
     wall = time.perf_counter() - start
     model.eval()
-    log.info("world_clip: %d steps in %.1f s, final loss %.4f", cfg.steps, wall, losses[-1])
+    log.info(
+        "world_clip: steps %d..%d in %.1f s, final loss %.4f", first, cfg.steps, wall, losses[-1]
+    )
     info = {"model_cfg": model_cfg, "losses": losses, "train_seconds": wall}
     if out_dir is not None:
         save_world_clip(model, model_cfg, out_dir)
+        assert ckpts is not None
+        ckpts.clear()
         info_file = Path(out_dir) / INFO_FILE
         atomic_write_json(info_file, {"config": cfg.to_dict(), **info}, sort_keys=False)
     return model, tokenizer, info

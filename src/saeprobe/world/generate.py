@@ -11,9 +11,9 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from saeprobe.hierarchy import build_hierarchy, write_hierarchy
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
 from saeprobe.world.config import SPLITS, WorldConfig
-from saeprobe.world.hierarchy import build_hierarchy, write_hierarchy
 from saeprobe.world.shapes import COLOURS, SHAPES, texture
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The world CLIP's open_clip text tower as a transformers `CLIPTextModel` + `CLIPTokenizer`.
 
-A text-to-image pipeline built on the world (saeprobe.diffusion.world) uses the converted text
+A text-to-image pipeline built on the world (saeprobe.world.diffusion) uses the converted text
 encoder exactly as Stable Diffusion uses its own `CLIPTextModel`, so the hook code
 (`text_encoder.text_model.encoder.layers[layer]`) is the same in both worlds.
 

@@ -13,19 +13,19 @@ alpha_bar ~ 0 under the cosine schedule, where epsilon prediction is ill-posed).
 re-drawn every step from the image's attributes (saeprobe.world.clip.CaptionSampler), so prompts
 without a colour ("a triangle") or a shape ("a red shape") are in-distribution.
 
-Both stages checkpoint to `{out_dir}.partial/` (safetensors: weights and Adam state) every
-`checkpoint_every` steps; the batch order and noise of step `s` are a pure function of
-(seed, s), so a resumed run ends with the same weights as an uninterrupted one (on CPU).
+Both stages checkpoint to `{out_dir}.partial/{vae,unet}/` (`saeprobe.training`: weights and
+Adam state) every `checkpoint_every` steps; the batch order and noise of step `s` are a pure
+function of (seed, s), so a resumed run ends with the same weights as an uninterrupted one (on
+CPU). A checkpoint made with other settings or other inputs (the world's train split; for the
+UNet also the world CLIP) is discarded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,18 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from saeprobe.config import FromConfig
 from saeprobe.device import pick_device
-from saeprobe.io import atomic_save_tensors, atomic_write_json
-from saeprobe.world.clip import CaptionSampler
+from saeprobe.training import (
+    Checkpoints,
+    Fingerprint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    warmup_cosine,
+)
+from saeprobe.world.clip import CONFIG_FILE, WEIGHTS_FILE, CaptionSampler
 from saeprobe.world.config import WorldClipConfig
 from saeprobe.world.generate import load_split
 from saeprobe.world.hf_text import load_world_text_encoder, tokenize
@@ -146,37 +151,15 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return x.div_(127.5).sub_(1.0)
 
 
-def _lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+MIN_LR_RATIO = 0.1  # both stages decay to a tenth of their rate
+# settings that do not change the trained weights (device: a run may resume on another one)
+_NOT_IN_FINGERPRINT = ("threads", "device", "checkpoint_every")
 
-
-def _optim_tensors(optim: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, state in optim.state_dict()["state"].items():
-        for name, value in state.items():
-            out[f"{i}.{name}"] = torch.as_tensor(value)
-    return out
-
-
-def _load_optim(optim: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    sd = optim.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    sd["state"] = state
-    optim.load_state_dict(sd)
+StepCallback = Callable[[str, int], None]
 
 
 class _Stage:
-    """Checkpointed training of one module: `{work}/{name}.safetensors` + `{name}.json`.
-
-    A checkpoint records a fingerprint of the settings it was made with; one made with other
-    settings (e.g. an edited config after a kill) is discarded, never resumed.
-    """
+    """Checkpointed training of one module in `{work}/{name}/` (a `saeprobe.training` set)."""
 
     def __init__(
         self,
@@ -184,66 +167,71 @@ class _Stage:
         module: torch.nn.Module,
         optim: torch.optim.Optimizer,
         work: Path,
-        fingerprint: str,
+        fp: Fingerprint,
+        callback: StepCallback | None = None,
     ):
-        self.name, self.module, self.optim, self.work = name, module, optim, work
-        self.fingerprint = fingerprint
+        self.name, self.module, self.optim = name, module, optim
+        self.ckpts = Checkpoints(work / name, fp, name=name)
+        self.callback = callback
+        self.losses: list[float] = []
 
     def resume(self) -> int:
-        meta = self.work / f"{self.name}.json"
-        if not meta.is_file():
+        """Load the newest checkpoint of this fingerprint; returns its step (0: none)."""
+        ckpt = self.ckpts.resume()
+        if ckpt is None:
             return 0
-        info = json.loads(meta.read_text())
-        if info.get("fingerprint") != self.fingerprint:
-            log.warning("%s: discarding a checkpoint made with other settings", self.name)
-            for suffix in (".json", ".safetensors", "_optim.safetensors"):
-                (self.work / f"{self.name}{suffix}").unlink(missing_ok=True)
-            return 0
-        self.module.load_state_dict(load_file(str(self.work / f"{self.name}.safetensors")))
-        _load_optim(self.optim, load_file(str(self.work / f"{self.name}_optim.safetensors")))
-        log.info("%s: resuming from step %d", self.name, info["step"])
-        return int(info["step"])
+        self.module.load_state_dict(ckpt.tensors["model"])
+        load_optimizer_tensors(self.optim, ckpt.tensors["optimizer"])
+        self.losses = list(ckpt.state["losses"])
+        return ckpt.step
 
     def step(
         self, loss: torch.Tensor, step: int, total: int, lr: float, warmup: int, every: int
-    ) -> float:
-        """One optimiser step at the schedule's rate; a checkpoint every `every` steps (0: none)."""
+    ) -> None:
+        """One optimiser step at the schedule's rate; a checkpoint every `every` steps (0: none),
+        then the callback (raising from it stops training as a kill would)."""
         for g in self.optim.param_groups:
-            g["lr"] = _lr(step, total, lr, warmup)
+            g["lr"] = warmup_cosine(step, total, lr, warmup, MIN_LR_RATIO)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
+        self.losses.append(loss.item())
         if every and (step + 1) % every == 0:
             self.save(step + 1)
-        return loss.item()
+        if self.callback is not None:
+            self.callback(self.name, step + 1)
 
-    def save(self, step: int, extra: dict[str, Any] | None = None) -> None:
-        atomic_save_tensors(self.work / f"{self.name}.safetensors", self.module.state_dict())
-        atomic_save_tensors(
-            self.work / f"{self.name}_optim.safetensors", _optim_tensors(self.optim)
-        )
-        info = {"step": step, "fingerprint": self.fingerprint, **(extra or {})}
-        atomic_write_json(self.work / f"{self.name}.json", info)
+    def save(self, step: int) -> None:
+        tensors = {"model": self.module.state_dict(), "optimizer": optimizer_tensors(self.optim)}
+        self.ckpts.save(step, tensors, {"losses": self.losses})
 
 
-def fingerprint(cfg: WorldDiffusionConfig, stage: str, n_images: int) -> str:
-    """Hash of the settings a stage's weights depend on (threads and device excluded)."""
-    d = {
-        k: v for k, v in cfg.to_dict().items() if k not in ("threads", "device", "checkpoint_every")
-    }
-    text = json.dumps({"stage": stage, "n": n_images, **d}, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()
+def stage_fingerprint(
+    cfg: WorldDiffusionConfig, stage: str, n_images: int, inputs: Sequence[str | Path] = ()
+) -> Fingerprint:
+    """The settings a stage's weights depend on and the content of its input files."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+    return Fingerprint.of({"stage": stage, "n": n_images, **d}, inputs)
 
 
 def train_vae(
-    cfg: WorldDiffusionConfig, pixels: torch.Tensor, work: Path, device: torch.device
+    cfg: WorldDiffusionConfig,
+    pixels: torch.Tensor,
+    work: Path,
+    device: torch.device,
+    inputs: Sequence[str | Path] = (),
+    callback: StepCallback | None = None,
 ) -> tuple[AutoencoderKL, list[float]]:
-    """Train the VAE on pixels (N, 3, S, S) in [-1, 1]; sets config.scaling_factor = 1/std(z)."""
+    """Train the VAE on pixels (N, 3, S, S) in [-1, 1]; sets config.scaling_factor = 1/std(z).
+
+    Checkpoints in `{work}/vae/`, keyed on the settings and the content of `inputs` (the files
+    the pixels come from). Returns (vae in eval mode, loss curve).
+    """
     vae = build_vae(cfg, pixels.shape[-1]).to(device).train()
     optim = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    stage = _Stage("vae", vae, optim, work, fingerprint(cfg, "vae", len(pixels)))
+    fp = stage_fingerprint(cfg, "vae", len(pixels), inputs)
+    stage = _Stage("vae", vae, optim, work, fp, callback)
     start = stage.resume()
-    losses: list[float] = []
     n = len(pixels)
     for step in tqdm(range(start, cfg.vae_steps), desc="vae", mininterval=5.0):
         rng = np.random.default_rng([cfg.seed, 1, step])
@@ -256,11 +244,7 @@ def train_vae(
         )
         recon = vae.decode(z).sample
         loss = (recon - x).pow(2).mean() + cfg.kl_weight * posterior.kl().mean()
-        losses.append(
-            stage.step(
-                loss, step, cfg.vae_steps, cfg.vae_lr, cfg.warmup_steps, cfg.checkpoint_every
-            )
-        )
+        stage.step(loss, step, cfg.vae_steps, cfg.vae_lr, cfg.warmup_steps, cfg.checkpoint_every)
     vae.eval()
     with torch.no_grad():
         sample = pixels[: min(n, 2048)].to(device)
@@ -270,7 +254,7 @@ def train_vae(
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     if cfg.vae_steps > start:
         stage.save(cfg.vae_steps)
-    return vae, losses
+    return vae, stage.losses
 
 
 @torch.no_grad()
@@ -292,11 +276,14 @@ def train_world_diffusion(
     world_dir: str | Path,
     clip_dir: str | Path,
     out_dir: str | Path,
+    callback: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Train VAE then UNet on the world's train split; save the pipeline to `out_dir`.
 
     Returns info (loss curves, wall times). The pipeline in `out_dir` loads with
-    `DiffusionPipeline.from_pretrained(out_dir)`.
+    `DiffusionPipeline.from_pretrained(out_dir)`. `callback(stage, steps_done)` ("vae" or
+    "unet") runs after every step and its checkpoint; raising from it stops training as a kill
+    would, and a rerun resumes.
     """
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -304,11 +291,19 @@ def train_world_diffusion(
     work = out_dir.with_name(out_dir.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     images, manifest = load_split(world_dir, "train")
+    split, clip_dir = Path(world_dir) / "train", Path(clip_dir)
+    images_file = split / "images.npy"
+    unet_inputs = [
+        images_file,
+        split / "manifest.csv",
+        clip_dir / WEIGHTS_FILE,
+        clip_dir / CONFIG_FILE,
+    ]
     pixels = to_pixels(images)
     text_encoder, tokenizer, _ = load_world_text_encoder(clip_dir)
     text_encoder.to(device).requires_grad_(False)
     start = time.perf_counter()
-    vae, vae_losses = train_vae(cfg, pixels, work, device)
+    vae, vae_losses = train_vae(cfg, pixels, work, device, [images_file], callback)
     vae_seconds = time.perf_counter() - start
     vae.requires_grad_(False)
     lat_mean, lat_std = encode_latents(vae, pixels, device)
@@ -332,9 +327,9 @@ def train_world_diffusion(
     optim = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     noise_sched = train_scheduler(cfg)
     alphas = noise_sched.alphas_cumprod.to(device)
-    stage = _Stage("unet", unet, optim, work, fingerprint(cfg, "unet", len(lat_mean)))
+    fp = stage_fingerprint(cfg, "unet", len(lat_mean), unet_inputs)
+    stage = _Stage("unet", unet, optim, work, fp, callback)
     first = stage.resume()
-    losses: list[float] = []
     n = len(lat_mean)
     t0 = time.perf_counter()
     for step in tqdm(range(first, cfg.unet_steps), desc="unet", mininterval=5.0):
@@ -355,9 +350,7 @@ def train_world_diffusion(
             cond = text_encoder(input_ids=tokens.to(device)).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample
         loss = (pred - noise).pow(2).mean()
-        losses.append(
-            stage.step(loss, step, cfg.unet_steps, cfg.lr, cfg.warmup_steps, cfg.checkpoint_every)
-        )
+        stage.step(loss, step, cfg.unet_steps, cfg.lr, cfg.warmup_steps, cfg.checkpoint_every)
     unet_seconds = time.perf_counter() - t0
     unet.eval()
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet, cfg)
@@ -367,7 +360,7 @@ def train_world_diffusion(
     return {
         "config": cfg.to_dict(),
         "vae_losses": vae_losses,
-        "unet_losses": losses,
+        "unet_losses": stage.losses,
         "vae_seconds": vae_seconds,
         "unet_seconds": unet_seconds,
         "latent_shape": list(lat_mean.shape[1:]),

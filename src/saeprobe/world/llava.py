@@ -11,17 +11,15 @@ vision tower always frozen, AdamW with warmup and cosine decay per stage:
 2. fine-tuning (`steps`): projector and language model together on the image prompt.
 
 Batches of step s come from a seeded permutation per epoch, so a resumed run sees the same
-batches as an uninterrupted one. Checkpoints
-(`checkpoint/state.safetensors` + `checkpoint/state.json`: trainable weights, Adam moments, step)
-are written every `checkpoint_every` steps and removed when the model is saved.
+batches as an uninterrupted one. Checkpoints (`{out_dir}/checkpoint/`, a `saeprobe.training`
+set: trainable weights, Adam state, the loss curve) are written every `checkpoint_every` steps
+and removed when the model is saved; one made with other settings or other inputs (the world's
+train split and vocabulary, the world CLIP) is discarded.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -31,14 +29,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from saeprobe.config import FromConfig, load_sections
-from saeprobe.io import atomic_save_tensors, atomic_write_json
+from saeprobe.io import atomic_write_json
 from saeprobe.mllm.build import PROMPT, TinyLlamaSpec, build_processor, build_world_llava
 from saeprobe.mllm.data import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
+from saeprobe.training import (
+    Checkpoints,
+    Fingerprint,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    warmup_cosine,
+)
+from saeprobe.world.clip import CONFIG_FILE, WEIGHTS_FILE
 from saeprobe.world.generate import load_vocab
 from saeprobe.world.hf_vision import world_clip_vision_model
 
@@ -84,12 +89,20 @@ def stage_of(step: int, cfg: CaptionerConfig) -> tuple[int, int, int]:
     raise ValueError("step beyond the last stage")
 
 
-def lr_at(step: int, total: int, cfg: CaptionerConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, t)))
+CHECKPOINT_DIR = "checkpoint"
+# settings that do not change the trained weights
+_NOT_IN_FINGERPRINT = ("checkpoint_every", "eval_examples")
+
+
+def llava_fingerprint(
+    cfg: CaptionerConfig, spec: TinyLlamaSpec, n: int, world_dir: str | Path, clip_dir: str | Path
+) -> Fingerprint:
+    """The settings the weights depend on and the content of the files training reads."""
+    train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    world, clip = Path(world_dir), Path(clip_dir)
+    inputs = [world / "train" / "images.npy", world / "train" / "manifest.csv"]
+    inputs += [world / "vocab.json", clip / WEIGHTS_FILE, clip / CONFIG_FILE]
+    return Fingerprint.of({"cfg": train, "spec": asdict(spec), "n": n}, inputs)
 
 
 def world_words(world_dir: str | Path) -> list[str]:
@@ -138,43 +151,6 @@ def _with_labels(batch: dict[str, torch.Tensor], prompt_lens: list[int]) -> dict
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _save_checkpoint(
-    out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, fp: str
-) -> None:
-    params = _trainable(model)
-    tensors = {f"model.{n}": p.detach() for n, p in params.items()}
-    for n, p in params.items():
-        for key, value in opt.state.get(p, {}).items():
-            tensors[f"optim.{n}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    ckpt = out_dir / "checkpoint"
-    atomic_save_tensors(ckpt / "state.safetensors", tensors)
-    atomic_write_json(ckpt / "state.json", {"step": step, "fingerprint": fp})
-
-
-def _load_checkpoint(
-    out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, fp: str
-) -> int:
-    ckpt = out_dir / "checkpoint"
-    if not (ckpt / "state.json").is_file() or not (ckpt / "state.safetensors").is_file():
-        return 0
-    state = json.loads((ckpt / "state.json").read_text())
-    if state.get("fingerprint") != fp:
-        log.warning("%s: checkpoint of another configuration; starting over", ckpt)
-        return 0
-    tensors = load_file(str(ckpt / "state.safetensors"))
-    params = _trainable(model)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(tensors[f"model.{n}"])
-    for n, p in params.items():
-        prefix = f"optim.{n}."
-        entry = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if entry:
-            opt.state[p] = entry
-    log.info("resuming world LLaVA training from step %d", state["step"])
-    return int(state["step"])
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
@@ -232,11 +208,22 @@ def train_world_llava(
         lr=cfg.lr,
         betas=(0.9, 0.98),
     )
-    fp = json.dumps({"cfg": asdict(cfg), "spec": asdict(spec), "n": n}, sort_keys=True)
-    start = _load_checkpoint(out_dir, model, opt, fp)
+    ckpts = Checkpoints(
+        out_dir / CHECKPOINT_DIR,
+        llava_fingerprint(cfg, spec, n, world_dir, clip_dir),
+        name="world_llava",
+    )
+    losses: list[float] = []
+    start = 0
+    ckpt = ckpts.resume()
+    if ckpt is not None:
+        with torch.no_grad():
+            for name, p in _trainable(model).items():
+                p.copy_(ckpt.tensors["model"][name])
+        load_optimizer_tensors(opt, ckpt.tensors["optimizer"])
+        losses, start = list(ckpt.state["losses"]), ckpt.step
     model.train()
     model.model.vision_tower.eval()
-    losses: list[float] = []
     t0 = time.perf_counter()
     total = cfg.text_steps + cfg.align_steps + cfg.steps
     bar = tqdm(range(start, total), desc="world_llava", mininterval=5.0)
@@ -244,7 +231,9 @@ def train_world_llava(
         stage, in_stage, stage_steps = stage_of(step, cfg)
         idx = torch.from_numpy(batch_indices(step, cfg.batch_size, n, cfg.seed))
         for g in opt.param_groups:
-            g["lr"] = lr_at(in_stage, stage_steps, cfg)
+            g["lr"] = warmup_cosine(
+                in_stage, stage_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio
+            )
         if stage == 0:
             out = model(**{k: v[idx] for k, v in words.items()})
         else:
@@ -266,14 +255,17 @@ def train_world_llava(
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-            _save_checkpoint(out_dir, model, opt, done, fp)
+            params = {nm: p.detach() for nm, p in _trainable(model).items()}
+            ckpts.save(
+                done, {"model": params, "optimizer": optimizer_tensors(opt)}, {"losses": losses}
+            )
         if stop_after is not None and done - start >= stop_after:
             raise KeyboardInterrupt(f"stopped after {stop_after} steps (as asked)")
     wall = time.perf_counter() - t0
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
-    shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
+    ckpts.clear()
     log.info("world LLaVA: steps %d..%d in %.1f s", start, total, wall)
     info = {"config": asdict(cfg), "spec": asdict(spec), "losses": losses, "train_seconds": wall}
     return model, processor, info
