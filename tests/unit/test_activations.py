@@ -13,8 +13,9 @@ from tiny_data import make_image_folder
 
 from saeprobe.activations import ActivationStore, extract
 from saeprobe.activations.writer import AsyncWriter, trim_npy_rows
-from saeprobe.backbones import load_backbone
+from saeprobe.backbones import Collector, SiteRows, load_backbone
 from saeprobe.data import load_dataset
+from saeprobe.sae.sources import StoreSource
 
 N_IMAGES = 37
 
@@ -260,3 +261,73 @@ def test_async_writer_runs_tasks_in_order_and_reraises() -> None:
     with pytest.raises(OSError, match="disk full"):
         writer.join()
     writer.close()
+
+
+class _TokenCollector(Collector):
+    """A stand-in model with variable rows per example: `n_image` image rows at norm ~10 and one
+    text row per word at norm ~1, so every row column and the modality scales can be checked."""
+
+    def __init__(self) -> None:
+        self.spec, self.device = {"source": "fake", "name": "fake"}, torch.device("cpu")
+
+    def sites(self) -> list[str]:
+        return ["L0_all"]
+
+    def open(self, dataset_spec, seed):
+        prompts = [" ".join(["w"] * (1 + i % 3)) for i in range(11)]
+        from saeprobe.backbones.text_encoder import PromptSet
+
+        return PromptSet(prompts, "fake")
+
+    def max_rows_per_example(self, site: str) -> int:
+        return 8
+
+    def collect(self, batch) -> dict[str, SiteRows]:
+        example, position, modality, token_id, acts = [], [], [], [], []
+        for i, prompt in zip(batch.indices, batch.items, strict=True):
+            rng = np.random.default_rng(int(i))
+            for p in range(2):
+                example.append(i), position.append(p), modality.append(0), token_id.append(7)
+                acts.append(rng.normal(0, 10, 4))
+            for p, _ in enumerate(prompt.split()):
+                example.append(i), position.append(2 + p), modality.append(1)
+                token_id.append(100 + p), acts.append(rng.normal(0, 1, 4))
+        rows = SiteRows(
+            torch.tensor(np.array(acts), dtype=torch.float32),
+            np.array(example),
+            position=np.array(position),
+            token_id=np.array(token_id),
+            modality=np.array(modality),
+        )
+        return {"L0_all": rows}
+
+    def token_words(self, token_ids):
+        return [f"tok{t}" for t in token_ids]
+
+
+def test_token_rows_keep_their_columns_and_modality_scales(tmp_path: Path) -> None:
+    """Variable rows per example through the shared extraction: every row column survives
+    shards, the vocabulary is written, and dividing by the modality scales equalises norms."""
+    out = tmp_path / "acts"
+    extract({"source": "fake"}, {}, out, batch_size=4, shard_examples=5, dtype="float32",
+            collector=_TokenCollector(), progress=False)  # fmt: skip
+    store = ActivationStore(out / "L0_all")
+    rows = store.rows()
+    words = [1 + i % 3 for i in range(11)]
+    assert len(store) == len(rows) == 2 * 11 + sum(words) and store.num_shards == 3
+    assert rows.groupby("example").size().tolist() == [2 + w for w in words]
+    assert (rows.loc[rows["modality"] == "image", "word"] == "").all()
+    assert set(rows.loc[rows["modality"] == "text", "word"]) == {"tok100", "tok101", "tok102"}
+    assert rows.loc[rows["example"] == 2, "position"].tolist() == [0, 1, 2, 3, 4]
+    assert store.examples()["prompt"].tolist()[2] == "w w w"
+    scales = store.modality_norms(block=7)
+    assert scales["image"] > 5 * scales["text"]
+    x = store.read_all() / store.row_divisors(scales)[:, None]
+    norms = np.linalg.norm(x, axis=1)
+    image = (rows["modality"] == "image").to_numpy()
+    assert norms[image].mean() == pytest.approx(1.0, rel=1e-5)
+    assert norms[~image].mean() == pytest.approx(1.0, rel=1e-5)
+    # the SAE trainer's source applies the same divisors to every batch it yields
+    source = StoreSource(store, store.row_divisors(scales))
+    batches = np.concatenate([b.numpy() for b in source.sequential(10)])
+    np.testing.assert_allclose(batches, x, rtol=1e-6)
