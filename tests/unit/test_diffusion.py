@@ -320,3 +320,24 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path) -> None
     assert last.read_text() != before
     for a, b in zip(fresh.state_dict().values(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_holdout_parts_split_a_corpus_disjointly(tmp_path) -> None:
+    import pandas as pd
+
+    from saeprobe.data.prompts import load_prompts
+
+    prompts = [f"prompt number {i}" for i in range(200)]
+    pd.DataFrame({"caption": prompts}).to_csv(tmp_path / "corpus.csv", index=False)
+    spec = {"source": "prompts", "path": str(tmp_path / "corpus.csv"), "column": "caption"}
+    spec["n_prompts"] = 150
+    parts = {
+        part: load_prompts({**spec, "holdout": {"fraction": 0.2, "part": part}}, seed=3)
+        for part in ("train", "heldout")
+    }
+    assert not set(parts["train"]) & set(parts["heldout"])
+    assert sorted(parts["train"] + parts["heldout"]) == sorted(load_prompts(spec, seed=3))
+    assert 15 <= len(parts["heldout"]) <= 45  # about 20% of 150
+    assert parts["train"] == load_prompts(
+        {**spec, "holdout": {"fraction": 0.2, "part": "train"}}, 3
+    )

@@ -43,19 +43,19 @@ def _write_store(root: Path, x: np.ndarray, images: pd.DataFrame) -> None:
     site = root / SITE
     site.mkdir(parents=True)
     np.save(site / "shard_00000.npy", x.astype(np.float32))
-    np.save(site / "image_index.npy", images["index"].to_numpy(dtype=np.int64))
+    np.save(site / "example.npy", images["index"].to_numpy(dtype=np.int64))
     meta = {
         "dim": D,
         "dtype": "float32",
         "site": SITE,
-        "tokens_per_image": 1,
+        "layer": None,
         "count": len(x),
         "mean": x.mean(axis=0).tolist(),
         "shards": [{"file": "shard_00000.npy", "rows": len(x)}],
-        "image_index": "image_index.npy",
+        "columns": ["example"],
     }
     (site / "metadata.json").write_text(json.dumps(meta))
-    images.to_csv(root / "images.csv", index=False)
+    images.to_csv(root / "examples.csv", index=False)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     concepts = [hierarchy.names[n] for n in vectors if n in hierarchy.names]
     concepts += [c for c in vectors if c not in hierarchy.names]
-    test = pd.read_csv(root / "activations/m/world_test/images.csv")
+    test = pd.read_csv(root / "activations/m/world_test/examples.csv")
     x_test = np.load(root / "activations/m/world_test" / SITE / "shard_00000.npy")
     namer = Namer(
         image_embeddings=pd.DataFrame(x_test, index=test["index"].to_numpy()),
