@@ -172,7 +172,9 @@ def world_targets() -> list[str]:
         f"{WORLD_DIR}/hierarchy.tsv",
         WORLD_MODEL_FILES["world"],
         "results/tables/world_models.csv",
-    ] + [WORLD_MODEL_FILES[s] for s in ("world_diffusion", "world_llava") if s in sources]
+    ] + [
+        WORLD_MODEL_FILES[s] for s in ("world_diffusion", "world_llava") if s in sources
+    ]
 
 
 # -- SAEs (rules/sae.smk): sae.train / sae.sweep, with sae.overrides per model --
@@ -243,7 +245,9 @@ def eval_sae_inputs(wildcards) -> dict:
         inputs["train"] = activation_dir(model, sae_dataset(model, "train_dataset"))
         inputs.update(extract_inputs(Namespace(model=model, dataset=eval_dataset)))
         if "vision" in config:
-            inputs["hierarchy"] = hierarchy_file()  # class names for the zero-shot prompts
+            inputs["hierarchy"] = (
+                hierarchy_file()
+            )  # class names for the zero-shot prompts
         elif uses_world():
             inputs["hierarchy"] = f"{WORLD_DIR}/hierarchy.tsv"
     return inputs
@@ -345,10 +349,13 @@ def diffusion_is_world() -> bool:
 
 def diffusion_inputs() -> dict:
     """Inputs of the steering and attribute rules: the pipeline, the text-encoder SAEs and the
-    activations of their training prompts (which pick the latents), the scorer, the vocabulary."""
+    activations of their training prompts (which pick the latents), the scorer, the vocabulary.
+    """
     model = diffusion_model()
     inputs = {
-        "pipeline": [WORLD_MODEL_FILES["world_diffusion"]] if diffusion_is_world() else [],
+        "pipeline": (
+            [WORLD_MODEL_FILES["world_diffusion"]] if diffusion_is_world() else []
+        ),
         "sweeps": sweep_files([model]),
         "activations": activation_dir(model, sae_dataset(model, "train_dataset")),
         "scorer": [],
@@ -370,7 +377,9 @@ def diffusion_params() -> dict:
             "source": model_spec(model)["name"],
             "dtype": model_spec(model)["dtype"],
             "world": diffusion_is_world(),
-            "sae_dirs": {site: sae_dirs(model, site) for site in config["sae"]["sites"][model]},
+            "sae_dirs": {
+                site: sae_dirs(model, site) for site in config["sae"]["sites"][model]
+            },
             "scorer": d["scorer"],
             "generation": d["generation"],
             "world_clip": WORLD_MODEL_DIR,
@@ -425,8 +434,12 @@ def mllm_targets() -> list[str]:
     if "mllm" not in config:
         return []
     out = ["results/tables/crossmodal.csv"]
-    out += [f"results/figures/{f}.{ext}" for f in MLLM_FIGURES for ext in ("png", "pdf")]
-    if any(config["models"][m]["source"] == "world_llava" for m in config["mllm"]["models"]):
+    out += [
+        f"results/figures/{f}.{ext}" for f in MLLM_FIGURES for ext in ("png", "pdf")
+    ]
+    if any(
+        config["models"][m]["source"] == "world_llava" for m in config["mllm"]["models"]
+    ):
         out.append("results/tables/world_llava.csv")
     return out
 

@@ -4,8 +4,12 @@
 
 rule train_saes:
     input:
-        train=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "train_dataset")),
-        held_out=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "eval_dataset")),
+        train=lambda wc: activation_dir(
+            wc.model, sae_dataset(wc.model, "train_dataset")
+        ),
+        held_out=lambda wc: activation_dir(
+            wc.model, sae_dataset(wc.model, "eval_dataset")
+        ),
     output:
         "results/saes/{model}/{site}/sweep.json",
     log:
@@ -56,7 +60,8 @@ rule eval_saes:
         sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
         model=lambda wc: model_spec(wc.model),
         dataset=lambda wc: dataset_spec(sae_dataset(wc.model, "eval_dataset")),
-        downstream=lambda wc: config["sae"]["downstream"] and family(wc.model) == "vision",
+        downstream=lambda wc: config["sae"]["downstream"]
+        and family(wc.model) == "vision",
         batch_size=config["extract"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
