@@ -185,11 +185,11 @@ class Mapped:
 
 def _classes():
     from saeprobe.diffusion.steering import GenSettings
-    from saeprobe.mllm.build import TinyLlamaSpec
     from saeprobe.sae import SAEConfig, TrainConfig
     from saeprobe.world.config import WorldClipConfig, WorldConfig
     from saeprobe.world.diffusion import WorldDiffusionConfig
     from saeprobe.world.llava import CaptionerConfig
+    from saeprobe.world.llava_model import TinyLlamaSpec
 
     classes = (
         GenSettings,

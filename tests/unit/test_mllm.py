@@ -13,15 +13,8 @@ from safetensors.torch import load_file
 from tiny_backbones import save_tiny_open_clip
 
 from saeprobe.activations import ActivationStore, extract
-from saeprobe.mllm.build import (
-    PROMPT,
-    TinyLlamaSpec,
-    build_processor,
-    build_world_llava,
-    image_features_per_image,
-    load_mllm,
-)
-from saeprobe.mllm.data import world_examples
+from saeprobe.backbones.mllm import PROMPT, load_mllm
+from saeprobe.data.pairs import world_examples
 from saeprobe.world.clip import images_to_tensor, load_world_clip, save_world_clip
 from saeprobe.world.config import WorldConfig
 from saeprobe.world.generate import generate_world, load_split
@@ -31,6 +24,12 @@ from saeprobe.world.hf_vision import (
     world_clip_vision_model,
 )
 from saeprobe.world.llava import CaptionerConfig, caption_accuracy, train_world_llava, world_words
+from saeprobe.world.llava_model import (
+    TinyLlamaSpec,
+    build_processor,
+    build_world_llava,
+    image_features_per_image,
+)
 
 WORLD_CLIP_CFG = {
     "embed_dim": 32,
@@ -212,8 +211,8 @@ def test_training_resumes_after_a_kill(world, clip_dir, tmp_path):
 def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
     """Train a small world LLaVA (text, then projector-only alignment), extract, train a mixture
     SAE and check that colour concepts match across modalities more than shuffled pairs."""
+    from saeprobe.data.pairs import concept_sets
     from saeprobe.eval import crossmodal as cm
-    from saeprobe.mllm.data import concept_sets
     from saeprobe.sae import load_sae
     from saeprobe.sae.site import train_site
 

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from saeprobe.io import atomic_save_tensors
-from saeprobe.mllm.build import TinyLlamaSpec
 from saeprobe.training import (
     Checkpoints,
     Fingerprint,
@@ -34,6 +33,7 @@ from saeprobe.world.config import WorldClipConfig, WorldConfig
 from saeprobe.world.diffusion import WorldDiffusionConfig, train_world_diffusion
 from saeprobe.world.generate import generate_world
 from saeprobe.world.llava import CaptionerConfig, train_world_llava
+from saeprobe.world.llava_model import TinyLlamaSpec
 
 SPLITS = {"train": 64, "test": 8, "ood_shape": 4, "ood_texture": 4}
 SPLITS |= {"shift_outline": 4, "shift_noise": 4}

@@ -145,7 +145,7 @@ def tiny_hub_llava(path: Path) -> None:
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from saeprobe.mllm.build import TinyLlamaSpec, build_processor, build_world_llava
+    from saeprobe.world.llava_model import TinyLlamaSpec, build_processor, build_world_llava
 
     torch.manual_seed(0)
     vision = CLIPVisionModel(

@@ -10,14 +10,18 @@ One teacher-forced forward of `PROMPT + " " + caption` with the image per exampl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from saeprobe.backbones.collector import MODALITIES, Collector, ListBatch, SiteRows, list_batches
-from saeprobe.mllm.data import PROMPT, Examples, load_examples
+from saeprobe.data.pairs import Examples, load_examples
 
+IMAGE_TOKEN = "<image>"
+PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows
 IMAGE, TEXT = MODALITIES.index("image"), MODALITIES.index("text")
 WORD_MARKERS = "\u2581\u0120"  # sentencepiece and byte-level BPE word-start markers
 
@@ -68,8 +72,6 @@ class MLLMCollector(Collector):
     max_image_tokens}."""
 
     def __init__(self, spec: Mapping, device: torch.device, seed: int = 0) -> None:
-        from saeprobe.mllm.build import load_mllm
-
         self.spec = dict(spec)
         self.device = device
         self.seed = seed
@@ -158,3 +160,17 @@ class MLLMCollector(Collector):
     def describe(self) -> dict:
         cfg = self.model.config.text_config
         return {"spec": self.spec, "num_layers": cfg.num_hidden_layers, "width": cfg.hidden_size}
+
+
+def load_mllm(
+    name_or_path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32"
+) -> tuple[LlavaForConditionalGeneration, Any]:
+    """(model in eval mode, processor) via from_pretrained, for the world LLaVA and hub models.
+
+    dtype: float32 | float16 | bfloat16 (the paper config loads LLaVA-1.5-7B in float16 on cuda).
+    """
+    torch_dtype = getattr(torch, dtype)
+    model = LlavaForConditionalGeneration.from_pretrained(str(name_or_path), dtype=torch_dtype)
+    processor = AutoProcessor.from_pretrained(str(name_or_path))
+    model.to(device).eval()
+    return model, processor

@@ -55,8 +55,8 @@ import torch
 from torch import Tensor
 
 from saeprobe.activations import ActivationStore
+from saeprobe.data.pairs import concept_sets
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
-from saeprobe.mllm.data import concept_sets
 from saeprobe.sae import load_sae
 from saeprobe.sae.site import MODALITY_SCALE
 

@@ -32,10 +32,10 @@ import torch
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from saeprobe.backbones.mllm import PROMPT
 from saeprobe.config import FromConfig, load_sections
+from saeprobe.data.pairs import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
 from saeprobe.io import atomic_write_json
-from saeprobe.mllm.build import PROMPT, TinyLlamaSpec, build_processor, build_world_llava
-from saeprobe.mllm.data import WORLD_ATTRIBUTES, Examples, caption_words, world_examples
 from saeprobe.training import (
     Checkpoints,
     Fingerprint,
@@ -46,6 +46,7 @@ from saeprobe.training import (
 from saeprobe.world.clip import CONFIG_FILE, WEIGHTS_FILE
 from saeprobe.world.generate import load_vocab
 from saeprobe.world.hf_vision import world_clip_vision_model
+from saeprobe.world.llava_model import TinyLlamaSpec, build_processor, build_world_llava
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
-    AutoProcessor,
     CLIPImageProcessor,
     CLIPVisionModel,
     LlamaConfig,
@@ -30,8 +27,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from saeprobe.backbones.mllm import IMAGE_TOKEN, PROMPT
 from saeprobe.config import FromConfig
-from saeprobe.mllm.data import IMAGE_TOKEN, PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +146,3 @@ def image_features_per_image(model: LlavaForConditionalGeneration) -> int:
     cfg = model.config
     n = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
     return n + (cfg.vision_feature_select_strategy == "full")
-
-
-def load_mllm(
-    name_or_path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32"
-) -> tuple[LlavaForConditionalGeneration, Any]:
-    """(model in eval mode, processor) via from_pretrained, for the world LLaVA and hub models.
-
-    dtype: float32 | float16 | bfloat16 (the paper config loads LLaVA-1.5-7B in float16 on cuda).
-    """
-    torch_dtype = getattr(torch, dtype)
-    model = LlavaForConditionalGeneration.from_pretrained(str(name_or_path), dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(str(name_or_path))
-    model.to(device).eval()
-    return model, processor

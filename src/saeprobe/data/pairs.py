@@ -21,8 +21,6 @@ from PIL import Image
 from saeprobe.world.generate import load_split
 
 WORLD_ATTRIBUTES = ("colour", "shape", "superclass", "background")
-IMAGE_TOKEN = "<image>"
-PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows
 
 
 @dataclass
