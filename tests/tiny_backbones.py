@@ -168,3 +168,21 @@ def collect_prompts(pipe_dir, prompts, layers, tokens="all", batch_size=256):
         )
     table = pd.concat(tables, ignore_index=True)
     return {layer: np.concatenate(a) for layer, a in acts.items()}, table
+
+
+@torch.no_grad()
+def open_clip_block_outputs(visual: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """open_clip's residual stream: [after ln_pre, after block 0, ...], each (n, 1 + P, width).
+
+    pixels: (n, 3, H, W) normalised.
+    """
+    x = visual.conv1(pixels)
+    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    x = visual.ln_pre(visual.patch_dropout(x))
+    outs = [x]
+    for block in visual.transformer.resblocks:
+        x = block(x)
+        outs.append(x)
+    return outs

@@ -10,16 +10,15 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tiny_backbones import save_tiny_open_clip
+from tiny_backbones import open_clip_block_outputs, save_tiny_open_clip
 
 from saeprobe.activations import ActivationStore, extract
-from saeprobe.backbones.mllm import PROMPT, load_mllm
+from saeprobe.backbones.mllm import PROMPT, image_features_per_image, load_mllm
 from saeprobe.data.pairs import world_examples
 from saeprobe.world.clip import images_to_tensor, load_world_clip, save_world_clip
 from saeprobe.world.config import WorldConfig
 from saeprobe.world.generate import generate_world, load_split
 from saeprobe.world.hf_vision import (
-    open_clip_block_outputs,
     vision_model_from_open_clip,
     world_clip_vision_model,
 )
@@ -28,7 +27,6 @@ from saeprobe.world.llava_model import (
     TinyLlamaSpec,
     build_processor,
     build_world_llava,
-    image_features_per_image,
 )
 
 WORLD_CLIP_CFG = {

@@ -31,6 +31,13 @@ def clean_word(token: str) -> str:
     return token.strip().lstrip(WORD_MARKERS).strip().lower()
 
 
+def image_features_per_image(model: LlavaForConditionalGeneration) -> int:
+    """How many image features (LM positions) one image becomes."""
+    cfg = model.config
+    n = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+    return n + (cfg.vision_feature_select_strategy == "full")
+
+
 class PairSet:
     """(image, caption) examples; manifest: index, example, source_index, caption, concepts,
     and the world's label columns where they exist."""
@@ -95,9 +102,8 @@ class MLLMCollector(Collector):
         return PairSet(load_examples(spec, seed), spec.get("name", spec["source"]))
 
     def max_rows_per_example(self, site: str) -> int:
-        cfg = self.model.config
-        n_image = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 + 1
-        return n_image + int(self.processor.tokenizer.model_max_length or 0) or 4096
+        text = self.processor.tokenizer.model_max_length
+        return image_features_per_image(self.model) + (text if text < 100_000 else 4096)
 
     def _prompt(self, image: Any) -> list[int]:
         if self._prompt_ids is None:

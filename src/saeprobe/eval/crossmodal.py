@@ -87,10 +87,6 @@ class CrossmodalSums:
     word_n: np.ndarray  # (V,)
 
 
-def word_matches(word: str, concept: str) -> bool:
-    return word == concept or word == concept + "s"
-
-
 def accumulate(
     chunks: Iterable[tuple[Tensor, np.ndarray]],
     tokens: pd.DataFrame,

@@ -56,11 +56,6 @@ class SparseCodes:
                 self._by_latent = (order, torch.cumsum(counts, 0) - counts)
         return self._by_latent
 
-    def to_dense(self, width: int) -> Tensor:
-        """(batch, width) dense codes."""
-        out = self.values.new_zeros(self.batch, width)
-        return out.index_put((self.rows, self.latents), self.values, accumulate=True)
-
     def fired(self, width: int) -> Tensor:
         """(width,) bool: latents with a positive value somewhere in the batch."""
         mask = torch.zeros(width, dtype=torch.bool, device=self.latents.device)

@@ -123,21 +123,3 @@ def world_clip_vision_model(model_dir: str | Path) -> CLIPVisionModel:
     with open(Path(model_dir) / "open_clip_config.json") as fh:
         vision_cfg = json.load(fh)["vision_cfg"]
     return vision_model_from_open_clip(model.visual, vision_cfg)
-
-
-@torch.no_grad()
-def open_clip_block_outputs(visual: torch.nn.Module, pixels: Tensor) -> list[Tensor]:
-    """open_clip's residual stream: [after ln_pre, after block 0, ...], each (n, 1 + P, width).
-
-    pixels: (n, 3, H, W) normalised.
-    """
-    x = visual.conv1(pixels)
-    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    x = visual.ln_pre(visual.patch_dropout(x))
-    outs = [x]
-    for block in visual.transformer.resblocks:
-        x = block(x)
-        outs.append(x)
-    return outs

@@ -139,10 +139,3 @@ def build_world_llava(
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.vision_tower.requires_grad_(False)
     return model
-
-
-def image_features_per_image(model: LlavaForConditionalGeneration) -> int:
-    """How many image features (LM positions) one image becomes."""
-    cfg = model.config
-    n = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
-    return n + (cfg.vision_feature_select_strategy == "full")
