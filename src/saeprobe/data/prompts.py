@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.world.generate import load_split
+
 CAPTION_KEYS = (
     "caption_colour_p",
     "caption_background_p",
@@ -94,9 +96,7 @@ def load_prompts(spec: Mapping, seed: int) -> list[str]:
     """The prompts a dataset spec names (see the module docstring)."""
     source = spec["source"]
     if source == "world_captions":
-        manifest = pd.read_csv(
-            Path(spec["root"]) / spec["split"] / "manifest.csv", keep_default_na=False
-        )
+        _, manifest = load_split(spec["root"], spec["split"], mmap=True)
         prompts = world_captions(manifest, spec["n_prompts"], seed, spec["captions"])
     elif source == "prompts":
         prompts = corpus_prompts(

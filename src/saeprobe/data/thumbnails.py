@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from saeprobe.world.generate import load_split
+
 
 def thumbnails(
     spec: Mapping, paths: Sequence[str], indices: Sequence[int], size: int = 64
@@ -15,7 +17,7 @@ def thumbnails(
     """(size, size, 3) uint8 images of a dataset (world: by dataset index; imagefolder: by the
     image table's relative path). An unreadable file gives a grey square."""
     if spec["source"] == "world":
-        images = np.load(Path(spec["root"]) / spec["split"] / "images.npy", mmap_mode="r")
+        images, _ = load_split(spec["root"], spec["split"], mmap=True, columns=())
         return [np.asarray(images[int(i)]) for i in indices]
     out = []
     for rel in paths:

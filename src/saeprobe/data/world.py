@@ -1,4 +1,4 @@
-"""Synthetic-world splits: `images.npy` (N, H, W, 3) uint8 plus `manifest.csv`."""
+"""Synthetic-world splits as image datasets (read by saeprobe.world.generate.load_split)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from saeprobe.data.base import ImageBatch, ImageDataset
 from saeprobe.data.preprocess import PreprocessParams, transform_batch
+from saeprobe.world.generate import load_split
 
 _END = object()
 
@@ -36,29 +36,7 @@ class WorldArrayDataset(ImageDataset):
         name: str | None = None,
         spec: dict | None = None,
     ) -> None:
-        split_dir = Path(root) / split
-        images_path, manifest_path = split_dir / "images.npy", split_dir / "manifest.csv"
-        for path in (images_path, manifest_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"world dataset (root={str(root)!r}, split={split!r}): missing {path}; "
-                    "expected {root}/{split}/images.npy (uint8 N,H,W,3) and manifest.csv, "
-                    "as written by saeprobe.world"
-                )
-        images = np.load(images_path, mmap_mode="r")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"{images_path}: expected a uint8 array of shape (N, H, W, 3), "
-                f"got {images.dtype} {images.shape}"
-            )
-        manifest = pd.read_csv(manifest_path, keep_default_na=False)
-        if "label" not in manifest.columns:
-            raise ValueError(f"{manifest_path}: expected a 'label' column, got {list(manifest)}")
-        if len(manifest) != len(images):
-            raise ValueError(
-                f"{manifest_path} has {len(manifest)} rows but {images_path} has "
-                f"{len(images)} images; they must match"
-            )
+        images, manifest = load_split(root, split, mmap=True, columns=("label",))
         self.rows: np.ndarray | None = None
         if max_images is not None and max_images < len(images):
             self.rows = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])

@@ -40,7 +40,7 @@ from saeprobe.training import (
     warmup_cosine,
 )
 from saeprobe.world.config import WorldClipConfig
-from saeprobe.world.generate import load_split, load_vocab
+from saeprobe.world.generate import load_split, load_vocab, split_files
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,7 @@ class CaptionSampler:
 def clip_fingerprint(cfg: WorldClipConfig, world_dir: str | Path) -> Fingerprint:
     """The settings the weights depend on and the content of the world's train split."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
-    split = Path(world_dir) / "train"
-    return Fingerprint.of(settings, [split / "images.npy", split / "manifest.csv"])
+    return Fingerprint.of(settings, list(split_files(world_dir, "train")))
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ from saeprobe.training import (
 )
 from saeprobe.world.clip import CONFIG_FILE, WEIGHTS_FILE, CaptionSampler
 from saeprobe.world.config import WorldClipConfig
-from saeprobe.world.generate import load_split
+from saeprobe.world.generate import load_split, split_files
 from saeprobe.world.hf_text import load_world_text_encoder, tokenize
 
 log = logging.getLogger(__name__)
@@ -291,11 +291,11 @@ def train_world_diffusion(
     work = out_dir.with_name(out_dir.name + ".partial")
     work.mkdir(parents=True, exist_ok=True)
     images, manifest = load_split(world_dir, "train")
-    split, clip_dir = Path(world_dir) / "train", Path(clip_dir)
-    images_file = split / "images.npy"
+    clip_dir = Path(clip_dir)
+    images_file, manifest_file = split_files(world_dir, "train")
     unet_inputs = [
         images_file,
-        split / "manifest.csv",
+        manifest_file,
         clip_dir / WEIGHTS_FILE,
         clip_dir / CONFIG_FILE,
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -183,29 +184,38 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, splits: tuple[str, ...
         images, manifest = render_split(cfg, split)
         d = out_dir / split
         d.mkdir(exist_ok=True)
-        atomic_save_npy(d / "images.npy", images)
-        atomic_write_csv(d / "manifest.csv", manifest)
+        images_file, manifest_file = split_files(out_dir, split)
+        atomic_save_npy(images_file, images)
+        atomic_write_csv(manifest_file, manifest)
         log.info("world split %s: %d images -> %s", split, len(manifest), d)
     write_hierarchy(build_hierarchy(cfg.superclasses), out_dir / "hierarchy.tsv")
     atomic_write_json(out_dir / "vocab.json", vocab(cfg), sort_keys=False)
 
 
-def load_split(
-    world_dir: str | Path, split: str, mmap: bool = False
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Read one split: images uint8 (N, H, W, 3) and its manifest (N rows, MANIFEST_COLUMNS)."""
+def split_files(world_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """(images.npy, manifest.csv) of one split: the world's only statement of its layout."""
     d = Path(world_dir) / split
-    img_path, man_path = d / "images.npy", d / "manifest.csv"
+    return d / "images.npy", d / "manifest.csv"
+
+
+def load_split(
+    world_dir: str | Path,
+    split: str,
+    mmap: bool = False,
+    columns: Sequence[str] = MANIFEST_COLUMNS,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Read one split: images uint8 (N, H, W, 3) and its manifest (N rows), checked to hold
+    `columns` (all of MANIFEST_COLUMNS by default; a reader may need fewer)."""
+    d = Path(world_dir) / split
+    img_path, man_path = split_files(world_dir, split)
     for p in (img_path, man_path):
         if not p.is_file():
             raise FileNotFoundError(f"world split {split!r}: missing {p}")
     images = np.load(img_path, mmap_mode="r" if mmap else None, allow_pickle=False)
     manifest = pd.read_csv(man_path, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    missing = [c for c in columns if c not in manifest.columns]
     if missing:
-        raise ValueError(
-            f"{man_path}: missing columns {missing}; expected {list(MANIFEST_COLUMNS)}"
-        )
+        raise ValueError(f"{man_path}: missing columns {missing}; expected {list(columns)}")
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(
             f"{img_path}: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}"

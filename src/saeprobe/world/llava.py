@@ -44,7 +44,7 @@ from saeprobe.training import (
     warmup_cosine,
 )
 from saeprobe.world.clip import CONFIG_FILE, WEIGHTS_FILE
-from saeprobe.world.generate import load_vocab
+from saeprobe.world.generate import load_vocab, split_files
 from saeprobe.world.hf_vision import world_clip_vision_model
 from saeprobe.world.llava_model import TinyLlamaSpec, build_processor, build_world_llava
 
@@ -101,7 +101,7 @@ def llava_fingerprint(
     """The settings the weights depend on and the content of the files training reads."""
     train = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
     world, clip = Path(world_dir), Path(clip_dir)
-    inputs = [world / "train" / "images.npy", world / "train" / "manifest.csv"]
+    inputs = list(split_files(world, "train"))
     inputs += [world / "vocab.json", clip / WEIGHTS_FILE, clip / CONFIG_FILE]
     return Fingerprint.of({"cfg": train, "spec": asdict(spec), "n": n}, inputs)
 
