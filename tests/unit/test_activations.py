@@ -331,3 +331,45 @@ def test_token_rows_keep_their_columns_and_modality_scales(tmp_path: Path) -> No
     source = StoreSource(store, store.row_divisors(scales))
     batches = np.concatenate([b.numpy() for b in source.sequential(10)])
     np.testing.assert_allclose(batches, x, rtol=1e-6)
+
+
+def test_sae_sweep_never_resumes_on_other_activations(world: dict, tmp_path: Path) -> None:
+    """Kill an SAE sweep, re-extract from other weights at the same path (same shapes), rerun:
+    the checkpoint and any finished SAE are discarded and the result equals a fresh run."""
+    from safetensors.torch import load_file
+
+    from saeprobe.sae.site import train_site
+
+    model = {**world["model"], "layers": [1], "tokens": ["cls"], "pooled": False}
+    sweep = {"topk": {"arch": "topk", "width": 16, "k": 2}}
+    train = {"batch_size": 8, "epochs": 3, "warmup_steps": 1, "init_sample_size": 16}
+    train["checkpoint_every"] = 2
+
+    def stores(seed: int, root: Path) -> Path:
+        save_tiny_open_clip(Path(model["weights"]), seed=seed)  # new weights, same path
+        extract(world["dataset"], model, root, batch_size=8, device="cpu", progress=False)
+        return root / "L1_cls"
+
+    def stop(step: int, saes) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    def run(site: Path, out: Path, callback=None) -> dict:
+        train_site(site, site, {"topk": out}, sweep, train, out.parent / "sweep.json",
+                   callback=callback)  # fmt: skip
+        return load_file(out / "sae.safetensors")
+
+    model["weights"] = str(tmp_path / "clip")
+    old = stores(0, tmp_path / "old")
+    with pytest.raises(KeyboardInterrupt):
+        run(old, tmp_path / "sae" / "topk", stop)
+    new = stores(1, tmp_path / "new")
+    assert ActivationStore(new).content_key() != ActivationStore(old).content_key()
+    resumed = run(new, tmp_path / "sae" / "topk")
+    fresh = run(new, tmp_path / "fresh" / "topk")
+    assert resumed.keys() == fresh.keys()
+    assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
+    # a finished sweep on the old activations is not taken for one on the new
+    run(old, tmp_path / "done" / "topk")
+    again = run(new, tmp_path / "done" / "topk")
+    assert all(torch.equal(again[k], fresh[k]) for k in fresh)

@@ -11,6 +11,7 @@ into MODALITIES: image, text).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,12 @@ class ActivationStore:
 
     def __len__(self) -> int:
         return int(self.metadata["count"])
+
+    def content_key(self) -> str:
+        """A digest that changes with the stored activations: the sha256 of the site's
+        metadata.json, which holds the per-dimension mean and the mean norm of every row (float64,
+        accumulated while writing), the row count, and the model and dataset specs."""
+        return hashlib.sha256((self.path / METADATA).read_bytes()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"ActivationStore({str(self.path)!r}, rows={len(self)}, dim={self.dim})"

@@ -13,7 +13,7 @@ from saeprobe.io import atomic_write_json
 from saeprobe.sae.config import SAEConfig, TrainConfig
 from saeprobe.sae.io import METRICS, read_json
 from saeprobe.sae.sources import StoreSource
-from saeprobe.sae.trainer import train_sweep
+from saeprobe.sae.trainer import StepCallback, train_sweep
 
 MODALITY_SCALE = "modality_scale.json"
 
@@ -30,6 +30,7 @@ def train_site(
     seed: int = 0,
     device: str | torch.device = "auto",
     export_saelens: bool = False,
+    callback: StepCallback | None = None,
 ) -> dict[str, Any]:
     """Train every SAE of `sweep` on one site from one stream of batches, then write `marker`.
 
@@ -38,6 +39,8 @@ def train_site(
     normalize_modalities: divide each row by its modality's mean norm on the training store;
     a multimodal site's SAEs record the scales in `modality_scale.json`. The marker (JSON:
     site, SAEs, their held-out metrics) is written last: it exists once the sweep is complete.
+    Finished SAEs and checkpoints are reused only when both stores' content keys match (an
+    extraction rerun on changed inputs trains from scratch). callback: see `train_sweep`.
     """
     train_store, eval_store = ActivationStore(train), ActivationStore(held_out)
     scales = train_store.modality_norms() if normalize_modalities else None
@@ -55,6 +58,8 @@ def train_site(
         seed=seed,
         eval_source=eval_source,
         export_saelens=export_saelens,
+        data_key=f"{train_store.content_key()}/{eval_store.content_key()}",
+        callback=callback,
     )
     if "modality" in train_store.metadata["columns"]:
         record_scales = scales or {"image": 1.0, "text": 1.0}

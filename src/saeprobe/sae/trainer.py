@@ -117,16 +117,22 @@ _TRAIN_KEYS_NOT_IN_FINGERPRINT = ("checkpoint_every", "keep_checkpoints", "log_e
 
 
 def fingerprint(
-    sae_cfg: SAEConfig, train_cfg: TrainConfig, seed: int, n_rows: int, dim: int
+    sae_cfg: SAEConfig,
+    train_cfg: TrainConfig,
+    seed: int,
+    n_rows: int,
+    dim: int,
+    data_key: str | None = None,
 ) -> str:
-    """Hash of everything that determines the trained weights."""
+    """Hash of everything that determines the trained weights; `data_key` stands for the
+    content of the activations (see `train_sweep`)."""
     train = {
         k: v for k, v in train_cfg.to_dict().items() if k not in _TRAIN_KEYS_NOT_IN_FINGERPRINT
     }
-    blob = json.dumps(
-        {"sae": sae_cfg.to_dict(), "train": train, "seed": seed, "rows": n_rows, "dim": dim},
-        sort_keys=True,
-    )
+    key = {"sae": sae_cfg.to_dict(), "train": train, "seed": seed, "rows": n_rows, "dim": dim}
+    if data_key is not None:
+        key["data"] = data_key
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -257,6 +263,7 @@ def train_sweep(
     progress: bool = True,
     export_saelens: bool = False,
     eval_batch_size: int = 1024,
+    data_key: str | None = None,
 ) -> list[SAE]:
     """Train one SAE per config from a single pass over `source`; returns the trained SAEs.
 
@@ -267,7 +274,9 @@ def train_sweep(
     activation_spec: recorded in cfg.json (defaults to the source's description, e.g. the store
     metadata); callback(step, saes) runs after every step (after checkpointing; raising from it
     stops training, as a kill would); export_saelens also
-    writes an SAELens directory to `{out_dir}/saelens`.
+    writes an SAELens directory to `{out_dir}/saelens`. data_key: a digest of the content of
+    `source` (and `eval_source`); finished SAEs and checkpoints are reused only when it matches,
+    so a resume never continues on activations computed from other inputs.
     """
     if len(sae_cfgs) != len(out_dirs):
         raise ConfigError(f"got {len(sae_cfgs)} SAE configs but {len(out_dirs)} output dirs")
@@ -285,7 +294,7 @@ def train_sweep(
         raise ConfigError(f"batch_size ({bs}) exceeds the number of training rows ({n_rows})")
     total = steps_per_epoch * train_cfg.epochs
     members = [
-        _Member(c, d_in, train_cfg, d, dev, fingerprint(c, train_cfg, seed, n_rows, d_in))
+        _Member(c, d_in, train_cfg, d, dev, fingerprint(c, train_cfg, seed, n_rows, d_in, data_key))
         for c, d in zip(sae_cfgs, dirs, strict=True)
     ]
     if all(_is_complete(m) for m in members):
@@ -296,14 +305,21 @@ def train_sweep(
         m.start()
     start_step = _common_checkpoint(members)
     if start_step is not None:
-        for m in members:
-            tensors, state = io.load_checkpoint(m.out_dir, start_step)
-            if state.get("fingerprint") != m.fingerprint:
-                raise ConfigError(
-                    f"{io.checkpoint_dir(m.out_dir)}: checkpoint of a different configuration "
-                    f"(data, SAE or training settings changed); delete it or choose another "
-                    f"output directory"
-                )
+        states = [io.load_checkpoint(m.out_dir, start_step) for m in members]
+        stale = [m for m, (_, state) in zip(members, states, strict=True) if
+                 state.get("fingerprint") != m.fingerprint]  # fmt: skip
+        if stale:
+            log.warning(
+                "discarding the checkpoints at step %d: computed on other activations or "
+                "settings (%s); training from scratch",
+                start_step,
+                ", ".join(str(io.checkpoint_dir(m.out_dir)) for m in stale),
+            )
+            for m in members:
+                shutil.rmtree(io.checkpoint_dir(m.out_dir), ignore_errors=True)
+            start_step = None
+    if start_step is not None:
+        for m, (tensors, _) in zip(members, states, strict=True):
             m.load_state_tensors(tensors)
         log.info(
             "resuming from checkpoint at step %d of %d (%s)",
