@@ -373,3 +373,21 @@ def test_sae_sweep_never_resumes_on_other_activations(world: dict, tmp_path: Pat
     run(old, tmp_path / "done" / "topk")
     again = run(new, tmp_path / "done" / "topk")
     assert all(torch.equal(again[k], fresh[k]) for k in fresh)
+
+
+def test_extraction_never_resumes_from_other_weights(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kill an extraction, replace the weights at the same path, rerun: the partial store is
+    discarded (and says so), and the result equals an uninterrupted run on the new weights."""
+    model = {**world["model"], "weights": str(tmp_path / "clip")}
+    save_tiny_open_clip(tmp_path / "clip", seed=0)
+    spec = {**world, "model": model}
+    with pytest.raises(KeyboardInterrupt):
+        _run(spec, tmp_path / "killed", dtype="float32", on_shard_complete=_interrupt)
+    save_tiny_open_clip(tmp_path / "clip", seed=1)
+    with caplog.at_level("WARNING"):
+        result = _run(spec, tmp_path / "killed", dtype="float32")
+    assert result["resumed_from_shard"] is None and "discarding" in caplog.text
+    _run(spec, tmp_path / "straight", dtype="float32")
+    assert _tree(tmp_path / "killed") == _tree(tmp_path / "straight")

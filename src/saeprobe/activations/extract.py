@@ -6,6 +6,7 @@ the dataset and turns each batch of examples into rows per site (`SiteRows`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -44,6 +45,19 @@ def store_dtype(name: str) -> np.dtype:
     if name not in STORE_DTYPES:
         raise ValueError(f"dtype: expected one of {sorted(STORE_DTYPES)}, got {name!r}")
     return np.dtype(STORE_DTYPES[name])
+
+
+def inputs_key(collector: Collector, dataset: object) -> dict[str, str | None]:
+    """Digests of what the activations are computed from: the model's local weight files, the
+    dataset's example table and, where the dataset knows it, the content of its images. A
+    partial store is resumed only when they match."""
+    manifest = dataset.manifest.to_csv(index=False).encode()
+    content = getattr(dataset, "content_key", None)
+    return {
+        "weights": collector.weights_key(),
+        "examples": hashlib.sha256(manifest).hexdigest(),
+        "data": content() if content is not None else None,
+    }
 
 
 def _batch_ranges(
@@ -126,6 +140,7 @@ def extract(
         "dataset": dict(dataset_spec),
         "n_examples": n_examples,
         "settings": settings,
+        "inputs": inputs_key(collector, dataset),
     }
     partial = PartialStore(out_dir, fingerprint)
     state = partial.open()

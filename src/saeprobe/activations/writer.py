@@ -13,6 +13,7 @@ shard it does not list and recomputes it from scratch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -25,6 +26,8 @@ import pandas as pd
 
 from saeprobe.activations.store import COLUMNS, EXAMPLES_CSV, METADATA, THUMBNAILS, VOCAB
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PROGRESS = "progress.json"
 SUMMARY = "extraction.json"
@@ -229,6 +232,11 @@ class PartialStore:
                 if summary.get("fingerprint") == self.fingerprint:
                     self._remove_work_files()
                     return "finalized"
+            log.warning(
+                "discarding %s: it was computed from other inputs or settings (model weights, "
+                "dataset content or extraction settings changed); extracting from scratch",
+                self.dir,
+            )
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         self.progress = {

@@ -9,9 +9,11 @@ described by its example index, token position, token id and modality. The extra
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -145,3 +147,31 @@ class Collector(ABC):
     def describe(self) -> dict:
         """What goes into the store's metadata about this model."""
         return {"spec": self.spec}
+
+    def weights_key(self) -> str | None:
+        """A digest of the model's local weight files (None for a model that comes from a hub by
+        name only): a resumed extraction must see the same weights."""
+        return local_files_key(self.spec.get("weights"), self.spec.get("name"))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+
+
+def local_files_key(*paths: str | None) -> str | None:
+    """sha256 over the content of the weight and config files at `paths` (files, or folders
+    searched recursively); None when none of them is on disk."""
+    from saeprobe.training import file_digest
+
+    files: list[Path] = []
+    for path in filter(None, paths):
+        p = Path(path)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{file_digest(f)}\n".encode())
+    return h.hexdigest()

@@ -9,6 +9,7 @@ One teacher-forced forward of `PROMPT + " " + caption` with the image per exampl
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,12 @@ class PairSet:
 
     def describe(self) -> dict:
         return {"name": self.name, "n_examples": len(self), "attributes": self.examples.attributes}
+
+    def content_key(self) -> str | None:
+        """sha256 of the images held in memory (world pairs); None for images read from files."""
+        if self.examples.images is None:
+            return None
+        return hashlib.sha256(np.ascontiguousarray(self.examples.images).tobytes()).hexdigest()
 
 
 class _Lazy(Sequence):

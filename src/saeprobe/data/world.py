@@ -12,7 +12,7 @@ import torch
 
 from saeprobe.data.base import ImageBatch, ImageDataset
 from saeprobe.data.preprocess import PreprocessParams, transform_batch
-from saeprobe.world.generate import load_split
+from saeprobe.world.generate import load_split, split_files
 
 _END = object()
 
@@ -37,6 +37,7 @@ class WorldArrayDataset(ImageDataset):
         spec: dict | None = None,
     ) -> None:
         images, manifest = load_split(root, split, mmap=True, columns=("label",))
+        self.images_file = split_files(root, split)[0]
         self.rows: np.ndarray | None = None
         if max_images is not None and max_images < len(images):
             self.rows = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
@@ -60,6 +61,12 @@ class WorldArrayDataset(ImageDataset):
         out = torch.empty((len(block), 3, *block.shape[1:3]), dtype=torch.uint8)
         np.copyto(out.numpy(), block.transpose(0, 3, 1, 2))
         return transform_batch(out, self.params)
+
+    def content_key(self) -> str:
+        """sha256 of the split's images.npy: the pixels the activations are computed from."""
+        from saeprobe.training import file_digest
+
+        return file_digest(self.images_file)
 
     def iter_batches(
         self,
