@@ -70,7 +70,7 @@ def latent_stats(sae: Any, acts: np.ndarray, chunk: int = 8192) -> tuple[np.ndar
 def prompt_codes(sae: Any, acts: np.ndarray, prompt: np.ndarray, n_prompts: int) -> np.ndarray:
     """Max code over each prompt's tokens: (n_prompts, width). prompt: (rows,) prompt index."""
     out = torch.zeros(n_prompts, sae.width)
-    idx = torch.from_numpy(np.asarray(prompt, dtype=np.int64))
+    idx = torch.from_numpy(np.array(prompt, dtype=np.int64))
     for i in range(0, len(acts), 8192):
         codes = sae.encode(torch.from_numpy(np.asarray(acts[i : i + 8192])).float())
         j = idx[i : i + 8192, None].expand_as(codes)
