@@ -5,9 +5,17 @@ BIN := $(VENV)/bin
 CORES ?= 2
 CONFIG ?= config.yaml
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+# The config's results root (its `results:` key, default results): read when a recipe runs, once
+# the environment exists.
+RESULTS = $(shell $(BIN)/python -c 'import yaml; print(yaml.safe_load(open("$(CONFIG)")).get("results", "results"))')
+# DVC stages are GROUP@NAME, NAME the config file's stem (config, smoke, paper; see dvc.yaml).
+# GROUP: world, data, activations, saes or tables; each comes with the groups it was made from,
+# so the default, tables, is all of them.
+GROUP ?=
+STAGES = $(addsuffix @$(basename $(notdir $(CONFIG))),$(or $(GROUP),tables))
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test lint format dryrun report pull clean
+.PHONY: demo test lint format dryrun report pull push clean
 
 # uv installs the pins in about a minute (pip takes three). Byte-code is compiled up front: every
 # job is a fresh interpreter importing torch, and PYTHONDONTWRITEBYTECODE may be set.
@@ -26,7 +34,7 @@ $(DEV): $(BIN)/snakemake
 
 demo: $(BIN)/snakemake
 	$(SNAKEMAKE)
-	$(SNAKEMAKE) --report results/report.html
+	$(SNAKEMAKE) --report $(RESULTS)/report.html
 
 test: $(DEV)
 	$(BIN)/pytest -q
@@ -44,11 +52,18 @@ format: $(DEV)
 dryrun: $(BIN)/snakemake
 	$(SNAKEMAKE) -n
 
-# Restore every artifact from the DVC remote and make Snakemake trust it (DVC does not keep file
-# times, so restored inputs would look newer than their outputs).
+# Record this config's artifacts (GROUP and what it was made from; default all) in dvc.lock and
+# upload them to the DVC remote; then commit dvc.lock with git.
+push: $(BIN)/snakemake
+	$(BIN)/dvc commit --force --with-deps $(STAGES)
+	$(BIN)/dvc push --with-deps $(STAGES)
+
+# Restore this config's artifacts (GROUP and what it was made from; default all) from the DVC
+# remote and make Snakemake trust them (DVC does not keep file times, so restored inputs would
+# look newer than their outputs). What follows an unrestored group is then recomputed.
 pull: $(BIN)/snakemake
-	$(BIN)/dvc pull
-	$(SNAKEMAKE) --touch
+	$(BIN)/dvc pull --with-deps $(STAGES)
+	$(SNAKEMAKE) --touch $(GROUP)
 
 clean:
 	rm -rf results .snakemake

@@ -32,9 +32,15 @@ rule all:
         report_targets(),
 
 
+# The artifact groups DVC shares (dvc.yaml), each under the config's results root.
 rule world:
     input:
         world_targets(),
+
+
+rule data:
+    input:
+        data_targets(),
 
 
 rule activations:

@@ -17,6 +17,17 @@ from saeprobe.config import canonical, gpus_for, validate_config
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
 ENV = "../envs/saeprobe.yaml"
+# Every file the workflow writes lies under this config's own root (the `results:` key, default
+# `results`), so the demo, the smoke test and the paper run never overwrite each other and DVC
+# versions each apart. User data in data/ (ImageNet, COCO, OOD sets) is shared by all configs.
+RESULTS = config["results"]
+
+
+def res(path: str) -> str:
+    """`path` (e.g. "tables/x.csv") under this config's results root."""
+    return f"{RESULTS}/{path}"
+
+
 GPUS = gpus_for(config)
 WORLD_SPLITS = [
     "train",
@@ -28,10 +39,10 @@ WORLD_SPLITS = [
 ]
 # The models the pipeline trains on the synthetic world, one folder each, in their libraries'
 # own formats; a `models:` entry of a world source is loaded from here.
-WORLD_DIR = "results/world"
-WORLD_MODEL_DIR = "results/models/world_clip"
-WORLD_DIFFUSION_DIR = "results/models/world_diffusion"
-WORLD_LLAVA_DIR = "results/models/world_llava"
+WORLD_DIR = res("world")
+WORLD_MODEL_DIR = res("models/world_clip")
+WORLD_DIFFUSION_DIR = res("models/world_diffusion")
+WORLD_LLAVA_DIR = res("models/world_llava")
 WORLD_MODEL_FILES = {
     "world": f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
     "world_diffusion": f"{WORLD_DIFFUSION_DIR}/model_index.json",
@@ -72,7 +83,7 @@ def model_spec(name: str) -> dict:
 
 
 def prompts_file(spec: dict) -> str:
-    return f"results/data/prompts/{spec['file']}"
+    return f"{RESULTS}/data/prompts/{spec['file']}"
 
 
 def prompt_download(file: str) -> dict:
@@ -128,7 +139,7 @@ def dataset_inputs(name: str) -> dict:
         }
     # ancient: a re-made check of an unchanged folder never reruns an extraction
     ready = [name] + [spec[k] for k in ("index_labels_from",) if k in spec]
-    return {"ready": [ancient(f"results/data/{d}.json") for d in ready]}
+    return {"ready": [ancient(f"{RESULTS}/data/{d}.json") for d in ready]}
 
 
 def extract_inputs(wildcards) -> dict:
@@ -151,7 +162,7 @@ def extract_settings(model: str) -> dict:
 
 
 def activation_dir(model: str, dataset: str) -> str:
-    return f"results/activations/{model}/{dataset}"
+    return f"{RESULTS}/activations/{model}/{dataset}"
 
 
 def activation_dirs() -> list[str]:
@@ -163,18 +174,30 @@ def activation_dirs() -> list[str]:
 
 
 def world_targets() -> list[str]:
-    """The world's images, its CLIP with its zero-shot table, and every other world model the
-    config uses (nothing in the paper config)."""
+    """The world's images, its CLIP and every other world model the config uses: all of it in
+    {results}/world and {results}/models, DVC's `world` group (nothing in the paper config).
+    """
     if not uses_world():
         return []
     sources = {m["source"] for m in config["models"].values()}
-    return [
-        f"{WORLD_DIR}/hierarchy.tsv",
-        WORLD_MODEL_FILES["world"],
-        "results/tables/world_models.csv",
-    ] + [
+    return [f"{WORLD_DIR}/hierarchy.tsv", WORLD_MODEL_FILES["world"]] + [
         WORLD_MODEL_FILES[s] for s in ("world_diffusion", "world_llava") if s in sources
     ]
+
+
+def data_targets() -> list[str]:
+    """What the pipeline downloads or prepares in {results}/data, DVC's `data` group: the
+    checked dataset records, prompt corpora and the WordNet hierarchy (nothing in the world).
+    """
+    files = []
+    for d in sorted({d for ds in config["extract"]["datasets"].values() for d in ds}):
+        inputs = dataset_inputs(d)
+        files += inputs.get("ready", []) + [
+            inputs[k] for k in ("corpus",) if k in inputs
+        ]
+    if "vision" in config and config["vision"]["hierarchy"]["source"] == "wordnet":
+        files.append(hierarchy_file())
+    return files
 
 
 # -- SAEs (rules/sae.smk): sae.train / sae.sweep, with sae.overrides per model --
@@ -209,7 +232,7 @@ def sae_sites() -> list[tuple[str, str]]:
 
 
 def sae_site_dir(model: str, site: str) -> str:
-    return f"results/saes/{model}/{site}"
+    return f"{RESULTS}/saes/{model}/{site}"
 
 
 def sweep_file(model: str, site: str) -> str:
@@ -218,7 +241,7 @@ def sweep_file(model: str, site: str) -> str:
 
 
 def sae_dirs(model: str, site: str) -> list[str]:
-    """One directory per SAE of the sweep: results/saes/{model}/{site}/{name}."""
+    """One directory per SAE of the sweep: {results}/saes/{model}/{site}/{name}."""
     return [f"{sae_site_dir(model, site)}/{name}" for name in sae_names(model)]
 
 
@@ -255,8 +278,12 @@ def eval_sae_inputs(wildcards) -> dict:
 
 def all_targets() -> list[str]:
     targets = world_targets() + activation_dirs()
+    if uses_world():
+        targets.append(
+            res("tables/world_models.csv")
+        )  # the world CLIP's zero-shot accuracy
     if "sae" in config:
-        targets += ["results/tables/sae_quality.csv", "results/figures/sae_quality.png"]
+        targets += [res("tables/sae_quality.csv"), res("figures/sae_quality.png")]
     return targets
 
 
@@ -273,7 +300,7 @@ def vision_setting(task: str) -> dict:
 def hierarchy_file() -> str:
     if config["vision"]["hierarchy"]["source"] == "world":
         return f"{WORLD_DIR}/hierarchy.tsv"
-    return "results/data/wordnet/hierarchy.tsv"
+    return res("data/wordnet/hierarchy.tsv")
 
 
 def namer_of(model: str) -> str | None:
@@ -292,13 +319,13 @@ def vision_inputs(task: str, datasets: list[str]):
     def inputs(wildcards) -> dict:
         model = wildcards.model
         out = {
-            "activations": [f"results/activations/{model}/{d}" for d in datasets],
+            "activations": [f"{RESULTS}/activations/{model}/{d}" for d in datasets],
             "saes": [sweep_file(model, site) for site in config["sae"]["sites"][model]],
             "hierarchy": hierarchy_file(),
         }
         namer = namer_of(model)
         if task == "semantics" and namer is not None:
-            out["namer"] = f"results/activations/{namer}/{datasets[0]}"
+            out["namer"] = f"{RESULTS}/activations/{namer}/{datasets[0]}"
             out.update(extract_inputs(Namespace(model=namer, dataset=datasets[0])))
         return out
 
@@ -314,15 +341,15 @@ def vision_targets() -> list[str]:
         "ood_generalization": ["accuracy", "topk"],
         "ontology": ["coverage", "heights"],
     }
-    targets = [f"results/tables/{task}.csv" for task in VISION_TASKS]
+    targets = [f"{RESULTS}/tables/{task}.csv" for task in VISION_TASKS]
     targets += [
-        f"results/figures/{task}_{name}.{ext}"
+        f"{RESULTS}/figures/{task}_{name}.{ext}"
         for task, names in figures.items()
         for name in names
         for ext in ("png", "pdf")
     ]
     targets += [
-        f"results/figures/semantics_grid_{model}.{ext}"
+        f"{RESULTS}/figures/semantics_grid_{model}.{ext}"
         for model in config["vision"]["models"]
         for ext in ("png", "pdf")
     ]
@@ -392,11 +419,11 @@ def diffusion_targets() -> list[str]:
     if "diffusion" not in config:
         return []
     figures = list(DIFFUSION_FIGURES)
-    out = ["results/tables/steering.csv", "results/tables/attributes.csv"]
+    out = [res("tables/steering.csv"), res("tables/attributes.csv")]
     if diffusion_is_world():
         figures.append("world_diffusion_samples")
-        out.append("results/tables/world_diffusion.csv")
-    out += [f"results/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
+        out.append(res("tables/world_diffusion.csv"))
+    out += [f"{RESULTS}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
     return out
 
 
@@ -422,7 +449,7 @@ def crossmodal_sites() -> list[tuple[str, str, str]]:
 
 
 def crossmodal_dir(model: str, site: str, name: str) -> str:
-    return f"results/crossmodal/{model}/{site}/{name}"
+    return f"{RESULTS}/crossmodal/{model}/{site}/{name}"
 
 
 def crossmodal_files(name: str) -> list[str]:
@@ -433,14 +460,14 @@ def mllm_targets() -> list[str]:
     """Everything the crossmodal task writes; [] without an `mllm:` section."""
     if "mllm" not in config:
         return []
-    out = ["results/tables/crossmodal.csv"]
+    out = [res("tables/crossmodal.csv")]
     out += [
-        f"results/figures/{f}.{ext}" for f in MLLM_FIGURES for ext in ("png", "pdf")
+        f"{RESULTS}/figures/{f}.{ext}" for f in MLLM_FIGURES for ext in ("png", "pdf")
     ]
     if any(
         config["models"][m]["source"] == "world_llava" for m in config["mllm"]["models"]
     ):
-        out.append("results/tables/world_llava.csv")
+        out.append(res("tables/world_llava.csv"))
     return out
 
 
@@ -450,12 +477,10 @@ def mllm_targets() -> list[str]:
 def task_outputs() -> list[str]:
     """Every table and figure the configured tasks make."""
     tables = [
-        t
-        for t in all_targets()
-        if t.startswith(("results/tables/", "results/figures/"))
+        t for t in all_targets() if t.startswith((res("tables/"), res("figures/")))
     ]
     return tables + vision_targets() + diffusion_targets() + mllm_targets()
 
 
 def report_targets() -> list[str]:
-    return ["results/RESULTS.md", "results/figures/index.html"]
+    return [res("RESULTS.md"), res("figures/index.html")]

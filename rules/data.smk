@@ -4,11 +4,11 @@
 
 rule prepare_dataset:
     output:
-        "results/data/{dataset}.json",
+        res("data/{dataset}.json"),
     log:
-        "results/logs/prepare_dataset/{dataset}.log",
+        res("logs/prepare_dataset/{dataset}.log"),
     benchmark:
-        "results/benchmarks/prepare_dataset/{dataset}.tsv"
+        res("benchmarks/prepare_dataset/{dataset}.tsv")
     localrule: True
     conda:
         ENV
@@ -24,11 +24,11 @@ rule prepare_dataset:
 
 rule download_prompts:
     output:
-        "results/data/prompts/{file}",
+        res("data/prompts/{file}"),
     log:
-        "results/logs/download_prompts/{file}.log",
+        res("logs/download_prompts/{file}.log"),
     benchmark:
-        "results/benchmarks/download_prompts/{file}.tsv"
+        res("benchmarks/download_prompts/{file}.tsv")
     localrule: True
     conda:
         ENV

@@ -8,17 +8,17 @@ if "diffusion" in config:
 
     rule train_world_diffusion:
         input:
-            images="results/world/train/images.npy",
-            manifest="results/world/train/manifest.csv",
+            images=res("world/train/images.npy"),
+            manifest=res("world/train/manifest.csv"),
             clip=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
             clip_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
         output:
             model_index=WORLD_MODEL_FILES["world_diffusion"],
             info=f"{WORLD_DIFFUSION_DIR}/train_info.json",
         log:
-            "results/logs/train_world_diffusion.log",
+            res("logs/train_world_diffusion.log"),
         benchmark:
-            "results/benchmarks/train_world_diffusion.tsv"
+            res("benchmarks/train_world_diffusion.tsv")
         conda:
             ENV
         threads: 1
@@ -37,19 +37,19 @@ if "diffusion" in config:
         input:
             model_index=WORLD_MODEL_FILES["world_diffusion"],
             clip=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
-            vocab="results/world/vocab.json",
+            vocab=res("world/vocab.json"),
         output:
-            table="results/tables/world_diffusion.csv",
+            table=res("tables/world_diffusion.csv"),
             png=report(
-                "results/figures/world_diffusion_samples.png",
+                res("figures/world_diffusion_samples.png"),
                 caption="../report/world_diffusion_samples.rst",
                 category="Diffusion",
             ),
-            pdf="results/figures/world_diffusion_samples.pdf",
+            pdf=res("figures/world_diffusion_samples.pdf"),
         log:
-            "results/logs/world_diffusion_samples.log",
+            res("logs/world_diffusion_samples.log"),
         benchmark:
-            "results/benchmarks/world_diffusion_samples.tsv"
+            res("benchmarks/world_diffusion_samples.tsv")
         conda:
             ENV
         threads: 1
@@ -69,33 +69,33 @@ if "diffusion" in config:
             **diffusion_inputs(),
         output:
             table=report(
-                "results/tables/steering.csv",
+                res("tables/steering.csv"),
                 caption="../report/steering.rst",
                 category="Diffusion",
             ),
-            latents="results/diffusion/steering_latents.json",
+            latents=res("diffusion/steering_latents.json"),
             grid=report(
-                "results/figures/steering_grid.png",
+                res("figures/steering_grid.png"),
                 caption="../report/steering_grid.rst",
                 category="Diffusion",
             ),
-            grid_pdf="results/figures/steering_grid.pdf",
+            grid_pdf=res("figures/steering_grid.pdf"),
             effect=report(
-                "results/figures/steering_effect.png",
+                res("figures/steering_effect.png"),
                 caption="../report/steering_effect.rst",
                 category="Diffusion",
             ),
-            effect_pdf="results/figures/steering_effect.pdf",
+            effect_pdf=res("figures/steering_effect.pdf"),
             preservation=report(
-                "results/figures/steering_preservation.png",
+                res("figures/steering_preservation.png"),
                 caption="../report/steering_preservation.rst",
                 category="Diffusion",
             ),
-            preservation_pdf="results/figures/steering_preservation.pdf",
+            preservation_pdf=res("figures/steering_preservation.pdf"),
         log:
-            "results/logs/steering.log",
+            res("logs/steering.log"),
         benchmark:
-            "results/benchmarks/steering.tsv"
+            res("benchmarks/steering.tsv")
         conda:
             ENV
         threads: 1
@@ -116,20 +116,20 @@ if "diffusion" in config:
             **diffusion_inputs(),
         output:
             table=report(
-                "results/tables/attributes.csv",
+                res("tables/attributes.csv"),
                 caption="../report/attributes.rst",
                 category="Diffusion",
             ),
             grid=report(
-                "results/figures/attributes_grid.png",
+                res("figures/attributes_grid.png"),
                 caption="../report/attributes_grid.rst",
                 category="Diffusion",
             ),
-            grid_pdf="results/figures/attributes_grid.pdf",
+            grid_pdf=res("figures/attributes_grid.pdf"),
         log:
-            "results/logs/attributes.log",
+            res("logs/attributes.log"),
         benchmark:
-            "results/benchmarks/attributes.tsv"
+            res("benchmarks/attributes.tsv")
         conda:
             ENV
         threads: 1

@@ -6,11 +6,11 @@ rule extract_activations:
     input:
         unpack(extract_inputs),
     output:
-        directory("results/activations/{model}/{dataset}"),
+        directory(res("activations/{model}/{dataset}")),
     log:
-        "results/logs/extract_activations/{model}/{dataset}.log",
+        res("logs/extract_activations/{model}/{dataset}.log"),
     benchmark:
-        "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
+        res("benchmarks/extract_activations/{model}/{dataset}.tsv")
     conda:
         ENV
     threads: 1 + config["extract"]["num_workers"]

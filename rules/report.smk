@@ -7,14 +7,14 @@ rule report_results:
         tables=lambda wc: [t for t in task_outputs() if t.endswith(".csv")],
     output:
         report(
-            "results/RESULTS.md",
+            res("RESULTS.md"),
             caption="../report/results.rst",
             category="Summary",
         ),
     log:
-        "results/logs/report_results.log",
+        res("logs/report_results.log"),
     benchmark:
-        "results/benchmarks/report_results.tsv"
+        res("benchmarks/report_results.tsv")
     conda:
         ENV
     resources:
@@ -30,11 +30,11 @@ rule figures_index:
     input:
         figures=lambda wc: [t for t in task_outputs() if t.endswith(".png")],
     output:
-        "results/figures/index.html",
+        res("figures/index.html"),
     log:
-        "results/logs/figures_index.log",
+        res("logs/figures_index.log"),
     benchmark:
-        "results/benchmarks/figures_index.tsv"
+        res("benchmarks/figures_index.tsv")
     conda:
         ENV
     resources:

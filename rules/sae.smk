@@ -11,11 +11,11 @@ rule train_saes:
             wc.model, sae_dataset(wc.model, "eval_dataset")
         ),
     output:
-        "results/saes/{model}/{site}/sweep.json",
+        res("saes/{model}/{site}/sweep.json"),
     log:
-        "results/logs/train_saes/{model}/{site}.log",
+        res("logs/train_saes/{model}/{site}.log"),
     benchmark:
-        "results/benchmarks/train_saes/{model}/{site}.tsv"
+        res("benchmarks/train_saes/{model}/{site}.tsv")
     conda:
         ENV
     threads: 1
@@ -42,11 +42,11 @@ rule eval_saes:
     input:
         unpack(eval_sae_inputs),
     output:
-        "results/saes/{model}/{site}/quality.csv",
+        res("saes/{model}/{site}/quality.csv"),
     log:
-        "results/logs/eval_saes/{model}/{site}.log",
+        res("logs/eval_saes/{model}/{site}.log"),
     benchmark:
-        "results/benchmarks/eval_saes/{model}/{site}.tsv"
+        res("benchmarks/eval_saes/{model}/{site}.tsv")
     conda:
         ENV
     threads: 1
@@ -74,20 +74,20 @@ rule sae_quality_table:
         quality_files(),
     output:
         table=report(
-            "results/tables/sae_quality.csv",
+            res("tables/sae_quality.csv"),
             caption="../report/sae_quality.rst",
             category="SAE quality",
         ),
         png=report(
-            "results/figures/sae_quality.png",
+            res("figures/sae_quality.png"),
             caption="../report/sae_quality_figure.rst",
             category="SAE quality",
         ),
-        pdf="results/figures/sae_quality.pdf",
+        pdf=res("figures/sae_quality.pdf"),
     log:
-        "results/logs/sae_quality_table.log",
+        res("logs/sae_quality_table.log"),
     benchmark:
-        "results/benchmarks/sae_quality_table.tsv"
+        res("benchmarks/sae_quality_table.tsv")
     conda:
         ENV
     resources:

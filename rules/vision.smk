@@ -8,18 +8,18 @@ if "vision" in config:
         input:
             unpack(vision_inputs("semantics", [VISION["id_dataset"]])),
         output:
-            units="results/vision/semantics/{model}.csv",
+            units=res("vision/semantics/{model}.csv"),
             grid_png=report(
-                "results/figures/semantics_grid_{model}.png",
+                res("figures/semantics_grid_{model}.png"),
                 caption="../report/semantics_grid.rst",
                 category="Vision",
                 subcategory="semantics",
             ),
-            grid_pdf="results/figures/semantics_grid_{model}.pdf",
+            grid_pdf=res("figures/semantics_grid_{model}.pdf"),
         log:
-            "results/logs/vision_semantics/{model}.log",
+            res("logs/vision_semantics/{model}.log"),
         benchmark:
-            "results/benchmarks/vision_semantics/{model}.tsv"
+            res("benchmarks/vision_semantics/{model}.tsv")
         conda:
             ENV
         threads: 1
@@ -57,11 +57,11 @@ if "vision" in config:
                 )
             ),
         output:
-            "results/vision/ood_detection/{model}.csv",
+            res("vision/ood_detection/{model}.csv"),
         log:
-            "results/logs/vision_ood_detection/{model}.log",
+            res("logs/vision_ood_detection/{model}.log"),
         benchmark:
-            "results/benchmarks/vision_ood_detection/{model}.tsv"
+            res("benchmarks/vision_ood_detection/{model}.tsv")
         conda:
             ENV
         threads: 1
@@ -96,11 +96,11 @@ if "vision" in config:
                 )
             ),
         output:
-            "results/vision/ood_generalization/{model}.csv",
+            res("vision/ood_generalization/{model}.csv"),
         log:
-            "results/logs/vision_ood_generalization/{model}.log",
+            res("logs/vision_ood_generalization/{model}.log"),
         benchmark:
-            "results/benchmarks/vision_ood_generalization/{model}.tsv"
+            res("benchmarks/vision_ood_generalization/{model}.tsv")
         conda:
             ENV
         threads: 1
@@ -130,12 +130,12 @@ if "vision" in config:
                 )
             ),
         output:
-            metrics="results/vision/ontology/{model}.csv",
-            units="results/vision/ontology/{model}_units.csv",
+            metrics=res("vision/ontology/{model}.csv"),
+            units=res("vision/ontology/{model}_units.csv"),
         log:
-            "results/logs/vision_ontology/{model}.log",
+            res("logs/vision_ontology/{model}.log"),
         benchmark:
-            "results/benchmarks/vision_ontology/{model}.tsv"
+            res("benchmarks/vision_ontology/{model}.tsv")
         conda:
             ENV
         threads: 1
@@ -158,27 +158,25 @@ if "vision" in config:
 
     rule semantics_table:
         input:
-            tables=expand(
-                "results/vision/semantics/{model}.csv", model=VISION["models"]
-            ),
+            tables=expand(res("vision/semantics/{model}.csv"), model=VISION["models"]),
         output:
             table=report(
-                "results/tables/semantics.csv",
+                res("tables/semantics.csv"),
                 caption="../report/semantics.rst",
                 category="Vision",
                 subcategory="semantics",
             ),
             purity_png=report(
-                "results/figures/semantics_purity.png",
+                res("figures/semantics_purity.png"),
                 caption="../report/semantics_purity.rst",
                 category="Vision",
                 subcategory="semantics",
             ),
-            purity_pdf="results/figures/semantics_purity.pdf",
+            purity_pdf=res("figures/semantics_purity.pdf"),
         log:
-            "results/logs/semantics_table.log",
+            res("logs/semantics_table.log"),
         benchmark:
-            "results/benchmarks/semantics_table.tsv"
+            res("benchmarks/semantics_table.tsv")
         conda:
             ENV
         resources:
@@ -192,26 +190,26 @@ if "vision" in config:
     rule ood_detection_table:
         input:
             tables=expand(
-                "results/vision/ood_detection/{model}.csv", model=VISION["models"]
+                res("vision/ood_detection/{model}.csv"), model=VISION["models"]
             ),
         output:
             table=report(
-                "results/tables/ood_detection.csv",
+                res("tables/ood_detection.csv"),
                 caption="../report/ood_detection.rst",
                 category="Vision",
                 subcategory="OOD detection",
             ),
             auroc_png=report(
-                "results/figures/ood_detection_auroc.png",
+                res("figures/ood_detection_auroc.png"),
                 caption="../report/ood_detection_auroc.rst",
                 category="Vision",
                 subcategory="OOD detection",
             ),
-            auroc_pdf="results/figures/ood_detection_auroc.pdf",
+            auroc_pdf=res("figures/ood_detection_auroc.pdf"),
         log:
-            "results/logs/ood_detection_table.log",
+            res("logs/ood_detection_table.log"),
         benchmark:
-            "results/benchmarks/ood_detection_table.tsv"
+            res("benchmarks/ood_detection_table.tsv")
         conda:
             ENV
         resources:
@@ -225,33 +223,33 @@ if "vision" in config:
     rule ood_generalization_table:
         input:
             tables=expand(
-                "results/vision/ood_generalization/{model}.csv", model=VISION["models"]
+                res("vision/ood_generalization/{model}.csv"), model=VISION["models"]
             ),
         output:
             table=report(
-                "results/tables/ood_generalization.csv",
+                res("tables/ood_generalization.csv"),
                 caption="../report/ood_generalization.rst",
                 category="Vision",
                 subcategory="OOD generalization",
             ),
             accuracy_png=report(
-                "results/figures/ood_generalization_accuracy.png",
+                res("figures/ood_generalization_accuracy.png"),
                 caption="../report/ood_generalization_accuracy.rst",
                 category="Vision",
                 subcategory="OOD generalization",
             ),
-            accuracy_pdf="results/figures/ood_generalization_accuracy.pdf",
+            accuracy_pdf=res("figures/ood_generalization_accuracy.pdf"),
             topk_png=report(
-                "results/figures/ood_generalization_topk.png",
+                res("figures/ood_generalization_topk.png"),
                 caption="../report/ood_generalization_topk.rst",
                 category="Vision",
                 subcategory="OOD generalization",
             ),
-            topk_pdf="results/figures/ood_generalization_topk.pdf",
+            topk_pdf=res("figures/ood_generalization_topk.pdf"),
         log:
-            "results/logs/ood_generalization_table.log",
+            res("logs/ood_generalization_table.log"),
         benchmark:
-            "results/benchmarks/ood_generalization_table.tsv"
+            res("benchmarks/ood_generalization_table.tsv")
         conda:
             ENV
         resources:
@@ -264,35 +262,35 @@ if "vision" in config:
 
     rule ontology_table:
         input:
-            tables=expand("results/vision/ontology/{model}.csv", model=VISION["models"]),
+            tables=expand(res("vision/ontology/{model}.csv"), model=VISION["models"]),
             units=expand(
-                "results/vision/ontology/{model}_units.csv", model=VISION["models"]
+                res("vision/ontology/{model}_units.csv"), model=VISION["models"]
             ),
         output:
             table=report(
-                "results/tables/ontology.csv",
+                res("tables/ontology.csv"),
                 caption="../report/ontology.rst",
                 category="Vision",
                 subcategory="ontology",
             ),
             coverage_png=report(
-                "results/figures/ontology_coverage.png",
+                res("figures/ontology_coverage.png"),
                 caption="../report/ontology_coverage.rst",
                 category="Vision",
                 subcategory="ontology",
             ),
-            coverage_pdf="results/figures/ontology_coverage.pdf",
+            coverage_pdf=res("figures/ontology_coverage.pdf"),
             heights_png=report(
-                "results/figures/ontology_heights.png",
+                res("figures/ontology_heights.png"),
                 caption="../report/ontology_heights.rst",
                 category="Vision",
                 subcategory="ontology",
             ),
-            heights_pdf="results/figures/ontology_heights.pdf",
+            heights_pdf=res("figures/ontology_heights.pdf"),
         log:
-            "results/logs/ontology_table.log",
+            res("logs/ontology_table.log"),
         benchmark:
-            "results/benchmarks/ontology_table.tsv"
+            res("benchmarks/ontology_table.tsv")
         conda:
             ENV
         resources:
@@ -307,11 +305,11 @@ if "vision" in config:
 
         rule wordnet_hierarchy:
             output:
-                "results/data/wordnet/hierarchy.tsv",
+                res("data/wordnet/hierarchy.tsv"),
             log:
-                "results/logs/wordnet_hierarchy.log",
+                res("logs/wordnet_hierarchy.log"),
             benchmark:
-                "results/benchmarks/wordnet_hierarchy.tsv"
+                res("benchmarks/wordnet_hierarchy.tsv")
             localrule: True
             conda:
                 ENV

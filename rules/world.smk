@@ -3,14 +3,14 @@
 
 rule make_world:
     output:
-        images=expand("results/world/{split}/images.npy", split=WORLD_SPLITS),
-        manifests=expand("results/world/{split}/manifest.csv", split=WORLD_SPLITS),
-        hierarchy="results/world/hierarchy.tsv",
-        vocab="results/world/vocab.json",
+        images=expand(res("world/{split}/images.npy"), split=WORLD_SPLITS),
+        manifests=expand(res("world/{split}/manifest.csv"), split=WORLD_SPLITS),
+        hierarchy=res("world/hierarchy.tsv"),
+        vocab=res("world/vocab.json"),
     log:
-        "results/logs/make_world.log",
+        res("logs/make_world.log"),
     benchmark:
-        "results/benchmarks/make_world.tsv"
+        res("benchmarks/make_world.tsv")
     conda:
         ENV
     resources:
@@ -25,16 +25,16 @@ rule make_world:
 
 rule train_world_clip:
     input:
-        images="results/world/train/images.npy",
-        manifest="results/world/train/manifest.csv",
-        vocab="results/world/vocab.json",
+        images=res("world/train/images.npy"),
+        manifest=res("world/train/manifest.csv"),
+        vocab=res("world/vocab.json"),
     output:
         model=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
         model_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
     log:
-        "results/logs/train_world_clip.log",
+        res("logs/train_world_clip.log"),
     benchmark:
-        "results/benchmarks/train_world_clip.tsv"
+        res("benchmarks/train_world_clip.tsv")
     conda:
         ENV
     threads: 2
@@ -55,16 +55,16 @@ rule eval_world_clip:
         model=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
         model_config=f"{WORLD_MODEL_DIR}/open_clip_config.json",
         images=expand(
-            "results/world/{split}/images.npy",
+            res("world/{split}/images.npy"),
             split=config["world_clip"]["eval_splits"],
         ),
-        vocab="results/world/vocab.json",
+        vocab=res("world/vocab.json"),
     output:
-        table="results/tables/world_models.csv",
+        table=res("tables/world_models.csv"),
     log:
-        "results/logs/eval_world_clip.log",
+        res("logs/eval_world_clip.log"),
     benchmark:
-        "results/benchmarks/eval_world_clip.tsv"
+        res("benchmarks/eval_world_clip.tsv")
     conda:
         ENV
     resources:

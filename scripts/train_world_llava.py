@@ -1,8 +1,9 @@
 """Snakemake script (rule train_world_llava): train the world's tiny LLaVA captioner and score it.
 
 params: llava (the `mllm.world_llava` config section), seed. input: the world CLIP and the world.
-output: the save_pretrained directory (model + processor), train_info.json and the caption
-accuracy table (model, attribute, split, accuracy, chance, n) on the world's test split.
+output: the save_pretrained directory (model + processor), train_info.json and, beside them,
+accuracy.csv: the caption accuracy (model, attribute, split, accuracy, chance, n) on the world's
+test split (rule world_llava_table copies it to the tables).
 """
 
 from pathlib import Path
@@ -21,4 +22,4 @@ with job(snakemake) as j:
         out_dir=Path(out.model).parent,
         info_file=out.info,
     )
-    atomic_write_csv(out.table, table)
+    atomic_write_csv(out.accuracy, table)

@@ -36,6 +36,16 @@ def smoke_config() -> dict:
     return yaml.safe_load(SMOKE.read_text())
 
 
+# The smoke config's results root (its `results:` key), relative to the run's working directory;
+# configs derived from smoke_config() keep it.
+SMOKE_RESULTS = smoke_config()["results"]
+
+
+def smoke_results(workdir: Path) -> Path:
+    """Where a run of the smoke config (or one derived from it) in `workdir` writes everything."""
+    return workdir / SMOKE_RESULTS
+
+
 def planned_jobs(workdir: Path, config: dict, snakefile: Path | None = None) -> dict[str, int]:
     """{rule: job count} that a dry-run of `config` in `workdir` would run."""
     path = workdir / "planned.yaml"

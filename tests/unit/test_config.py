@@ -44,6 +44,14 @@ def test_defaults_are_filled() -> None:
     assert config["extract"]["dtype"] == "float16"
 
 
+def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
+    roots = [load(path)["results"] for path in CONFIGS]
+    assert len(set(roots)) == len(roots)
+    config = load(ROOT / "config.yaml")
+    del config["results"]
+    assert validate_config(config, SCHEMA)["results"] == "results"
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -52,6 +60,9 @@ def test_defaults_are_filled() -> None:
         (lambda c: c["models"]["world_clip"].update(tokens=["cls", "tok"]), ["tokens[1]"]),
         (lambda c: c["models"]["world_clip"].update(layer=[1]), ["'models.world_clip'", "layer"]),
         (lambda c: c.update(device="tpu"), ["'device'", "auto", "cuda"]),
+        # the results root stays inside the working directory
+        (lambda c: c.update(results="/scratch/results"), ["'results'", "does not match"]),
+        (lambda c: c.update(results="results/../elsewhere"), ["'results'", "does not match"]),
         (
             lambda c: c["extract"]["datasets"]["world_clip"].append("nope"),
             ["extract.datasets.world_clip[6]", "'nope'"],

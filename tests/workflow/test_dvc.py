@@ -1,4 +1,6 @@
-"""Artifacts shared through DVC: run, push, fresh clone, `make pull`, nothing to recompute."""
+"""Artifacts shared through DVC, per config: run the smoke config under its own name and results
+root, push, clone afresh, `make pull CONFIG=configs/smoke.yaml [GROUP=...]`, and check what is
+left to compute."""
 
 from __future__ import annotations
 
@@ -9,11 +11,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from snakemake_run import ROOT
+from snakemake_run import ROOT, SMOKE_RESULTS, planned_jobs, smoke_config, smoke_results
 
 pytestmark = pytest.mark.workflow
 BIN = Path(sys.executable).parent
 VENV = BIN.parent
+SMOKE = "configs/smoke.yaml"
+# use this environment instead of building a new .venv (-o: don't remake it)
+MAKE_ENV = (f"VENV={VENV}", "-o", f"{BIN}/snakemake")
+GROUPS = ("world", "models", "activations", "saes", "tables", "figures", "RESULTS.md")
+# what is made before the activations (and the extraction itself): never recomputed after a pull
+# of the activations
+BEFORE_SAES = {
+    "make_world",
+    "train_world_clip",
+    "train_world_diffusion",
+    "train_world_llava",
+    "extract_activations",
+}
 
 
 def sh(*args: str, cwd: Path, timeout: float = 900) -> str:
@@ -22,6 +37,10 @@ def sh(*args: str, cwd: Path, timeout: float = 900) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)}\n{output[-5000:]}"
     return output
+
+
+def commit(cwd: Path, message: str) -> None:
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=cwd)
 
 
 def project_copy(dest: Path) -> None:
@@ -38,38 +57,65 @@ def project_copy(dest: Path) -> None:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    # the default config of this throwaway repo is the smallest one
-    shutil.copy(ROOT / "configs" / "smoke.yaml", dest / "config.yaml")
     sh("git", "init", "-q", "-b", "main", cwd=dest)
     sh("git", "add", "-A", cwd=dest)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project", cwd=dest)
+    commit(dest, "project")
 
 
-def test_pulled_artifacts_are_not_recomputed(tmp_path: Path, smoke_run: Path) -> None:
-    origin, remote, clone = tmp_path / "origin", tmp_path / "remote", tmp_path / "clone"
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory, smoke_run: Path) -> Path:
+    """A repo whose smoke-config artifacts are recorded in dvc.lock and pushed to a local remote."""
+    base = tmp_path_factory.mktemp("dvc")
+    origin = base / "origin"
     origin.mkdir()
     project_copy(origin)
     # start from the session's finished smoke run (times and snakemake metadata kept), so this
     # run has nothing left to do; the DVC round trip is what is tested here
-    for part in ("results", ".snakemake/metadata"):
-        shutil.copytree(smoke_run / part, origin / part, symlinks=True)
-    run = sh("snakemake", "--cores", "2", cwd=origin)
+    shutil.copytree(smoke_results(smoke_run), smoke_results(origin), symlinks=True)
+    shutil.copytree(smoke_run / ".snakemake/metadata", origin / ".snakemake/metadata")
+    run = sh("snakemake", "--cores", "2", "--configfile", SMOKE, cwd=origin)
     assert "Nothing to be done" in run, run[-3000:]
-    sh("dvc", "remote", "add", "-d", "shared", str(remote), cwd=origin)
-    sh("dvc", "commit", "-f", cwd=origin)
-    sh("dvc", "push", cwd=origin)
+    sh("dvc", "remote", "add", "-d", "shared", str(base / "remote"), cwd=origin)
+    sh("make", "push", f"CONFIG={SMOKE}", *MAKE_ENV, cwd=origin)
     sh("git", "add", "dvc.lock", ".dvc/config", cwd=origin)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "artifacts", cwd=origin)
+    commit(origin, "artifacts")
     lock = (origin / "dvc.lock").read_text()
-    for group in ("results/world", "results/models", "results/activations", "results/saes"):
-        assert f"path: {group}" in lock
+    for group in GROUPS:
+        assert f"path: {SMOKE_RESULTS}/{group}" in lock
+    assert "path: results/world" not in lock  # the default config's stages are not recorded
+    return origin
 
-    sh("git", "clone", "-q", str(origin), str(clone), cwd=tmp_path)
+
+def clone_of(origin: Path, name: str) -> Path:
+    clone = origin.parent / name
+    sh("git", "clone", "-q", str(origin), str(clone), cwd=origin.parent)
     assert not (clone / "results").exists()
-    # use this environment instead of building a new .venv in the clone (-o: don't remake it)
-    sh("make", "pull", f"VENV={VENV}", "-o", f"{BIN}/snakemake", cwd=clone)
+    return clone
 
-    restored = clone / "results/tables/sae_quality.csv"
-    assert restored.read_bytes() == (origin / "results/tables/sae_quality.csv").read_bytes()
-    dry = sh("snakemake", "--cores", "1", "-n", cwd=clone)
+
+def test_a_pulled_config_is_not_recomputed(origin: Path) -> None:
+    clone = clone_of(origin, "clone")
+    sh("make", "pull", f"CONFIG={SMOKE}", *MAKE_ENV, cwd=clone)
+    table = "tables/sae_quality.csv"
+    restored = smoke_results(clone) / table
+    assert restored.read_bytes() == (smoke_results(origin) / table).read_bytes()
+    assert sorted(p.name for p in (clone / "results").iterdir()) == ["smoke"]
+    dry = sh("snakemake", "--cores", "1", "--configfile", SMOKE, "-n", cwd=clone)
     assert "Nothing to be done" in dry, dry[-3000:]
+
+
+def test_pulled_activations_recompute_only_what_follows_them(origin: Path) -> None:
+    clone = clone_of(origin, "clone_activations")
+    sh("make", "pull", f"CONFIG={SMOKE}", "GROUP=activations", *MAKE_ENV, cwd=clone)
+    results = smoke_results(clone)
+    # the activations come with what they were made from (the world and its models), which the
+    # SAE evaluation and the tasks read too; nothing after them is restored
+    assert (results / "activations").is_dir() and (results / "models").is_dir()
+    assert not (results / "saes").exists() and not (results / "tables").exists()
+    config = smoke_config()
+    jobs = planned_jobs(clone, config, clone / "Snakefile")
+    assert not jobs.keys() & BEFORE_SAES, jobs
+    n_sites = sum(len(sites) for sites in config["sae"]["sites"].values())
+    assert jobs["train_saes"] == jobs["eval_saes"] == n_sites
+    tasks = {"semantics_table", "ontology_table", "steering", "attributes", "crossmodal_report"}
+    assert tasks | {"sae_quality_table", "report_results"} <= jobs.keys()

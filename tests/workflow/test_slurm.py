@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from snakemake_run import ROOT, run_snakemake
+from snakemake_run import ROOT, SMOKE_RESULTS, run_snakemake, smoke_results
 
 CLUSTER = ROOT / "tests" / "workflow" / "slurm" / "cluster.sh"
 # the vision SAEs' quality per site (the table itself also waits for the other families' SAEs)
-QUALITY = [f"results/saes/world_clip/{site}/quality.csv" for site in ("L1_cls", "pooled")]
+QUALITY = [f"{SMOKE_RESULTS}/saes/world_clip/{site}/quality.csv" for site in ("L1_cls", "pooled")]
 pytestmark = pytest.mark.workflow
 
 
@@ -33,7 +33,7 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     # every kind of resource request, without the minutes that two more world models would add.
     result = run_snakemake(
         *QUALITY,
-        "results/tables/ontology.csv",
+        f"{SMOKE_RESULTS}/tables/ontology.csv",
         "--workflow-profile",
         str(ROOT / "profiles" / "slurm"),
         "--configfile",
@@ -58,7 +58,7 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     assert len({slurm_id for _, slurm_id in submitted}) == len(submitted)
     assert "Error in rule" not in output
     assert all((tmp_path / path).exists() for path in QUALITY)
-    assert (tmp_path / "results/tables/ontology.csv").exists()
+    assert (smoke_results(tmp_path) / "tables/ontology.csv").exists()
     # SLURM itself ran them: the controller's log lists each job as completed
     controller = (cluster / "slurmctld.log").read_text()
     for _, slurm_id in submitted:

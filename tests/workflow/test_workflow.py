@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from snakemake_run import ROOT, SMOKE, planned_jobs, run_snakemake, smoke_config
+from snakemake_run import (
+    ROOT,
+    SMOKE,
+    planned_jobs,
+    run_snakemake,
+    smoke_config,
+    smoke_results,
+)
 
 VISION_TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
 SUMMARY_JOBS = {"report_results", "figures_index", "all"}
@@ -19,12 +26,12 @@ pytestmark = pytest.mark.workflow
 
 
 def test_world_and_its_clip_are_made(smoke_run: Path) -> None:
-    table = pd.read_csv(smoke_run / "results/tables/world_models.csv")
+    table = pd.read_csv(smoke_results(smoke_run) / "tables/world_models.csv")
     assert {"model", "attribute", "split", "accuracy", "chance", "n"} <= set(table.columns)
     assert {"shape", "colour"} <= set(table["attribute"])
     assert table["accuracy"].between(0, 1).all()
-    assert (smoke_run / "results/world/hierarchy.tsv").stat().st_size > 0
-    assert (smoke_run / "results/models/world_clip/open_clip_model.safetensors").exists()
+    assert (smoke_results(smoke_run) / "world/hierarchy.tsv").stat().st_size > 0
+    assert (smoke_results(smoke_run) / "models/world_clip/open_clip_model.safetensors").exists()
 
 
 def test_every_configured_store_is_complete(smoke_run: Path) -> None:
@@ -34,13 +41,13 @@ def test_every_configured_store_is_complete(smoke_run: Path) -> None:
     for model, datasets in config["extract"]["datasets"].items():
         spec = config["models"][model]
         for dataset in datasets:
-            root = smoke_run / "results/activations" / model / dataset
+            root = smoke_results(smoke_run) / "activations" / model / dataset
             examples = pd.read_csv(root / "examples.csv", keep_default_na=False)
             if spec["source"] == "world":
                 families.add("vision")
                 split = config["datasets"][dataset]["split"]
                 assert len(examples) == len(
-                    pd.read_csv(smoke_run / f"results/world/{split}/manifest.csv")
+                    pd.read_csv(smoke_results(smoke_run) / f"world/{split}/manifest.csv")
                 )
                 sites = {f"L{layer}_{tok}" for layer in spec["layers"] for tok in spec["tokens"]}
                 sites |= {"pooled"} if spec.get("pooled", True) else set()
@@ -62,7 +69,7 @@ def test_every_configured_store_is_complete(smoke_run: Path) -> None:
 
 def test_every_sae_of_the_sweep_has_a_quality_row(smoke_run: Path) -> None:
     config = smoke_config()
-    table = pd.read_csv(smoke_run / "results/tables/sae_quality.csv")
+    table = pd.read_csv(smoke_results(smoke_run) / "tables/sae_quality.csv")
     contract = ["sae", "model", "layer", "arch", "width", "k", "l1", "l0", "nmse"]
     contract += ["dead_frac", "dense_frac", "downstream_recovered"]
     assert set(contract) <= set(table.columns)
@@ -81,7 +88,7 @@ def test_every_sae_of_the_sweep_has_a_quality_row(smoke_run: Path) -> None:
     vision = table["model"] == "world_clip"
     assert table.loc[~vision, "downstream_recovered"].isna().all()
     for sae in expected:
-        sae_dir = smoke_run / "results/saes" / sae
+        sae_dir = smoke_results(smoke_run) / "saes" / sae
         assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "cfg.json").exists()
 
 
@@ -167,16 +174,16 @@ def test_vision_tables_follow_the_output_contract(smoke_run: Path) -> None:
     config = smoke_config()
     n_saes = len(config["sae"]["sweep"])
     for task, columns in contract.items():
-        table = pd.read_csv(smoke_run / f"results/tables/{task}.csv")
+        table = pd.read_csv(smoke_results(smoke_run) / f"tables/{task}.csv")
         assert columns <= set(table.columns), task
         assert set(table["features"]) >= {"raw"} and table["features"].nunique() >= n_saes + 1
-    ood = pd.read_csv(smoke_run / "results/tables/ood_detection.csv")
+    ood = pd.read_csv(smoke_results(smoke_run) / "tables/ood_detection.csv")
     assert ood["auroc"].between(0, 1).all() and ood["fpr95"].between(0, 1).all()
-    onto = pd.read_csv(smoke_run / "results/tables/ontology.csv")
+    onto = pd.read_csv(smoke_results(smoke_run) / "tables/ontology.csv")
     assert {"raw", "pca", "random"} <= set(onto["features"])
     for name in ("semantics_purity", "ood_detection_auroc", "ontology_coverage", "sae_quality"):
         for ext in ("png", "pdf"):
-            assert (smoke_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
-    summary = (smoke_run / "results/RESULTS.md").read_text()
+            assert (smoke_results(smoke_run) / f"figures/{name}.{ext}").stat().st_size > 1000
+    summary = (smoke_results(smoke_run) / "RESULTS.md").read_text()
     assert "SAE features recover the model's ontology" in summary
-    assert (smoke_run / "results/figures/index.html").read_text().count("<figure>") >= 8
+    assert (smoke_results(smoke_run) / "figures/index.html").read_text().count("<figure>") >= 8

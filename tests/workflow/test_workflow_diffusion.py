@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from snakemake_run import ROOT
+from snakemake_run import ROOT, SMOKE_RESULTS, smoke_results
 
 pytestmark = pytest.mark.workflow
 
@@ -23,7 +23,7 @@ def smoke_diffusion() -> dict:
 
 def test_steering_table_follows_the_contract(smoke_run: Path) -> None:
     cfg = smoke_diffusion()
-    table = pd.read_csv(smoke_run / "results/tables/steering.csv")
+    table = pd.read_csv(smoke_results(smoke_run) / "tables/steering.csv")
     contract = {"sae", "latent", "concept", "strength", "seed", "effect", "preservation"}
     assert contract | {"prompt", "colour_effect"} <= set(table.columns)
     n = len(cfg["steering"]["concepts"]) * len(cfg["steering"]["strengths"])
@@ -38,7 +38,7 @@ def test_steering_table_follows_the_contract(smoke_run: Path) -> None:
 
 def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:
     cfg = smoke_diffusion()
-    table = pd.read_csv(smoke_run / "results/tables/attributes.csv")
+    table = pd.read_csv(smoke_results(smoke_run) / "tables/attributes.csv")
     assert {"sae", "latent", "attribute", "effect", "consistency", "rank"} <= set(table.columns)
     assert 1 <= len(table) <= cfg["attributes"]["top_n"]
     assert table["consistency"].between(0, 1).all()
@@ -57,19 +57,19 @@ def test_diffusion_figures_models_and_saes_are_written(smoke_run: Path) -> None:
         "world_diffusion_samples",
     ):
         for ext in ("png", "pdf"):
-            assert (smoke_run / f"results/figures/{name}.{ext}").stat().st_size > 1000
-    model_dir = smoke_run / "results/models" / cfg["model"]
+            assert (smoke_results(smoke_run) / f"figures/{name}.{ext}").stat().st_size > 1000
+    model_dir = smoke_results(smoke_run) / "models" / cfg["model"]
     index = json.loads((model_dir / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert not (model_dir.parent / f"{cfg['model']}.partial").exists()
     sae = smoke_config()["sae"]["overrides"][cfg["model"]]
     for name in sae["sweep"]:
-        sae_dir = smoke_run / "results/saes" / cfg["model"] / "L0_all" / name
+        sae_dir = smoke_results(smoke_run) / "saes" / cfg["model"] / "L0_all" / name
         assert (sae_dir / "sae.safetensors").exists() and (sae_dir / "metrics.json").exists()
     # the two prompt datasets split one corpus of draws: together all of them
     sizes = []
     for part in ("train_dataset", "eval_dataset"):
-        root = smoke_run / "results/activations" / cfg["model"] / sae[part]
+        root = smoke_results(smoke_run) / "activations" / cfg["model"] / sae[part]
         meta = json.loads((root / "L0_all" / "metadata.json").read_text())
         sizes.append(len(pd.read_csv(root / "examples.csv")))
         assert meta["n_examples"] == sizes[-1] and meta["dim"] > 0
@@ -159,15 +159,15 @@ def test_paper_style_rules_run_on_a_local_diffusers_pipeline(tmp_path: Path) -> 
     (tmp_path / "paper_like.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(
         "--cores", "2", "--configfile", str(tmp_path / "paper_like.yaml"),
-        "--directory", str(tmp_path), "results/tables/steering.csv",
-        "results/tables/attributes.csv",
+        "--directory", str(tmp_path), f"{SMOKE_RESULTS}/tables/steering.csv",
+        f"{SMOKE_RESULTS}/tables/attributes.csv",
     )  # fmt: skip
     server.shutdown()
     assert result.returncode == 0, result.stderr[-4000:]
     assert "train_world_diffusion" not in result.stdout + result.stderr
-    assert (tmp_path / "results/data/prompts/prompts.csv.sha256").is_file()
-    steering = pd.read_csv(tmp_path / "results/tables/steering.csv")
+    assert (smoke_results(tmp_path) / "data/prompts/prompts.csv.sha256").is_file()
+    steering = pd.read_csv(smoke_results(tmp_path) / "tables/steering.csv")
     assert set(steering["sae"].str.split("/").str[1]) == {"L0_all", "L1_all"}
     assert steering["colour_effect"].isna().all()  # no direct colour measurement off the world
-    attributes = pd.read_csv(tmp_path / "results/tables/attributes.csv")
+    attributes = pd.read_csv(smoke_results(tmp_path) / "tables/attributes.csv")
     assert set(attributes["attribute"]) <= set(d["attributes"]["vocabulary"])

@@ -10,14 +10,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from snakemake_run import ROOT, planned_jobs, run_snakemake, smoke_config
+from snakemake_run import (
+    ROOT,
+    SMOKE_RESULTS,
+    planned_jobs,
+    run_snakemake,
+    smoke_config,
+    smoke_results,
+)
 
 pytestmark = pytest.mark.workflow
 
 
 def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
     config = smoke_config()
-    table = pd.read_csv(smoke_run / "results/tables/crossmodal.csv", keep_default_na=False)
+    table = pd.read_csv(smoke_results(smoke_run) / "tables/crossmodal.csv", keep_default_na=False)
     assert {"sae", "layer", "metric", "value", "null_value", "concept"} <= set(table.columns)
     sites = {
         f"{m}/{site}/{name}"
@@ -41,15 +48,17 @@ def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
 def test_figures_and_the_world_llava(smoke_run: Path) -> None:
     for name in ("modality_score", "concept_overlap", "shared_latents"):
         for ext in ("png", "pdf"):
-            assert (smoke_run / f"results/figures/crossmodal_{name}.{ext}").stat().st_size > 0
-    llava = smoke_run / "results/models/world_llava"
+            assert (
+                smoke_results(smoke_run) / f"figures/crossmodal_{name}.{ext}"
+            ).stat().st_size > 0
+    llava = smoke_results(smoke_run) / "models/world_llava"
     cfg = json.loads((llava / "config.json").read_text())
     assert (
         cfg["model_type"] == "llava" and cfg["vision_config"]["model_type"] == "clip_vision_model"
     )
     assert (llava / "processor_config.json").exists() and (llava / "tokenizer.json").exists()
     assert not (llava / "checkpoint").exists()
-    acc = pd.read_csv(smoke_run / "results/tables/world_llava.csv")
+    acc = pd.read_csv(smoke_results(smoke_run) / "tables/world_llava.csv")
     assert set(acc["attribute"]) >= {"colour", "shape", "background"}
     assert acc["accuracy"].between(0, 1).all()
 
@@ -60,7 +69,9 @@ def test_extraction_rows_add_up(smoke_run: Path) -> None:
     config = smoke_config()
     for dataset in config["extract"]["datasets"]["world_llava"]:
         spec = config["datasets"][dataset]
-        store = ActivationStore(smoke_run / "results/activations/world_llava" / dataset / "L0_all")
+        store = ActivationStore(
+            smoke_results(smoke_run) / "activations/world_llava" / dataset / "L0_all"
+        )
         tokens = store.rows()
         assert store.metadata["n_examples"] == spec["max_examples"]
         n_image = (tokens["modality"] == "image").sum()
@@ -105,7 +116,7 @@ def test_paper_config_builds_its_dag_offline(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     for rule in ("download_coco", "extract_activations", "train_saes", "crossmodal_report"):
         assert rule in out
-    assert "results/activations/llava15_7b/coco_pairs_train" in out
+    assert "results/paper/activations/llava15_7b/coco_pairs_train" in out
     assert "train_world_llava" not in out
     paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
     assert paper["models"]["llava15_7b"]["name"] == "llava-hf/llava-1.5-7b-hf"
@@ -201,14 +212,14 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_snakemake(
-        "--cores", "2", "results/tables/crossmodal.csv", "--configfile", str(path),
+        "--cores", "2", f"{SMOKE_RESULTS}/tables/crossmodal.csv", "--configfile", str(path),
         "--directory", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert "download_coco" not in result.stdout + result.stderr  # data already in place
     from saeprobe.activations import ActivationStore
 
-    store = ActivationStore(tmp_path / "results/activations/tiny/coco_a/L1_all")
+    store = ActivationStore(smoke_results(tmp_path) / "activations/tiny/coco_a/L1_all")
     tokens = store.rows()
     assert (tokens["modality"] == "image").sum() == 8 * 5  # 16 patches, 5 kept per image
     text = tokens[tokens["modality"] == "text"]
@@ -219,6 +230,6 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
         "animal": "supercategory",
         "vehicle": "supercategory",
     }
-    table = pd.read_csv(tmp_path / "results/tables/crossmodal.csv", keep_default_na=False)
+    table = pd.read_csv(smoke_results(tmp_path) / "tables/crossmodal.csv", keep_default_na=False)
     assert set(table["sae"]) == {"tiny/L1_all/topk", "tiny/L2_all/topk"}
     assert {"dog", "car"} <= set(table["concept"])
