@@ -15,7 +15,7 @@ GROUP ?=
 STAGES = $(addsuffix @$(basename $(notdir $(CONFIG))),$(or $(GROUP),tables))
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test lint format dryrun report pull push clean
+.PHONY: demo test lint format dryrun pull push clean
 
 # uv installs the pins in about a minute (pip takes three). Byte-code is compiled up front: every
 # job is a fresh interpreter importing torch, and PYTHONDONTWRITEBYTECODE may be set.
