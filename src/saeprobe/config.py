@@ -254,6 +254,7 @@ def check_references(config: dict) -> None:
                 f"config key 'models.{name}.name': source {spec['source']} needs a hub name"
             )
     problems += world_problems(config)
+    problems += model_dataset_problems(config)
     problems += _vision_problems(config)
     problems += _mllm_problems(config)
     problems += diffusion_problems(config)
@@ -320,6 +321,50 @@ def _sae_problems(sae: dict, models: dict, extracted: dict) -> list[str]:
     return problems
 
 
+# datasets read from the world's splits, by source
+WORLD_DATASETS = ("world", "world_captions", "world_pairs")
+
+
+def model_dataset_problems(config: dict) -> list[str]:
+    """Layers a world model does not have (its depth is in the config), world splits that are
+    not generated, and dataset entries that lack what their source needs."""
+    problems = []
+    depth = {
+        "world": ("world_clip.vision_layers", config.get("world_clip", {}).get("vision_layers")),
+        "world_diffusion": (
+            "world_clip.text_layers (the world text encoder is the world CLIP's text tower)",
+            config.get("world_clip", {}).get("text_layers"),
+        ),
+        "world_llava": (
+            "mllm.world_llava.layers",
+            config.get("mllm", {}).get("world_llava", {}).get("layers"),
+        ),
+    }
+    for name, spec in config.get("models", {}).items():
+        key, n = depth.get(spec["source"], (None, None))
+        bad = [layer for layer in spec["layers"] if n is not None and layer >= n]
+        if bad:
+            problems.append(
+                f"config key 'models.{name}.layers': {bad} beyond the {n} blocks of the "
+                f"{spec['source']} model (0-based; {key})"
+            )
+    splits = sorted(config.get("world", {}).get("splits", {}))
+    for name, spec in config.get("datasets", {}).items():
+        if spec["source"] in WORLD_DATASETS and spec.get("split") not in splits:
+            problems.append(
+                f"config key 'datasets.{name}.split': {spec.get('split')!r} is not a world split "
+                f"(expected one of {splits}, see world.splits)"
+            )
+        if spec["source"] == "imagefolder" and "root" not in spec:
+            problems.append(
+                f"config key 'datasets.{name}.root': an imagefolder dataset needs the folder of "
+                "its class subfolders (root/<class>/<image>)"
+            )
+        if spec["source"] == "world_captions" and "n_prompts" not in spec:
+            problems.append(f"config key 'datasets.{name}.n_prompts': world captions need it")
+    return problems
+
+
 def _vision_problems(config: dict) -> list[str]:
     """Cross-references of the `vision` section: models with SAEs, extracted datasets, namers."""
     vision = config.get("vision")
@@ -375,7 +420,7 @@ def _vision_problems(config: dict) -> list[str]:
 
 
 def _mllm_problems(config: dict) -> list[str]:
-    """Cross-references of the `mllm:` section: multimodal LLMs with SAE sites, world layers."""
+    """Cross-references of the `mllm:` section: multimodal LLMs with SAE sites."""
     mllm = config.get("mllm")
     if not mllm:
         return []
@@ -392,14 +437,6 @@ def _mllm_problems(config: dict) -> list[str]:
             continue
         if name not in sites:
             problems.append(f"config key 'mllm.models[{i}]': '{name}' has no 'sae.sites'")
-        if spec["source"] == "world_llava":
-            n_layers = mllm["world_llava"]["layers"]
-            bad = [layer for layer in spec["layers"] if layer >= n_layers]
-            if bad:
-                problems.append(
-                    f"config key 'models.{name}.layers': {bad} beyond the world LLaVA's "
-                    f"{n_layers} blocks (mllm.world_llava.layers)"
-                )
     return problems
 
 

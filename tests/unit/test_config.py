@@ -85,6 +85,22 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
         ),
         (lambda c: c["models"]["world_diffusion"].update(pooled=True), ["models.world_diffusion"]),
         (lambda c: c["diffusion"].update(model="world_clip"), ["diffusion.model", "text-to-image"]),
+        (
+            lambda c: c["models"]["world_clip"].update(layers=[0, 1, 2, 3]),
+            ["models.world_clip.layers", "[3] beyond the 3 blocks", "world_clip.vision_layers"],
+        ),
+        (
+            lambda c: c["models"]["world_diffusion"].update(layers=[0, 1]),
+            ["models.world_diffusion.layers", "[1] beyond the 1 blocks", "text_layers"],
+        ),
+        (
+            lambda c: c["datasets"]["world_test"].update(split="tset"),
+            ["datasets.world_test.split", "'tset' is not a world split", "shift_noise"],
+        ),
+        (
+            lambda c: c["datasets"].update(folder={"source": "imagefolder"}),
+            ["datasets.folder.root", "imagefolder"],
+        ),
         (lambda c: c["models"]["world_clip"].update(layers=[1, 1]), ["models.world_clip.layers"]),
         (
             lambda c: c["vision"]["ood_detection"].update(ood_datasets=["world_ood_x"]),
