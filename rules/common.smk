@@ -448,6 +448,18 @@ def crossmodal_sites() -> list[tuple[str, str, str]]:
     ]
 
 
+def crossmodal_datasets() -> dict:
+    """{model: {train, eval}}: the datasets each crossmodal model's SAEs are trained and
+    evaluated on (for the report's captions)."""
+    return {
+        m: {
+            "train": sae_dataset(m, "train_dataset"),
+            "eval": sae_dataset(m, "eval_dataset"),
+        }
+        for m in config.get("mllm", {}).get("models", [])
+    }
+
+
 def crossmodal_dir(model: str, site: str, name: str) -> str:
     return f"{RESULTS}/crossmodal/{model}/{site}/{name}"
 

@@ -162,5 +162,6 @@ rule crossmodal_report:
         runtime=10,
     params:
         sites=["/".join(key) for key in crossmodal_sites()],
+        datasets=crossmodal_datasets(),
     script:
         "../scripts/crossmodal_report.py"

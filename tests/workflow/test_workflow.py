@@ -100,6 +100,18 @@ def test_a_finished_run_has_nothing_left_to_do(smoke_run: Path) -> None:
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_the_report_builds_with_every_caption(smoke_run: Path, tmp_path: Path) -> None:
+    """`snakemake --report` renders every report() caption (Jinja over the config and params)
+    of a finished run into one self-contained page."""
+    report = tmp_path / "report.html"
+    result = run_snakemake(
+        "--cores", "1", "--configfile", str(SMOKE), "--directory", str(smoke_run),
+        "--report", str(report),
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert report.stat().st_size > 100_000
+
+
 def test_lint_and_format_are_clean() -> None:
     lint = run_snakemake("--lint", "--configfile", str(SMOKE))
     assert lint.returncode == 0, lint.stdout + lint.stderr
