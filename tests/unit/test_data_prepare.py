@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import tarfile
 import threading
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from saeprobe.data import PreprocessParams, load_dataset
+from saeprobe.data.download import DownloadError, ensure
 from saeprobe.data.prepare import DatasetMissing, prepare_imagefolder, sort_by_wnid
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -107,3 +110,110 @@ def test_index_named_folders_take_the_class_names_of_another_dataset(tmp_path: P
     _folder(tmp_path / "bad", ["7"])
     with pytest.raises(ValueError, match="not an index below 3"):
         load_dataset({**spec, "root": str(tmp_path / "bad")}, PARAMS)
+
+
+class _RangeServer(http.server.BaseHTTPRequestHandler):
+    """Serves `files` with Range support; the first `drops[name]` requests of a file send only
+    half of the bytes they announce and close the connection (a dropped download)."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    drops: ClassVar[dict[str, int]] = {}
+    ranges: ClassVar[list[str]] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        name = self.path.lstrip("/")
+        data = self.files[name]
+        start = 0
+        if "Range" in self.headers:
+            self.ranges.append(self.headers["Range"])
+            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.drops.get(name, 0) > 0:
+            self.drops[name] -= 1
+            body = body[: len(body) // 2]
+            self.close_connection = True
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def range_server():
+    handler = type("Handler", (_RangeServer,), {"files": {}, "drops": {}, "ranges": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_dropped_download_is_resumed_and_never_accepted(
+    range_server, tmp_path: Path, pinned: bool
+) -> None:
+    handler, url = range_server
+    data = bytes(range(256)) * 4000
+    handler.files["big.bin"] = data
+    handler.drops["big.bin"] = 1
+    sha = hashlib.sha256(data).hexdigest() if pinned else None
+    dest = tmp_path / "big.bin"
+    with pytest.raises(DownloadError, match="incomplete"):
+        ensure(f"{url}/big.bin", dest, sha)
+    part = tmp_path / "big.bin.part"
+    assert not dest.exists() and 0 < part.stat().st_size < len(data)
+    assert not (tmp_path / "big.bin.sha256").exists()  # no wrong hash recorded
+    ensure(f"{url}/big.bin", dest, sha)
+    assert dest.read_bytes() == data and handler.ranges == [f"bytes={len(data) // 2}-"]
+    assert (tmp_path / "big.bin.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_part_file_that_is_already_whole_is_finalised(range_server, tmp_path: Path) -> None:
+    handler, url = range_server
+    data = b"complete archive bytes" * 100
+    handler.files["done.bin"] = data
+    (tmp_path / "done.bin.part").write_bytes(data)  # killed between the last byte and the rename
+    assert ensure(f"{url}/done.bin", tmp_path / "done.bin", None).read_bytes() == data
+    (tmp_path / "wrong.bin.part").write_bytes(data)
+    handler.files["wrong.bin"] = data
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        ensure(f"{url}/wrong.bin", tmp_path / "wrong.bin", "0" * 64)
+    assert not (tmp_path / "wrong.bin.part").exists()
+
+
+def test_a_killed_unpack_is_redone(server, tmp_path: Path, monkeypatch) -> None:
+    """A run killed while unpacking leaves no folder that the next run takes as complete."""
+    import saeprobe.data.prepare as prepare
+
+    served, url = server
+    files = {f"set/{w}/{i}.jpg": _jpeg(i) for w in WNIDS[:2] for i in range(3)}
+    _tar(served / "set.tar.gz", files)
+    spec = {
+        "source": "imagefolder",
+        "root": str(tmp_path / "data" / "ood" / "set"),
+        "download": {"url": f"{url}/set.tar.gz"},
+    }
+    real_unpack = prepare.unpack
+
+    def killed(archive: Path, dest: Path) -> None:
+        real_unpack(archive, dest)
+        for extra in sorted(dest.rglob("*.jpg"))[3:]:
+            extra.unlink()  # as if the process died half way
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "unpack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_imagefolder("ood", spec, tmp_path / "data")
+    assert not Path(spec["root"]).exists()
+    monkeypatch.setattr(prepare, "unpack", real_unpack)
+    assert prepare_imagefolder("ood", spec, tmp_path / "data")["n_images"] == 6

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -31,14 +33,27 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _total_size(response: Any, offset: int) -> int | None:
+    """The whole file's size the server announces: Content-Range's total on a 206, else
+    Content-Length (None when the server does not say)."""
+    if response.status == 206:
+        match = re.match(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", ""))
+        return int(match.group(1)) if match else None
+    length = response.headers.get("Content-Length")
+    return int(length) if length is not None else None
+
+
 def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0) -> Path:
     """Download `url` to `dest` unless it is already there with the right checksum.
 
-    A partial download is kept as `dest.part` and resumed with an HTTP Range request. With
-    `sha256` None the first download is trusted: its checksum is logged and recorded next to it
-    in `dest.sha256`, and later calls verify against that record (put it in the config to pin
-    it). A checksum mismatch removes the file and raises `DownloadError`
-    naming the url, the file, and both checksums.
+    A partial download is kept as `dest.part` and resumed with an HTTP Range request; a file
+    is accepted only when the bytes received add up to the size the server announced
+    (Content-Length, or Content-Range's total): a dropped connection raises `DownloadError` and
+    the next call resumes. A `.part` that already holds the whole file (the server answers 416)
+    is finalised and verified. With `sha256` None the first complete download is trusted: its
+    checksum is logged and recorded next to it in `dest.sha256`, and later calls verify against
+    that record (put it in the config to pin it). A complete file with the wrong checksum is
+    removed and raises `DownloadError` naming the url, the file and both checksums.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -54,20 +69,41 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if offset and response.status != 206:
                 offset = 0  # the server ignored the range: start over
-            total = getattr(response, "length", None)
-            mode = "ab" if offset else "wb"
+            total = _total_size(response, offset)
             with (
-                open(part, mode) as fh,
-                tqdm(total=total, initial=0, unit="B", unit_scale=True, desc=dest.name) as bar,
+                open(part, "ab" if offset else "wb") as fh,
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name) as bar,
             ):
                 for block in iter(lambda: response.read(CHUNK), b""):
                     fh.write(block)
                     bar.update(len(block))
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not offset:
+            raise DownloadError(f"download of {url} to {dest} failed ({err})") from err
+        # the .part already holds every byte the server has
+        match = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+        total = int(match.group(1)) if match else None
+        if total is None and sha256 is None:
+            part.unlink()
+            raise DownloadError(
+                f"{url}: the server refused to resume {part} without saying the file's size; "
+                "the partial file is removed and the next run starts over"
+            ) from err
     except OSError as err:
         raise DownloadError(
             f"download of {url} to {dest} failed ({err}); the partial file {part} is kept and "
             f"the next run resumes it"
         ) from err
+    size = part.stat().st_size
+    if total is not None and size != total:
+        if size > total:
+            part.unlink()
+        raise DownloadError(
+            f"download of {url} to {dest} is incomplete: {size} of {total} bytes received"
+            + ("; the partial file is kept and the next run resumes it" if size < total else "")
+        )
+    if total is None:
+        log.warning("%s: the server did not announce the size; the download is unverified", url)
     got = sha256_of(part)
     if sha256 is not None and got != sha256:
         part.unlink()

@@ -40,6 +40,24 @@ def unpack(archive: Path, dest: Path) -> None:
         raise ValueError(f"{archive}: not a tar or zip archive")
 
 
+def unpack_into_place(archive: Path, dest: Path) -> None:
+    """Unpack into a staging folder beside `dest`, then move each top-level entry into `dest`
+    (replacing one of the same name): a killed unpack never leaves a partial folder that a
+    later run would take for a complete dataset."""
+    staging = dest.with_name(f".{dest.name}.unpacking")
+    shutil.rmtree(staging, ignore_errors=True)
+    unpack(archive, staging)
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(staging.iterdir()):
+        target = dest / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(entry, target)
+    staging.rmdir()
+
+
 def sort_by_wnid(archive: Path, dest: Path) -> int:
     """Unpack an archive of files named `..._<wnid>.JPEG` (the HF hub's ImageNet-1k) into
     dest/<wnid>/<file>; returns the number of images."""
@@ -85,7 +103,7 @@ def prepare_imagefolder(name: str, spec: Mapping, data_dir: str | Path) -> dict:
     if not root.is_dir() and "download" in spec:
         entry = spec["download"]
         archive = ensure(entry["url"], downloads / Path(entry["url"]).name, entry.get("sha256"))
-        unpack(archive, data_dir / name)
+        unpack_into_place(archive, data_dir / name)
     if not root.is_dir() and "hub" in spec:
         _from_hub(name, spec["hub"], root, downloads)
     if not root.is_dir():
