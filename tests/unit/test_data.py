@@ -126,3 +126,18 @@ def test_preprocess_params_validate() -> None:
     p = PreprocessParams(16, 20, (0, 0, 0), (1, 1, 1))
     image = Image.fromarray(np.zeros((40, 30, 3), np.uint8))
     assert transform_pil(image, p).shape == (3, 16, 16)
+
+
+def test_an_image_with_too_many_pixels_is_reported_and_skipped(tmp_path: Path) -> None:
+    """A header that announces more than `max_pixels` is refused before decoding (a 12 KB PNG
+    can announce 100 megapixels) and reported like a corrupt image."""
+    root = make_image_folder(tmp_path / "imgs", with_bad=False)
+    spec = {"source": "imagefolder", "root": str(root), "max_pixels": 20 * 24}
+    ds = load_dataset(spec, PARAMS_16)
+    (batch,) = ds.iter_batches([(0, len(ds))])
+    names = sorted(Path(s.path).name for s in batch.skipped)
+    # 24 px wide, 20 + i rows: only the two 20-row images fit
+    assert len(batch.indices) == 2 and names == ["img_1.png", "img_1.png", "img_2.JPEG"]
+    assert all("pixels, more than the 480 allowed" in s.error for s in batch.skipped)
+    (full,) = load_dataset({**spec, "max_pixels": None}, PARAMS_16).iter_batches([(0, len(ds))])
+    assert len(full.indices) == 5

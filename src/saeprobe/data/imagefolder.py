@@ -52,11 +52,21 @@ def _relabel_by_index(
     return relabelled
 
 
-class _DecodeItems(Dataset):
-    """Decodes one image per index in a DataLoader worker; errors are returned, not raised."""
+# PIL's own bound (Image.MAX_IMAGE_PIXELS) only warns below twice its value; a few KB of PNG can
+# announce 100 megapixels and cost each loader worker gigabytes when decoded.
+MAX_PIXELS = 50_000_000
 
-    def __init__(self, root: Path, paths: list[str], params: PreprocessParams) -> None:
-        self.root, self.paths, self.params = root, paths, params
+
+class _DecodeItems(Dataset):
+    """Decodes one image per index in a DataLoader worker; errors are returned, not raised.
+
+    An image whose header announces more than `max_pixels` pixels is refused before decoding.
+    """
+
+    def __init__(
+        self, root: Path, paths: list[str], params: PreprocessParams, max_pixels: int
+    ) -> None:
+        self.root, self.paths, self.params, self.max_pixels = root, paths, params, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,6 +75,12 @@ class _DecodeItems(Dataset):
         path = self.root / self.paths[index]
         try:
             with Image.open(path) as image:
+                pixels = image.width * image.height
+                if pixels > self.max_pixels:
+                    raise ValueError(
+                        f"{image.width} x {image.height} = {pixels} pixels, more than the "
+                        f"{self.max_pixels} allowed (datasets.<name>.max_pixels)"
+                    )
                 image.load()
                 return index, transform_pil(image, self.params), ""
         except Exception as err:  # any decode failure skips the image, never the run
@@ -117,6 +133,7 @@ class ImageFolderDataset(ImageDataset):
         self.params = params
         self.name = name or root.name
         self.spec = dict(spec or {"source": "imagefolder", "root": str(root)})
+        self.max_pixels = int(self.spec.get("max_pixels") or MAX_PIXELS)
         self.manifest = pd.DataFrame(
             {
                 "index": np.arange(len(items)),
@@ -133,7 +150,9 @@ class ImageFolderDataset(ImageDataset):
         prefetch: bool = True,
     ) -> Iterator[ImageBatch]:
         del prefetch  # worker processes read ahead already
-        items = _DecodeItems(self.root, self.manifest["path"].tolist(), self.params)
+        items = _DecodeItems(
+            self.root, self.manifest["path"].tolist(), self.params, self.max_pixels
+        )
         loader = DataLoader(
             items,
             batch_sampler=[list(range(a, b)) for a, b in ranges],
