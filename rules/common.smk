@@ -398,11 +398,12 @@ def diffusion_params() -> dict:
     """What steering and attribute discovery both depend on."""
     d = config["diffusion"]
     model = diffusion_model()
+    spec = model_spec(model)
     return canonical(
         {
             "model": model,
-            "source": model_spec(model)["name"],
-            "dtype": model_spec(model)["dtype"],
+            "source": spec["name"],
+            "dtype": spec["dtype"],
             "world": diffusion_is_world(),
             "sae_dirs": {
                 site: sae_dirs(model, site) for site in config["sae"]["sites"][model]

@@ -141,6 +141,7 @@ def collect_prompts(pipe_dir, prompts, layers, tokens="all", batch_size=256):
 
     from saeprobe.backbones.collector import ListBatch
     from saeprobe.backbones.text_encoder import TextEncoderCollector
+    from saeprobe.sites import site_name
 
     collector = TextEncoderCollector(
         {"source": "diffusers", "name": str(pipe_dir), "layers": list(layers), "tokens": tokens},
@@ -153,7 +154,7 @@ def collect_prompts(pipe_dir, prompts, layers, tokens="all", batch_size=256):
         batch = ListBatch(np.arange(start, start + len(items)), items)
         rows = collector.collect(batch)
         for layer in layers:
-            site = rows[f"L{layer}_{tokens}" if isinstance(tokens, str) else None]
+            site = rows[site_name(layer, tokens)]
             acts[layer].append(site.acts.numpy())
         first = next(iter(rows.values()))
         tables.append(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# Row modalities of a multimodal store, by their int8 code (an activation store's `modality`).
+MODALITIES = ("image", "text")
+
 FAMILIES = {
     "world": "vision",
     "open_clip": "vision",

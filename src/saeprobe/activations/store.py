@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.sites import MODALITIES
+
 METADATA = "metadata.json"
 EXAMPLES_CSV = "examples.csv"
 VOCAB = "vocab.json"
 THUMBNAILS = "thumbnails.npy"
 COLUMNS = ("example", "position", "token_id", "modality")
-MODALITIES = ("image", "text")
 
 
 class ActivationStore:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import torch
-
-MODALITIES = ("image", "text")
 
 
 @dataclass
@@ -91,27 +89,13 @@ class ListBatch:
     skipped: list = field(default_factory=list)
 
 
-class _ListBatches:
-    """Batches over an in-memory list, with the `close()` the extraction loop calls."""
-
-    def __init__(self, items: Sequence[Any], ranges: Sequence[tuple[int, int]]) -> None:
-        self._gen = (
-            ListBatch(np.arange(a, b, dtype=np.int64), [items[i] for i in range(a, b)])
-            for a, b in ranges
-        )
-
-    def __iter__(self) -> Iterator[ListBatch]:
-        return self._gen
-
-    def __next__(self) -> ListBatch:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()
-
-
-def list_batches(items: Sequence[Any], ranges: Sequence[tuple[int, int]]) -> _ListBatches:
-    return _ListBatches(items, ranges)
+def list_batches(
+    items: Sequence[Any], ranges: Sequence[tuple[int, int]]
+) -> Generator[ListBatch, None, None]:
+    """One ListBatch per [start, stop) range of an in-memory list (a generator: the extraction
+    loop closes it when it stops early)."""
+    for a, b in ranges:
+        yield ListBatch(np.arange(a, b, dtype=np.int64), [items[i] for i in range(a, b)])
 
 
 class Collector(ABC):

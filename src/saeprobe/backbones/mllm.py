@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from saeprobe.backbones.collector import MODALITIES, Collector, ListBatch, SiteRows, list_batches
+from saeprobe.backbones.collector import Collector, ListBatch, SiteRows, list_batches
 from saeprobe.data.pairs import Examples, load_examples
+from saeprobe.sites import MODALITIES
 
 IMAGE_TOKEN = "<image>"
 PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows

@@ -19,6 +19,7 @@ from saeprobe.backbones.base import site_name
 from saeprobe.backbones.collector import Collector, ListBatch, SiteRows, list_batches
 from saeprobe.data.prompts import load_prompts
 from saeprobe.diffusion.hooks import capture, token_mask
+from saeprobe.world.hf_text import tokenize_with_mask
 
 
 class PromptSet:
@@ -79,20 +80,13 @@ class TextEncoderCollector(Collector):
     @torch.no_grad()
     def collect(self, batch: ListBatch) -> dict[str, SiteRows]:
         """prompts -> per layer (chosen tokens, d) rows with their position and token id."""
-        tok = self.tokenizer
-        enc = tok(
-            list(batch.items),
-            padding="max_length",
-            max_length=tok.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        mask = token_mask(enc.attention_mask, self.tokens)
+        input_ids, attention_mask = tokenize_with_mask(self.tokenizer, batch.items)
+        mask = token_mask(attention_mask, self.tokens)
         with capture(self.encoder, self.layers) as store:
-            self.encoder(input_ids=enc.input_ids.to(self.device))
+            self.encoder(input_ids=input_ids.to(self.device))
         where = mask.nonzero().numpy()
         example = batch.indices[where[:, 0]]
-        token_ids = enc.input_ids[mask].numpy()
+        token_ids = input_ids[mask].numpy()
         return {
             site_name(layer, self.tokens): SiteRows(
                 store[layer][mask.to(store[layer].device)].float(),

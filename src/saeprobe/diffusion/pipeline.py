@@ -18,6 +18,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from saeprobe.device import pick_device
+from saeprobe.world.hf_text import tokenize_with_mask
 
 
 def load_pipeline(source: str | Path, device: str = "cpu", dtype: str = "auto") -> Any:
@@ -44,15 +45,7 @@ def load_pipeline(source: str | Path, device: str = "cpu", dtype: str = "auto") 
 
 def tokenize_prompts(pipe: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), each (n, model_max_length), as the pipeline tokenizes."""
-    tok = pipe.tokenizer
-    out = tok(
-        list(prompts),
-        padding="max_length",
-        max_length=tok.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return out.input_ids, out.attention_mask
+    return tokenize_with_mask(pipe.tokenizer, prompts)
 
 
 @torch.no_grad()

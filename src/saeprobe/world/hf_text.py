@@ -133,15 +133,24 @@ def build_tokenizer(context_length: int) -> CLIPTokenizer:
     )
 
 
-def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
-    """Token ids (len(texts), model_max_length), padded and truncated as Stable Diffusion does."""
-    return tokenizer(
-        texts,
+def tokenize_with_mask(
+    tokenizer: CLIPTokenizer, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), each (len(texts), model_max_length), padded and truncated as
+    Stable Diffusion does."""
+    out = tokenizer(
+        list(texts),
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
-    ).input_ids
+    )
+    return out.input_ids, out.attention_mask
+
+
+def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (len(texts), model_max_length), padded and truncated as Stable Diffusion does."""
+    return tokenize_with_mask(tokenizer, texts)[0]
 
 
 def load_world_text_encoder(
