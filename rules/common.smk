@@ -224,6 +224,16 @@ def sae_names(model: str) -> list[str]:
     return sorted(sae_sweep(model))
 
 
+def sae_primary(model: str) -> str:
+    """The pre-registered SAE of this model's sweep that the verdicts judge."""
+    override = sae_override(model)
+    if "primary" in override:
+        return override["primary"]
+    if "sweep" not in override and "primary" in config["sae"]:
+        return config["sae"]["primary"]
+    return sae_names(model)[0]  # a sweep of one (checked by saeprobe.config)
+
+
 def sae_sites() -> list[tuple[str, str]]:
     """Every (model, site) that trains a sweep."""
     if "sae" not in config:
@@ -485,6 +495,22 @@ def mllm_targets() -> list[str]:
 
 
 # -- summary and report (rules/report.smk) --
+
+
+def evidence_files() -> list[str]:
+    """Every evidence table (saeprobe.claims) the configured tasks hand in."""
+    out = [res(f"evidence/reconstruction/{m}/{s}.csv") for m, s in sae_sites()]
+    if "vision" in config:
+        out += [
+            res(f"evidence/{task}/{model}.csv")
+            for task in VISION_TASKS
+            for model in config["vision"]["models"]
+        ]
+    if "diffusion" in config:
+        out += [res("evidence/steering.csv"), res("evidence/attributes.csv")]
+    if "mllm" in config:
+        out.append(res("evidence/crossmodal.csv"))
+    return out
 
 
 def task_outputs() -> list[str]:

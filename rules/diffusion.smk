@@ -74,6 +74,7 @@ if "diffusion" in config:
                 category="Diffusion",
             ),
             latents=res("diffusion/steering_latents.json"),
+            evidence=res("evidence/steering.csv"),
             grid=report(
                 res("figures/steering_grid.png"),
                 caption="../report/steering_grid.rst",
@@ -115,6 +116,7 @@ if "diffusion" in config:
         input:
             **diffusion_inputs(),
         output:
+            evidence=res("evidence/attributes.csv"),
             table=report(
                 res("tables/attributes.csv"),
                 caption="../report/attributes.rst",

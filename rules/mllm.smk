@@ -116,6 +116,7 @@ rule crossmodal_report:
         shared=crossmodal_files("shared.json"),
         thumbnails=crossmodal_files("thumbnails.npy"),
     output:
+        evidence=res("evidence/crossmodal.csv"),
         table=report(
             res("tables/crossmodal.csv"),
             caption="../report/crossmodal.rst",

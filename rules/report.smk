@@ -5,12 +5,19 @@
 rule report_results:
     input:
         tables=lambda wc: [t for t in task_outputs() if t.endswith(".csv")],
+        evidence=lambda wc: evidence_files(),
     output:
-        report(
+        results=report(
             res("RESULTS.md"),
             caption="../report/results.rst",
             category="Summary",
         ),
+        claims=report(
+            res("tables/claims.csv"),
+            caption="../report/claims.rst",
+            category="Summary",
+        ),
+        evidence=res("tables/evidence.csv"),
     log:
         res("logs/report_results.log"),
     benchmark:

@@ -42,7 +42,8 @@ rule eval_saes:
     input:
         unpack(eval_sae_inputs),
     output:
-        res("saes/{model}/{site}/quality.csv"),
+        quality=res("saes/{model}/{site}/quality.csv"),
+        evidence=res("evidence/reconstruction/{model}/{site}.csv"),
     log:
         res("logs/eval_saes/{model}/{site}.log"),
     benchmark:
@@ -58,6 +59,7 @@ rule eval_saes:
         model_name=lambda wc: wc.model,
         site=lambda wc: wc.site,
         sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
+        primary=lambda wc: sae_primary(wc.model),
         model=lambda wc: model_spec(wc.model),
         dataset=lambda wc: dataset_spec(sae_dataset(wc.model, "eval_dataset")),
         downstream=lambda wc: config["sae"]["downstream"]

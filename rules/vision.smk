@@ -9,6 +9,7 @@ if "vision" in config:
             unpack(vision_inputs("semantics", [VISION["id_dataset"]])),
         output:
             units=res("vision/semantics/{model}.csv"),
+            evidence=res("evidence/semantics/{model}.csv"),
             grid_png=report(
                 res("figures/semantics_grid_{model}.png"),
                 caption="../report/semantics_grid.rst",
@@ -31,6 +32,7 @@ if "vision" in config:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
             sae_names=lambda wc: sae_names(wc.model),
+            primary=lambda wc: sae_primary(wc.model),
             id_dataset=VISION["id_dataset"],
             dataset_spec=dataset_spec(VISION["id_dataset"]),
             attributes=VISION.get("attributes", []),
@@ -58,6 +60,7 @@ if "vision" in config:
             ),
         output:
             res("vision/ood_detection/{model}.csv"),
+            evidence=res("evidence/ood_detection/{model}.csv"),
         log:
             res("logs/vision_ood_detection/{model}.log"),
         benchmark:
@@ -73,6 +76,7 @@ if "vision" in config:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
             sae_names=lambda wc: sae_names(wc.model),
+            primary=lambda wc: sae_primary(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -97,6 +101,7 @@ if "vision" in config:
             ),
         output:
             res("vision/ood_generalization/{model}.csv"),
+            evidence=res("evidence/ood_generalization/{model}.csv"),
         log:
             res("logs/vision_ood_generalization/{model}.log"),
         benchmark:
@@ -112,6 +117,7 @@ if "vision" in config:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
             sae_names=lambda wc: sae_names(wc.model),
+            primary=lambda wc: sae_primary(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),
@@ -132,6 +138,7 @@ if "vision" in config:
         output:
             metrics=res("vision/ontology/{model}.csv"),
             units=res("vision/ontology/{model}_units.csv"),
+            evidence=res("evidence/ontology/{model}.csv"),
         log:
             res("logs/vision_ontology/{model}.log"),
         benchmark:
@@ -147,6 +154,7 @@ if "vision" in config:
             model=lambda wc: wc.model,
             sites=lambda wc: config["sae"]["sites"][wc.model],
             sae_names=lambda wc: sae_names(wc.model),
+            primary=lambda wc: sae_primary(wc.model),
             train_dataset=VISION["train_dataset"],
             id_dataset=VISION["id_dataset"],
             max_train=VISION.get("max_train_images"),

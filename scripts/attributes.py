@@ -4,6 +4,7 @@ params: shared (see steering.py), attributes (`diffusion.attributes`), seed, dev
 table (attributes.csv), grid figure (PNG + PDF) of with/without pairs per discovered latent.
 """
 
+from saeprobe.claims import write_evidence
 from saeprobe.diffusion.experiment import open_experiment
 from saeprobe.eval.attributes import attributes_task
 from saeprobe.jobs import job
@@ -12,3 +13,4 @@ inp = snakemake.input
 with job(snakemake) as j:
     exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
     attributes_task(exp, dict(j.params.attributes), dict(snakemake.output.items()))
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

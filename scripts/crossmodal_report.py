@@ -3,6 +3,7 @@
 params.sites: "{model}/L{layer}/{sae name}" per input, in input order.
 """
 
+from saeprobe.claims import write_evidence
 from saeprobe.jobs import job
 from saeprobe.plots.crossmodal import crossmodal_report
 
@@ -17,3 +18,4 @@ with job(snakemake) as j:
         inp.thumbnails,
         dict(snakemake.output.items()),
     )
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

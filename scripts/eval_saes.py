@@ -5,6 +5,7 @@ device. input: the sweep marker, and for vision models train (store) and hierarc
 output[0]: quality.csv, one row per SAE.
 """
 
+from saeprobe.claims import write_evidence
 from saeprobe.eval.sae_quality import write_site_quality
 from saeprobe.jobs import job
 
@@ -15,7 +16,7 @@ with job(snakemake) as j:
         p.model_name,
         p.site,
         inputs.get("train"),
-        snakemake.output[0],
+        snakemake.output.quality,
         model_spec=p.model,
         dataset_spec=p.dataset,
         hierarchy=inputs.get("hierarchy"),
@@ -24,3 +25,4 @@ with job(snakemake) as j:
         batch_size=int(p.batch_size),
         seed=j.seed,
     )
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

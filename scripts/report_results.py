@@ -1,7 +1,9 @@
-"""Write results/RESULTS.md: every claim of the study, judged on this run's tables."""
+"""Write RESULTS.md, tables/claims.csv and tables/evidence.csv: every claim of the study,
+judged on the evidence the tasks handed in."""
 
 from saeprobe.jobs import job
 from saeprobe.summary import write_results
 
+out = snakemake.output
 with job(snakemake) as j:
-    write_results(snakemake.input.tables, j.params.setting, snakemake.output[0])
+    write_results(snakemake.input.evidence, j.params.setting, out.results, out.claims, out.evidence)

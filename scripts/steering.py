@@ -5,6 +5,7 @@ params: shared (model, source, dtype, world, sae_dirs, scorer, generation, world
 prompts), scorer, vocab (world). output: table, latents, grid / effect / preservation figures.
 """
 
+from saeprobe.claims import write_evidence
 from saeprobe.diffusion.experiment import open_experiment
 from saeprobe.eval.steering import steering_task
 from saeprobe.jobs import job
@@ -13,3 +14,4 @@ inp = snakemake.input
 with job(snakemake) as j:
     exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
     steering_task(exp, dict(j.params.steering), dict(snakemake.output.items()))
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

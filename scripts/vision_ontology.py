@@ -1,5 +1,6 @@
 """Task ontology for one model: LCH heights and coverage against raw, PCA and random units."""
 
+from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ontology import ontology
 from saeprobe.hierarchy import read_hierarchy
@@ -22,3 +23,4 @@ with job(snakemake) as j:
     )
     atomic_write_csv(snakemake.output.metrics, metrics)
     atomic_write_csv(snakemake.output.units, units)
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

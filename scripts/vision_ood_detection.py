@@ -1,5 +1,6 @@
 """Task ood_detection for one model: AUROC and FPR@95 of SAE scores and raw baselines."""
 
+from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ood_detection import ood_detection
 from saeprobe.io import atomic_write_csv
@@ -20,3 +21,4 @@ with job(snakemake) as j:
         device=j.device,
     )
     atomic_write_csv(snakemake.output[0], table)
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

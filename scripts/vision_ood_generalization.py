@@ -1,5 +1,6 @@
 """Task ood_generalization for one model: probes on raw activations and SAE codes."""
 
+from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ood_generalization import ood_generalization
 from saeprobe.io import atomic_write_csv
@@ -20,3 +21,4 @@ with job(snakemake) as j:
         device=j.device,
     )
     atomic_write_csv(snakemake.output[0], table)
+    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

@@ -1,5 +1,6 @@
 """Task semantics for one model: per-unit purity and names, and top-image grids."""
 
+from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.semantics import semantics_task
 from saeprobe.hierarchy import read_hierarchy
@@ -23,3 +24,4 @@ with job(snakemake) as j:
     )
     atomic_write_csv(out.units, table)
     save_figure(top_image_grid(panels), out.grid_png, out.grid_pdf)
+    write_evidence(out.evidence, [])  # TODO(claims): controls not yet built

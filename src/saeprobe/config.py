@@ -318,7 +318,32 @@ def _sae_problems(sae: dict, models: dict, extracted: dict) -> list[str]:
             if entry["arch"] in ("topk", "batchtopk", "matryoshka") and "k" not in entry:
                 problems.append(f"config key '{where}.{name}.k': arch {entry['arch']} needs k")
             problems += sae_entry_problems(f"{where}.{name}", entry)
+    for model in sae["sites"]:
+        problems += _primary_problems(sae, model)
     return problems
+
+
+def _primary_problems(sae: dict, model: str) -> list[str]:
+    """The judged SAE of a model must be one of its sweep, and named when there is a choice."""
+    override = sae.get("overrides", {}).get(model, {})
+    sweep = override.get("sweep", sae["sweep"])
+    if "primary" in override:
+        where, primary = f"sae.overrides.{model}.primary", override["primary"]
+    elif "primary" in sae and "sweep" not in override:
+        where, primary = "sae.primary", sae["primary"]
+    elif len(sweep) > 1:
+        where = f"sae.overrides.{model}.primary" if "sweep" in override else "sae.primary"
+        return [
+            f"config key '{where}': the sweep for {model} has {len(sweep)} SAEs "
+            f"({sorted(sweep)}); name the one the verdicts judge"
+        ]
+    else:
+        return []
+    if primary not in sweep:
+        return [
+            f"config key '{where}': '{primary}' is not in the sweep for {model} ({sorted(sweep)})"
+        ]
+    return []
 
 
 # datasets read from the world's splits, by source

@@ -1,0 +1,276 @@
+"""The study's claims as tests that can fail, and the evidence each task hands in for them.
+
+A task measures, per claim and site, one or more statistics for three cases run through the
+same code: `measured` (the study's case, judged on the site's primary SAE), `positive` (a case
+where by construction the claim must hold) and `negative` (where it must not). Other SAEs of a
+sweep come in as `sensitivity:<sae>` rows, reported and never judged. The tests below are fixed
+before any number is seen: a case passes when every statistic it reports passes its test.
+
+A site's verdict:
+- `holds`: the measured case passes, the positive passes and the negative fails;
+- `inconclusive (control failed)`: the positive fails or the negative passes;
+- `does not hold`: the controls behave and the measured case fails;
+- `not run`: the measured case has no finite statistic (e.g. a task that was not configured).
+A claim holds overall when it holds at more than half of its sites; it is inconclusive when the
+inconclusive sites could decide it; otherwise it does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from saeprobe.io import atomic_write_csv
+from saeprobe.stats import Estimate
+
+HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = (
+    "holds",
+    "does not hold",
+    "inconclusive (control failed)",
+    "not run",
+)
+MEASURED, POSITIVE, NEGATIVE = "measured", "positive", "negative"
+SENSITIVITY = "sensitivity:"
+EVIDENCE_COLUMNS = ["claim", "site", "case", "statistic", "value", "ci_low", "ci_high", "p", "note"]
+
+
+@dataclass(frozen=True)
+class Test:
+    """Pass when the lower CI bound (or value) exceeds `above`, the upper bound (or value)
+    stays below `below`, and/or the p-value is below `p_below`; NaN never passes."""
+
+    above: float | None = None
+    below: float | None = None
+    p_below: float | None = None
+    on_value: bool = False
+
+    def passes(self, e: Estimate) -> bool:
+        ok = True
+        if self.above is not None:
+            x = e.value if self.on_value or math.isnan(e.ci_low) else e.ci_low
+            ok &= math.isfinite(x) and x > self.above
+        if self.below is not None:
+            x = e.value if self.on_value or math.isnan(e.ci_high) else e.ci_high
+            ok &= math.isfinite(x) and x < self.below
+        if self.p_below is not None:
+            ok &= math.isfinite(e.p) and e.p < self.p_below
+        return bool(ok)
+
+    def describe(self) -> str:
+        parts = []
+        bound = "value" if self.on_value else "CI"
+        if self.above is not None:
+            parts.append(f"{bound} > {self.above:g}")
+        if self.below is not None:
+            parts.append(f"{bound} < {self.below:g}")
+        if self.p_below is not None:
+            parts.append(f"p < {self.p_below:g}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    title: str
+    rule: str
+    tests: Mapping[str, Test]
+    figures: tuple[str, ...] = ()
+
+    @property
+    def primary_statistic(self) -> str:
+        return next(iter(self.tests))
+
+
+CLAIMS: dict[str, Claim] = {
+    c.key: c
+    for c in [
+        Claim(
+            "reconstruction",
+            "SAEs reconstruct faithfully",
+            "the primary SAE's held-out NMSE is at most 0.2 (upper CI bound), it beats PCA with "
+            "as many components as its L0 (NMSE difference CI above 0), it recovers at least 90% "
+            "of downstream accuracy where that is measured, and at most 10% of its latents are "
+            "dead and 10% dense; positive: a planted sparse-dictionary site of the same shape "
+            "(atoms recovered, cosine > 0.9); negative: a Gaussian site of the same covariance, "
+            "where the SAE must not beat PCA",
+            {
+                "pca_nmse_minus_sae_nmse": Test(above=0.0),
+                "nmse": Test(below=0.2),
+                "downstream_recovered": Test(above=0.9, on_value=True),
+                "dead_fraction": Test(below=0.1, on_value=True),
+                "dense_fraction": Test(below=0.1, on_value=True),
+                "atoms_recovered": Test(above=0.9, on_value=True),
+            },
+        ),
+        Claim(
+            "semantics",
+            "SAE features are semantically meaningful",
+            "median leaf-label purity of the primary SAE's latents exceeds that of random "
+            "directions (bootstrap CI of the difference above 0); positive: class-mean "
+            "directions; negative: the SAE's latents judged against a nuisance label with no "
+            "pixel correlate",
+            {"purity_minus_random": Test(above=0.0)},
+            ("semantics_purity.png", "semantics_grid_*.png"),
+        ),
+        Claim(
+            "ood_detection",
+            "SAE features support OOD detection",
+            "the primary score on the primary SAE's codes separates near-OOD from "
+            "in-distribution images (AUROC CI above 0.5) and is not worse than the same score "
+            "on raw activations by more than 0.05 (paired CI); positive: a far-OOD split; "
+            "negative: a fresh in-distribution sample",
+            {
+                "auroc": Test(above=0.5),
+                "auroc_sae_minus_raw": Test(above=-0.05),
+            },
+            ("ood_detection_auroc.png",),
+        ),
+        Claim(
+            "ood_generalization",
+            "SAE features improve OOD generalization",
+            "a probe on the primary SAE's codes beats the raw probe on the shifted sets "
+            "(paired bootstrap CI of the accuracy difference above 0); positive: with a planted "
+            "colour/superclass correlation in training, removing the colour latents helps on the "
+            "conflicting group; negative: removing as many random latents does not",
+            {"accuracy_sae_minus_raw": Test(above=0.0)},
+            ("ood_generalization_accuracy.png", "ood_generalization_topk.png"),
+        ),
+        Claim(
+            "ontology",
+            "SAE features recover the model's ontology",
+            "the primary SAE's units match the hierarchy better than the same units match "
+            "random trees of the same shape (permutation p < 0.05); positive: class-mean "
+            "directions of every node; negative: a shuffled tree on the same activations",
+            {"ontology_score": Test(p_below=0.05)},
+            ("ontology_coverage.png", "ontology_heights.png"),
+        ),
+        Claim(
+            "steering",
+            "SAEs on the text encoder steer generation",
+            "steering along a concept's latent raises that concept's score more than a "
+            "norm-matched random direction (paired CI of the difference above 0) for most "
+            "renderable concepts; positive: the concept's own text-embedding direction; "
+            "negative: a random latent",
+            {"effect_minus_random": Test(above=0.0)},
+            ("steering_effect.png", "steering_grid.png"),
+        ),
+        Claim(
+            "attributes",
+            "An automated pipeline discovers human-interpretable attributes",
+            "more latents are named after their input concept than under the permutation null "
+            "(p < 0.05); positive: concept directions; negative: random directions",
+            {"named_after_input": Test(p_below=0.05)},
+            ("attributes_grid.png",),
+        ),
+        Claim(
+            "crossmodal",
+            "SAE features are shared across vision and language",
+            "the concept overlap of image- and word-token latents exceeds the shuffled-pairs "
+            "null (permutation p < 0.05); positive: text-only extraction; negative: a model "
+            "trained on shuffled captions",
+            {"concept_overlap": Test(p_below=0.05)},
+            ("crossmodal_concept_overlap.png", "crossmodal_modality_score.png"),
+        ),
+    ]
+}
+
+
+def evidence_rows(
+    claim: str, site: str, case: str, estimates: Mapping[str, Estimate], note: str = ""
+) -> list[dict]:
+    """Rows of the evidence table for one claim, site and case (statistic -> estimate)."""
+    if claim not in CLAIMS:
+        raise KeyError(f"unknown claim {claim!r}; known: {sorted(CLAIMS)}")
+    return [
+        {
+            "claim": claim,
+            "site": site,
+            "case": case,
+            "statistic": name,
+            "value": e.value,
+            "ci_low": e.ci_low,
+            "ci_high": e.ci_high,
+            "p": e.p,
+            "note": note,
+        }
+        for name, e in estimates.items()
+    ]
+
+
+def case_passes(claim: Claim, rows: pd.DataFrame) -> bool | None:
+    """Whether every statistic of one case passes its test (None: no statistic measured)."""
+    results = []
+    for r in rows.itertuples():
+        test = claim.tests.get(r.statistic)
+        if test is None or not math.isfinite(r.value):
+            continue
+        results.append(test.passes(Estimate(r.value, r.ci_low, r.ci_high, r.p)))
+    return None if not results else all(results)
+
+
+def site_verdict(measured: bool | None, positive: bool | None, negative: bool | None) -> str:
+    if measured is None:
+        return NOT_RUN
+    if positive is not True or negative is not False:
+        return INCONCLUSIVE
+    return HOLDS if measured else FAILS
+
+
+def overall_verdict(verdicts: Iterable[str]) -> str:
+    v = [x for x in verdicts if x != NOT_RUN]
+    if not v:
+        return NOT_RUN
+    holds, inconclusive = v.count(HOLDS), v.count(INCONCLUSIVE)
+    if holds > len(v) / 2:
+        return HOLDS
+    if holds + inconclusive > len(v) / 2:
+        return INCONCLUSIVE
+    return FAILS
+
+
+def judge(evidence: pd.DataFrame) -> pd.DataFrame:
+    """claims.csv from the evidence table: one row per claim and site with the primary
+    statistic of each case, the measured case's interval / p-value, each case's pass and the
+    verdict."""
+    out = []
+    for (key, site), g in evidence.groupby(["claim", "site"], sort=False):
+        claim = CLAIMS[key]
+        passes = {c: case_passes(claim, g[g["case"] == c]) for c in (MEASURED, POSITIVE, NEGATIVE)}
+        stat = claim.primary_statistic
+        prim = g[g["statistic"] == stat].set_index("case")
+        if prim.empty:
+            prim = g.drop_duplicates("case").set_index("case")
+            stat = str(g["statistic"].iloc[0])
+
+        def val(case: str, col: str = "value", prim: pd.DataFrame = prim) -> float:
+            return float(prim.at[case, col]) if case in prim.index else float("nan")
+
+        out.append(
+            {
+                "claim": key,
+                "site": site,
+                "statistic": stat,
+                "measured": val(MEASURED),
+                "positive": val(POSITIVE),
+                "negative": val(NEGATIVE),
+                "ci_low": val(MEASURED, "ci_low"),
+                "ci_high": val(MEASURED, "ci_high"),
+                "p": val(MEASURED, "p"),
+                "measured_pass": passes[MEASURED],
+                "positive_pass": passes[POSITIVE],
+                "negative_pass": passes[NEGATIVE],
+                "verdict": site_verdict(passes[MEASURED], passes[POSITIVE], passes[NEGATIVE]),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def write_evidence(path: str | Path, rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Write evidence rows (from `evidence_rows`) to `path`, columns in EVIDENCE_COLUMNS order."""
+    table = pd.DataFrame(list(rows), columns=EVIDENCE_COLUMNS)
+    atomic_write_csv(path, table)
+    return table
