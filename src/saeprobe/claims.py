@@ -43,6 +43,8 @@ class Test:
     """Pass when the lower CI bound (or value) exceeds `above`, the upper bound (or value)
     stays below `below`, and/or the p-value is below `p_below`; NaN never passes."""
 
+    __test__ = False  # not a pytest class
+
     above: float | None = None
     below: float | None = None
     p_below: float | None = None

@@ -51,7 +51,7 @@ def read_evidence(paths: Sequence[str | Path]) -> pd.DataFrame:
     t = pd.concat(frames, ignore_index=True)
     for col in ("value", "ci_low", "ci_high", "p"):
         t[col] = pd.to_numeric(t[col], errors="coerce")
-    t["note"] = t["note"].fillna("")
+    t["note"] = t["note"].astype("string").fillna("")
     unknown = set(t["claim"]) - set(CLAIMS)
     if unknown:
         raise ValueError(f"evidence names unknown claims {sorted(unknown)}; known {sorted(CLAIMS)}")
