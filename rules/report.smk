@@ -18,6 +18,12 @@ rule report_results:
             category="Summary",
         ),
         evidence=res("tables/evidence.csv"),
+        figure=report(
+            res("figures/claims.png"),
+            caption="../report/claims_figure.rst",
+            category="Summary",
+        ),
+        figure_pdf=res("figures/claims.pdf"),
     log:
         res("logs/report_results.log"),
     benchmark:

@@ -6,4 +6,11 @@ from saeprobe.summary import write_results
 
 out = snakemake.output
 with job(snakemake) as j:
-    write_results(snakemake.input.evidence, j.params.setting, out.results, out.claims, out.evidence)
+    write_results(
+        snakemake.input.evidence,
+        j.params.setting,
+        out.results,
+        out.claims,
+        out.evidence,
+        out.figure,
+    )

@@ -69,7 +69,8 @@ def render(evidence: pd.DataFrame, claims: pd.DataFrame, setting: str) -> str:
         "to pass and the negative to fail; a misbehaving control makes the site `inconclusive`. "
         "Intervals are 95% bootstrap CIs (or null bands) and p one-sided permutation p-values. "
         "The numbers are in `tables/claims.csv` (per claim and site) and `tables/evidence.csv` "
-        "(every statistic of every case, with sensitivity rows for the other SAEs).",
+        "(every statistic of every case, with sensitivity rows for the other SAEs); "
+        "`figures/claims.png` shows each measured value beside its controls.",
         "",
         "| claim | verdict | sites (holds / all) |",
         "|---|---|---|",
@@ -125,9 +126,11 @@ def write_results(
     out: str | Path,
     claims_csv: str | Path,
     evidence_csv: str | Path,
+    figure: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Judge every claim on the run's evidence; write RESULTS.md (`out`), claims.csv and the
-    concatenated evidence. Returns the claims table."""
+    """Judge every claim on the run's evidence; write RESULTS.md (`out`), claims.csv, the
+    concatenated evidence and, if `figure` (a PNG path; the PDF beside it), the claims figure.
+    Returns the claims table."""
     evidence = read_evidence(evidence_files)
     claims = (
         judge(evidence) if len(evidence) else pd.DataFrame(columns=["claim", "site", "verdict"])
@@ -137,6 +140,11 @@ def write_results(
     atomic_write_csv(evidence_csv, evidence)
     atomic_write_csv(claims_csv, claims)
     atomic_write_text(out, render(evidence, claims, setting))
+    if figure is not None:
+        from saeprobe.plots import save_figure
+        from saeprobe.plots.claims import claims_figure
+
+        save_figure(claims_figure(evidence, claims), figure)
     return claims
 
 

@@ -152,6 +152,7 @@ def test_results_md_and_claims_csv(tmp_path):
         tmp_path / "RESULTS.md",
         tmp_path / "claims.csv",
         tmp_path / "evidence.csv",
+        tmp_path / "claims.png",
     )
     table = pd.read_csv(tmp_path / "claims.csv")
     assert table.set_index("site")["verdict"].to_dict() == {"m/L1": HOLDS, "m/L2": INCONCLUSIVE}
@@ -173,3 +174,5 @@ def test_results_md_and_claims_csv(tmp_path):
     assert f"| {CLAIMS['ontology'].title} | **{NOT_RUN}** | 0 / 0 |" in text
     assert "positive control" in text and "negative control" in text
     assert len(claims) == 2
+    assert (tmp_path / "claims.png").stat().st_size > 1000
+    assert (tmp_path / "claims.pdf").stat().st_size > 1000
