@@ -41,7 +41,8 @@ rule report_results:
 
 rule figures_index:
     input:
-        figures=lambda wc: [t for t in task_outputs() if t.endswith(".png")],
+        figures=lambda wc: [t for t in task_outputs() if t.endswith(".png")]
+        + [res("figures/claims.png")],
     output:
         res("figures/index.html"),
     log:
