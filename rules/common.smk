@@ -413,6 +413,7 @@ def diffusion_params() -> dict:
         {
             "model": model,
             "source": spec["name"],
+            "revision": spec.get("revision"),
             "dtype": spec["dtype"],
             "world": diffusion_is_world(),
             "sae_dirs": {

@@ -249,6 +249,16 @@ def check_references(config: dict) -> None:
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
             problems.append(f"config key 'models.{name}.layers': repeated layer in {layers}")
+        if "revision" in spec and spec["source"] not in ("hf", "diffusers", "llava"):
+            problems.append(
+                f"config key 'models.{name}.revision': a hub revision applies to sources hf, "
+                f"diffusers and llava, not {spec['source']}"
+                + (
+                    " (pin open_clip weights with a checksummed file in weights)"
+                    if spec["source"] == "open_clip"
+                    else ""
+                )
+            )
         if spec["source"] in ("open_clip", "hf", "diffusers", "llava") and "name" not in spec:
             problems.append(
                 f"config key 'models.{name}.name': source {spec['source']} needs a hub name"

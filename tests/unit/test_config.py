@@ -460,6 +460,22 @@ POLYGONS = ["triangle", "square", "rectangle", "hexagon"]
             lambda c: c["sae"]["overrides"]["world_llava"]["sweep"]["topk-w256-k8"].update(width=4),
             ["sae.overrides.world_llava.sweep.topk-w256-k8.width", ".k (8)"],
         ),
+        (
+            lambda c: c["sae"].update(primary="nope"),
+            ["sae.primary", "'nope' is not in the sweep for world_clip"],
+        ),
+        (
+            lambda c: c["sae"].pop("primary"),
+            ["sae.primary", "name the one the verdicts judge"],
+        ),
+        (
+            lambda c: c["sae"]["overrides"]["world_llava"].update(primary="x"),
+            ["sae.overrides.world_llava.primary", "'x' is not in the sweep"],
+        ),
+        (
+            lambda c: c["models"]["world_clip"].update(revision="abc123"),
+            ["models.world_clip.revision", "not world"],
+        ),
     ],
 )
 def test_cross_key_rules_name_the_key(mutate, expected: list[str]) -> None:

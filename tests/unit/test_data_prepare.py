@@ -217,3 +217,17 @@ def test_a_killed_unpack_is_redone(server, tmp_path: Path, monkeypatch) -> None:
     assert not Path(spec["root"]).exists()
     monkeypatch.setattr(prepare, "unpack", real_unpack)
     assert prepare_imagefolder("ood", spec, tmp_path / "data")["n_images"] == 6
+
+
+def test_http_urls_are_tried_over_https_first(range_server, tmp_path: Path, caplog) -> None:
+    """The local server speaks plain HTTP only: the https attempt fails and the download falls
+    back to the URL as given, once, with a log line."""
+    from saeprobe.data.download import https_first
+
+    assert https_first("http://host/a.tar") == ["https://host/a.tar", "http://host/a.tar"]
+    assert https_first("https://host/a.tar") == ["https://host/a.tar"]
+    handler, url = range_server
+    handler.files["f.bin"] = b"x" * 1000
+    with caplog.at_level("WARNING"):
+        assert ensure(f"{url}/f.bin", tmp_path / "f.bin", None).read_bytes() == b"x" * 1000
+    assert "falling back to http://" in caplog.text

@@ -90,7 +90,9 @@ class MLLMCollector(Collector):
         self.spec = dict(spec)
         self.device = device
         self.seed = seed
-        self.model, self.processor = load_mllm(spec["name"], device, spec.get("dtype", "float32"))
+        self.model, self.processor = load_mllm(
+            spec["name"], device, spec.get("dtype", "float32"), spec.get("revision")
+        )
         self.layers = [int(v) for v in spec["layers"]]
         n_layers = self.model.config.text_config.num_hidden_layers
         bad = [v for v in self.layers if not 0 <= v < n_layers]
@@ -177,14 +179,20 @@ class MLLMCollector(Collector):
 
 
 def load_mllm(
-    name_or_path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32"
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    revision: str | None = None,
 ) -> tuple[LlavaForConditionalGeneration, Any]:
     """(model in eval mode, processor) via from_pretrained, for the world LLaVA and hub models.
 
     dtype: float32 | float16 | bfloat16 (the paper config loads LLaVA-1.5-7B in float16 on cuda).
+    revision: the hub revision to load (None = the default branch).
     """
     torch_dtype = getattr(torch, dtype)
-    model = LlavaForConditionalGeneration.from_pretrained(str(name_or_path), dtype=torch_dtype)
-    processor = AutoProcessor.from_pretrained(str(name_or_path))
+    model = LlavaForConditionalGeneration.from_pretrained(
+        str(name_or_path), dtype=torch_dtype, revision=revision
+    )
+    processor = AutoProcessor.from_pretrained(str(name_or_path), revision=revision)
     model.to(device).eval()
     return model, processor

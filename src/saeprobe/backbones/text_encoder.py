@@ -52,9 +52,12 @@ class TextEncoderCollector(Collector):
         else:
             torch_dtype = getattr(torch, dtype)
         source = str(self.spec["name"])
-        self.tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+        revision = self.spec.get("revision")
+        self.tokenizer = CLIPTokenizer.from_pretrained(
+            source, subfolder="tokenizer", revision=revision
+        )
         self.encoder = CLIPTextModel.from_pretrained(
-            source, subfolder="text_encoder", dtype=torch_dtype
+            source, subfolder="text_encoder", dtype=torch_dtype, revision=revision
         )
         self.encoder.to(device).eval()
         self.layers = [int(v) for v in self.spec["layers"]]

@@ -43,6 +43,47 @@ def _total_size(response: Any, offset: int) -> int | None:
     return int(length) if length is not None else None
 
 
+def https_first(url: str) -> list[str]:
+    """The URLs to try for `url`: an http URL is tried over https first (most hosts offer it),
+    then as given."""
+    if url.startswith("http://"):
+        return ["https://" + url.removeprefix("http://"), url]
+    return [url]
+
+
+def _fetch(url: str, part: Path, sha256: str | None, timeout: float) -> int | None:
+    """Append `url`'s remaining bytes to `part` (an HTTP Range request from its current size);
+    returns the whole file's announced size (None when unknown). OSError on a network failure."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if offset and response.status != 206:
+                offset = 0  # the server ignored the range: start over
+            total = _total_size(response, offset)
+            with (
+                open(part, "ab" if offset else "wb") as fh,
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name) as bar,
+            ):
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    fh.write(block)
+                    bar.update(len(block))
+            return total
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not offset:
+            raise
+        # the .part already holds every byte the server has
+        match = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+        total = int(match.group(1)) if match else None
+        if total is None and sha256 is None:
+            part.unlink()
+            raise DownloadError(
+                f"{url}: the server refused to resume {part} without saying the file's size; "
+                "the partial file is removed and the next run starts over"
+            ) from err
+        return total
+
+
 def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0) -> Path:
     """Download `url` to `dest` unless it is already there with the right checksum.
 
@@ -50,7 +91,8 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
     is accepted only when the bytes received add up to the size the server announced
     (Content-Length, or Content-Range's total): a dropped connection raises `DownloadError` and
     the next call resumes. A `.part` that already holds the whole file (the server answers 416)
-    is finalised and verified. With `sha256` None the first complete download is trusted: its
+    is finalised and verified. An http URL is tried over https first (`https_first`). With
+    `sha256` None the first complete download is trusted: its
     checksum is logged and recorded next to it in `dest.sha256`, and later calls verify against
     that record (put it in the config to pin it). A complete file with the wrong checksum is
     removed and raises `DownloadError` naming the url, the file and both checksums.
@@ -63,37 +105,19 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
     if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
         return dest
     part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if offset and response.status != 206:
-                offset = 0  # the server ignored the range: start over
-            total = _total_size(response, offset)
-            with (
-                open(part, "ab" if offset else "wb") as fh,
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name) as bar,
-            ):
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    fh.write(block)
-                    bar.update(len(block))
-    except urllib.error.HTTPError as err:
-        if err.code != 416 or not offset:
-            raise DownloadError(f"download of {url} to {dest} failed ({err})") from err
-        # the .part already holds every byte the server has
-        match = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
-        total = int(match.group(1)) if match else None
-        if total is None and sha256 is None:
-            part.unlink()
+    candidates = https_first(url)
+    for i, candidate in enumerate(candidates):
+        try:
+            total = _fetch(candidate, part, sha256, timeout)
+            break
+        except OSError as err:
+            if i + 1 < len(candidates):
+                log.warning("%s failed (%s); falling back to %s", candidate, err, candidates[i + 1])
+                continue
             raise DownloadError(
-                f"{url}: the server refused to resume {part} without saying the file's size; "
-                "the partial file is removed and the next run starts over"
+                f"download of {url} to {dest} failed ({err}); the partial file {part} is kept "
+                f"and the next run resumes it"
             ) from err
-    except OSError as err:
-        raise DownloadError(
-            f"download of {url} to {dest} failed ({err}); the partial file {part} is kept and "
-            f"the next run resumes it"
-        ) from err
     size = part.stat().st_size
     if total is not None and size != total:
         if size > total:

@@ -119,7 +119,7 @@ def open_experiment(
     source, dtype, world, sae_dirs, scorer, generation, world_clip); activations: the store of
     the SAEs' training prompts; vocab_file: the world's vocab.json (world models only)."""
     return Experiment(
-        pipe=load_pipeline(shared["source"], device, shared["dtype"]),
+        pipe=load_pipeline(shared["source"], device, shared["dtype"], shared.get("revision")),
         scorer=load_scorer(shared["scorer"], shared["world_clip"], device),
         saes=sweep_saes(shared["model"], shared["sae_dirs"], activations),
         world=bool(shared["world"]),
@@ -325,7 +325,7 @@ def world_samples(
     shared: the diffusion stage's shared params (source, dtype, world_clip, generation).
     """
     vocab = json.loads(Path(vocab_file).read_text())
-    pipe = load_pipeline(shared["source"], str(device), shared["dtype"])
+    pipe = load_pipeline(shared["source"], str(device), shared["dtype"], shared.get("revision"))
     scorer = load_scorer({"source": "world"}, shared["world_clip"], device)
     shapes = [s for s in SAMPLE_SHAPES if s in vocab["train_shapes"]] or vocab["train_shapes"][:4]
     seeds = [seed + i for i in range(n_seeds)]

@@ -21,10 +21,13 @@ from saeprobe.device import pick_device
 from saeprobe.world.hf_text import tokenize_with_mask
 
 
-def load_pipeline(source: str | Path, device: str = "cpu", dtype: str = "auto") -> Any:
+def load_pipeline(
+    source: str | Path, device: str = "cpu", dtype: str = "auto", revision: str | None = None
+) -> Any:
     """A diffusers text-to-image pipeline (hub id or saved directory), no safety checker.
 
     dtype: "auto" = float16 on CUDA, float32 on CPU; or "float32"/"float16"/"bfloat16".
+    revision: the hub revision to load (None = the default branch).
     """
     dev = pick_device(device)
     if dtype == "auto":
@@ -33,6 +36,7 @@ def load_pipeline(source: str | Path, device: str = "cpu", dtype: str = "auto") 
         torch_dtype = getattr(torch, dtype)
     pipe = DiffusionPipeline.from_pretrained(
         str(source),
+        revision=revision,
         dtype=torch_dtype,
         safety_checker=None,
         feature_extractor=None,
