@@ -109,10 +109,11 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "semantics",
             "SAE features are semantically meaningful",
-            "median leaf-label purity of the primary SAE's latents exceeds that of random "
-            "directions (bootstrap CI of the difference above 0); positive: class-mean "
-            "directions; negative: the SAE's latents judged against a nuisance label with no "
-            "pixel correlate",
+            "mean leaf-label purity of the top images of the primary SAE's latents exceeds that "
+            "of norm-matched random directions of the same site (bootstrap CI of the difference "
+            "above 0; raw neurons reported beside); positive: class-mean directions of the leaf "
+            "labels; negative: the SAE's latents judged against a nuisance label with the leaf "
+            "labels' frequencies and no pixel correlate",
             {"purity_minus_random": Test(above=0.0)},
             ("semantics_purity.png", "semantics_grid_*.png"),
         ),

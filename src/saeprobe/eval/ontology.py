@@ -32,6 +32,7 @@ from saeprobe.eval.features import (
     RAW,
     ModelSites,
     load_site,
+    random_directions,
     sae_codes,
     site_layer,
 )
@@ -107,12 +108,6 @@ def pca_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = xt.mean(dim=0)
     _, _, vh = torch.linalg.svd(xt - mean, full_matrices=False)
     return vh.T.numpy(), mean.numpy()
-
-
-def random_directions(d: int, count: int, seed: int) -> np.ndarray:
-    """(d, count) seeded standard-normal directions, unit norm."""
-    w = np.random.default_rng(seed).standard_normal((d, count))
-    return w / np.linalg.norm(w, axis=0, keepdims=True)
 
 
 # -- the task on a model's sites --
