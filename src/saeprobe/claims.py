@@ -143,9 +143,11 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "ontology",
             "SAE features recover the model's ontology",
-            "the primary SAE's units match the hierarchy better than the same units match "
-            "random trees of the same shape (permutation p < 0.05); positive: class-mean "
-            "directions of every node; negative: a shuffled tree on the same activations",
+            "the primary SAE's latents' leaf profiles (mean activation per leaf class) are "
+            "explained by the hierarchy's groupings better than by random trees of the same "
+            "shape (ontology_score: mean variance fraction explained; permutation p < 0.05 over "
+            "leaf permutations); positive: class-mean directions of the internal nodes; "
+            "negative: the same latents against a fixed shuffled tree",
             {"ontology_score": Test(p_below=0.05)},
             ("ontology_coverage.png", "ontology_heights.png"),
         ),
