@@ -255,6 +255,7 @@ def ontology_evidence(
     n_trees: int,
     max_units: int,
     seed: int,
+    shuffled: np.ndarray | None = None,
 ) -> list[dict]:
     """Evidence rows of the `ontology` claim at one site (the section comment above).
 
@@ -262,14 +263,15 @@ def ontology_evidence(
     labels; hierarchy: pruned to the labels. measured: the primary SAE's latents; positive:
     the class-mean directions of the tree's internal nodes (leaf directions would only add
     noise: a leaf's unit scores alike on every tree of the shape); negative: the primary SAE
-    against one fixed shuffled tree, with the same null; sensitivity: the other SAEs. At most
+    against one fixed shuffled tree (leaf i at tree leaf shuffled[i]; default a seeded
+    permutation), with the same null; sensitivity: the other SAEs. At most
     `max_units` units (a seeded subset) enter each set.
     """
     leaves = hierarchy.leaves()
     cuts = tree_cuts(hierarchy, leaves)
     identity = np.arange(len(leaves))
     rng = np.random.default_rng([int(seed), 3301])
-    shuffled = rng.permutation(len(leaves))
+    shuffled = rng.permutation(len(leaves)) if shuffled is None else np.asarray(shuffled)
 
     def profiles(x: np.ndarray, positive: bool) -> np.ndarray:
         keep = np.flatnonzero(scored_units(x, positive, min_active))

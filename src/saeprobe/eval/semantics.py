@@ -393,6 +393,7 @@ def semantics_evidence(
     labels: np.ndarray,
     top_n: int,
     seed: int,
+    nuisance: np.ndarray | None = None,
 ) -> list[dict]:
     """Evidence rows of the `semantics` claim at one site.
 
@@ -402,7 +403,8 @@ def semantics_evidence(
     measured: the primary SAE's mean purity minus the random directions' (judged), raw
     neurons minus random and SAE minus raw (reported); positive: class-mean directions of
     the leaf labels minus random; negative: the primary SAE minus random directions, both on a
-    nuisance label (`nuisance_labels`); sensitivity: every other SAE minus random.
+    nuisance label (`nuisance_labels` unless `nuisance` (n_images,) is given); sensitivity:
+    every other SAE minus random.
     """
     if primary not in codes:
         raise KeyError(f"semantics: primary SAE {primary!r} not among {sorted(codes)}")
@@ -411,7 +413,7 @@ def semantics_evidence(
     rand = centred @ random_directions(raw.shape[1], codes[primary].shape[1], seed)
     classes = np.unique(labels)
     means = centred @ group_mean_directions(raw, [labels == c for c in classes])
-    nuisance = nuisance_labels(labels, seed)
+    nuisance = nuisance_labels(labels, seed) if nuisance is None else np.asarray(nuisance)
 
     def pur(x: np.ndarray, on: np.ndarray, positive: bool) -> np.ndarray:
         return full_purity(x, on, top_n, positive)
