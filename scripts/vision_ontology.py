@@ -2,18 +2,20 @@
 
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
-from saeprobe.eval.ontology import ontology
+from saeprobe.eval.ontology import ontology, ontology_claim
 from saeprobe.hierarchy import read_hierarchy
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 
 inp, p = snakemake.input, snakemake.params
 with job(snakemake) as j:
+    sites = ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes)
+    hierarchy = read_hierarchy(inp.hierarchy)
     metrics, units = ontology(
-        ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
+        sites,
         p.train_dataset,
         p.id_dataset,
-        read_hierarchy(inp.hierarchy),
+        hierarchy,
         top_n=p.settings["top_n"],
         tau=p.settings["tau"],
         min_active=p.settings["min_active"],
@@ -23,4 +25,7 @@ with job(snakemake) as j:
     )
     atomic_write_csv(snakemake.output.metrics, metrics)
     atomic_write_csv(snakemake.output.units, units)
-    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built
+    evidence = ontology_claim(
+        sites, p.id_dataset, hierarchy, p.primary, p.settings, p.seed, j.device
+    )
+    write_evidence(snakemake.output.evidence, evidence)

@@ -11,7 +11,7 @@ from saeprobe.plots.vision import top_image_grid
 
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake) as j:
-    table, panels = semantics_task(
+    table, panels, evidence = semantics_task(
         ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
         p.id_dataset,
         read_hierarchy(inp.hierarchy),
@@ -21,7 +21,9 @@ with job(snakemake) as j:
         namer_spec=p.namer_spec,
         namer_dir=inp.get("namer"),
         device=j.device,
+        primary=p.primary,
+        seed=p.seed,
     )
     atomic_write_csv(out.units, table)
     save_figure(top_image_grid(panels), out.grid_png, out.grid_pdf)
-    write_evidence(out.evidence, [])  # TODO(claims): controls not yet built
+    write_evidence(out.evidence, evidence)

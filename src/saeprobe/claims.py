@@ -111,10 +111,11 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "semantics",
             "SAE features are semantically meaningful",
-            "median leaf-label purity of the primary SAE's latents exceeds that of random "
-            "directions (bootstrap CI of the difference above 0); positive: class-mean "
-            "directions; negative: the SAE's latents judged against a nuisance label with no "
-            "pixel correlate",
+            "mean leaf-label purity of the top images of the primary SAE's latents exceeds that "
+            "of norm-matched random directions of the same site (bootstrap CI of the difference "
+            "above 0; raw neurons reported beside); positive: class-mean directions of the leaf "
+            "labels; negative: the SAE's latents judged against a nuisance label with the leaf "
+            "labels' frequencies and no pixel correlate",
             {"purity_minus_random": Test(above=0.0)},
             ("semantics_purity.png", "semantics_grid_*.png"),
         ),
@@ -144,9 +145,11 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "ontology",
             "SAE features recover the model's ontology",
-            "the primary SAE's units match the hierarchy better than the same units match "
-            "random trees of the same shape (permutation p < 0.05); positive: class-mean "
-            "directions of every node; negative: a shuffled tree on the same activations",
+            "the primary SAE's latents' leaf profiles (mean activation per leaf class) are "
+            "explained by the hierarchy's groupings better than by random trees of the same "
+            "shape (ontology_score: mean variance fraction explained; permutation p < 0.05 over "
+            "leaf permutations); positive: class-mean directions of the internal nodes; "
+            "negative: the same latents against a fixed shuffled tree",
             {"ontology_score": Test(p_below=0.05)},
             ("ontology_coverage.png", "ontology_heights.png"),
         ),

@@ -183,6 +183,20 @@ class ModelSites:
         return cls(model, list(sites), list(sae_names), roots.pop(), sae_roots.pop())
 
 
+def random_directions(d: int, count: int, seed: int) -> np.ndarray:
+    """(d, count) seeded standard-normal directions, unit norm."""
+    w = np.random.default_rng(seed).standard_normal((d, count))
+    return w / np.linalg.norm(w, axis=0, keepdims=True)
+
+
+def group_mean_directions(x: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of x (n, d) over each boolean mask (n,) of `groups` minus the overall mean, unit
+    norm: (d, len(groups))."""
+    mean = x.mean(axis=0)
+    w = np.stack([x[g].mean(axis=0) - mean for g in groups], axis=1)
+    return w / np.linalg.norm(w, axis=0, keepdims=True).clip(min=1e-12)
+
+
 def class_ids(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index.get(label, -1) for label in labels], dtype=np.int64)

@@ -22,21 +22,25 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     RAW,
     ModelSites,
+    group_mean_directions,
     load_site,
+    random_directions,
     sae_codes,
     site_layer,
 )
 from saeprobe.eval.semantics import TopImages, top_images
 from saeprobe.hierarchy import Hierarchy
+from saeprobe.stats import Estimate, null_estimate
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +113,6 @@ def pca_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vh.T.numpy(), mean.numpy()
 
 
-def random_directions(d: int, count: int, seed: int) -> np.ndarray:
-    """(d, count) seeded standard-normal directions, unit norm."""
-    w = np.random.default_rng(seed).standard_normal((d, count))
-    return w / np.linalg.norm(w, axis=0, keepdims=True)
-
-
 # -- the task on a model's sites --
 
 
@@ -178,3 +176,159 @@ def ontology(
                     }
                 )
     return pd.DataFrame(metric_rows), pd.DataFrame(unit_rows)
+
+
+# -- evidence for the claim: tree-consistency of unit profiles against random trees --
+#
+# A unit's profile is its mean activation on each leaf class. Cutting the tree at depth c
+# groups the leaves by their ancestor at that depth (leaves shallower than c stay alone); the
+# unit's tree score is the fraction of its profile's variance across leaves explained by
+# those groups, averaged over the cuts that group anything (the world's tree: one cut, the
+# superclasses). `ontology_score` is the mean over units. A unit for one leaf scores the same
+# on every tree of a shape, so leaf-pure units neither earn nor cost anything, and the score
+# does not saturate: on random trees it sits near (groups - 1) / (leaves - 1). The null
+# permutes the leaves over the tree (random trees of the same shape).
+
+
+def leaf_profiles(x: np.ndarray, labels: np.ndarray, leaves: Sequence[str]) -> np.ndarray:
+    """Mean of x (n_images, units) over the images of each leaf: (units, len(leaves))."""
+    labels = np.asarray(labels).astype(str)
+    return np.stack([x[labels == leaf].mean(axis=0) for leaf in leaves], axis=1)
+
+
+def tree_cuts(hierarchy: Hierarchy, leaves: Sequence[str]) -> list[np.ndarray]:
+    """Per depth cut that groups some leaves, each leaf's group id: [(len(leaves),) int]."""
+    paths = [hierarchy.ancestors(leaf)[::-1] for leaf in leaves]
+    cuts = []
+    for depth in range(1, max(len(p) for p in paths) - 1):
+        keys = [p[depth] if depth < len(p) - 1 else p[-1] for p in paths]
+        _, groups = np.unique(keys, return_inverse=True)
+        if 1 < groups.max() + 1 < len(leaves):
+            cuts.append(groups)
+    return cuts
+
+
+def tree_r2(profiles: np.ndarray, cuts: Sequence[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Each unit's variance fraction explained by the cuts, leaf i placed at tree leaf
+    order[i]: profiles (units, leaves) -> (units,) (NaN for flat profiles)."""
+    centred = profiles - profiles.mean(axis=1, keepdims=True)
+    total = (centred**2).sum(axis=1)
+    out = np.zeros(len(profiles))
+    for groups in cuts:
+        g = groups[order]
+        sums = np.zeros((len(profiles), g.max() + 1))
+        np.add.at(sums.T, g, centred.T)
+        out += (sums**2 / np.bincount(g)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 1e-12, out / max(len(cuts), 1) / total, np.nan)
+
+
+def ontology_estimate(
+    profiles: np.ndarray, cuts: Sequence[np.ndarray], order: np.ndarray, n_trees: int, seed: int
+) -> Estimate:
+    """Mean tree score of the units with the leaves at `order`, against `n_trees` random
+    trees of the same shape (the leaves permuted): the null's band and permutation p."""
+    keep = np.isfinite(tree_r2(profiles, cuts, np.arange(profiles.shape[1])))
+    profiles = profiles[keep]
+    if not len(profiles) or not cuts:
+        return Estimate(float("nan"))
+    rng = np.random.default_rng([int(seed), 1217])
+    null = [
+        float(np.mean(tree_r2(profiles, cuts, rng.permutation(len(order))))) for _ in range(n_trees)
+    ]
+    return null_estimate(float(np.mean(tree_r2(profiles, cuts, order))), np.array(null))
+
+
+def scored_units(x: np.ndarray, positive_only: bool, min_active: int) -> np.ndarray:
+    """Units of x (n_images, units) that count: SAE latents active on >= min_active images."""
+    return (x > 0).sum(axis=0) >= min_active if positive_only else np.ones(x.shape[1], bool)
+
+
+def ontology_evidence(
+    site: str,
+    raw: np.ndarray,
+    codes: Mapping[str, np.ndarray],
+    primary: str,
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    min_active: int,
+    n_trees: int,
+    max_units: int,
+    seed: int,
+    shuffled: np.ndarray | None = None,
+) -> list[dict]:
+    """Evidence rows of the `ontology` claim at one site (the section comment above).
+
+    raw: (n_images, d); codes: SAE name -> (n_images, width); labels: (n_images,) leaf
+    labels; hierarchy: pruned to the labels. measured: the primary SAE's latents; positive:
+    the class-mean directions of the tree's internal nodes (leaf directions would only add
+    noise: a leaf's unit scores alike on every tree of the shape); negative: the primary SAE
+    against one fixed shuffled tree (leaf i at tree leaf shuffled[i]; default a seeded
+    permutation), with the same null; sensitivity: the other SAEs. At most
+    `max_units` units (a seeded subset) enter each set.
+    """
+    leaves = hierarchy.leaves()
+    cuts = tree_cuts(hierarchy, leaves)
+    identity = np.arange(len(leaves))
+    rng = np.random.default_rng([int(seed), 3301])
+    shuffled = rng.permutation(len(leaves)) if shuffled is None else np.asarray(shuffled)
+
+    def profiles(x: np.ndarray, positive: bool) -> np.ndarray:
+        keep = np.flatnonzero(scored_units(x, positive, min_active))
+        if len(keep) > max_units:
+            keep = np.sort(rng.choice(keep, max_units, replace=False))
+        return leaf_profiles(x[:, keep], labels, leaves)
+
+    labels = np.asarray(labels).astype(str)
+    nodes = [n for n in hierarchy.nodes if n != hierarchy.root and not hierarchy.is_leaf(n)]
+    groups = [np.isin(labels, hierarchy.leaves(n)) for n in nodes]
+    directions = group_mean_directions(raw, groups)
+    sae = profiles(codes[primary], True)
+    note = f"{len(cuts)} cuts, {len(leaves)} leaves, {n_trees} random trees"
+
+    def rows(case: str, p: np.ndarray, order: np.ndarray, what: str) -> list[dict]:
+        est = ontology_estimate(p, cuts, order, n_trees, seed)
+        return evidence_rows("ontology", site, case, {"ontology_score": est}, f"{what}; {note}")
+
+    out = rows(MEASURED, sae, identity, f"primary SAE, {len(sae)} units")
+    out += rows(
+        POSITIVE,
+        profiles((raw - raw.mean(axis=0)) @ directions, False),
+        identity,
+        f"class-mean directions of {len(nodes)} internal nodes",
+    )
+    out += rows(NEGATIVE, sae, shuffled, "primary SAE against a shuffled tree")
+    for name, x in codes.items():
+        if name != primary:
+            out += rows(SENSITIVITY + name, profiles(x, True), identity, name)
+    return out
+
+
+def ontology_claim(
+    sites: ModelSites,
+    id_dataset: str,
+    hierarchy: Hierarchy,
+    primary: str,
+    settings: Mapping,
+    seed: int,
+    device: torch.device,
+) -> list[dict]:
+    """Evidence rows of the `ontology` claim at every site of a model (`ontology_evidence`);
+    settings: min_active, null_trees, max_units."""
+    out = []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        codes = {name: sae_codes(sae, data) for name, sae in sites.load_saes(site, device).items()}
+        out += ontology_evidence(
+            site,
+            data.raw,
+            codes,
+            primary,
+            data.labels,
+            prune(hierarchy, data.labels),
+            settings["min_active"],
+            settings.get("null_trees", 200),
+            settings.get("max_units", 4096),
+            seed,
+        )
+    return out

@@ -28,14 +28,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     ModelSites,
     feature_sets,
+    group_mean_directions,
     level_labels,
     load_site,
+    random_directions,
     sae_codes,
 )
 from saeprobe.hierarchy import Hierarchy
+from saeprobe.stats import Estimate, bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -254,13 +258,16 @@ def semantics_task(
     namer_spec: Mapping[str, Any] | None,
     namer_dir: str | Path | None,
     device: torch.device,
-) -> tuple[pd.DataFrame, list[GridPanel]]:
-    """The semantics job of one model: its unit table and the top-image grid panels.
+    primary: str | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, list[GridPanel], list[dict]]:
+    """The semantics job of one model: its unit table, the top-image grid panels and the
+    claim's evidence rows (`semantics_claim` on the `primary` SAE; none when it is None).
 
     settings: the task's config (top_n, min_active, extra_concepts, prompt, grid_sae,
     grid_latents, grid_images). namer_spec/namer_dir: the model whose text tower names the
     latents and its pooled activations on `id_dataset` (None: latents are named by purity).
-    Returns (the `semantics` table, one `semantics_grid` panel per site).
+    Returns (the `semantics` table, one `semantics_grid` panel per site, evidence rows).
     """
     namer = None
     if namer_spec is not None and namer_dir is not None:
@@ -288,7 +295,12 @@ def semantics_task(
         n_images=settings["grid_images"],
         device=device,
     )
-    return table, panels
+    evidence = (
+        []
+        if primary is None
+        else semantics_claim(sites, id_dataset, primary, settings["top_n"], seed, device)
+    )
+    return table, panels, evidence
 
 
 def semantics_grid(
@@ -334,3 +346,126 @@ def semantics_grid(
             (f"{sites.model} {site}, SAE {grid_sae}: top images of its best-named latents", rows)
         )
     return panels
+
+
+# -- evidence for the claim: purity against random directions, with controls --
+#
+# A unit's purity counts only when all `top_n` of its top images are valid (for SAE latents:
+# active), so every unit set is judged on the same number of images; purity over fewer images
+# is higher by chance alone.
+
+
+def full_purity(features: np.ndarray, labels: np.ndarray, top_n: int, positive_only: bool):
+    """Leaf purity (m,) of the units of features (n_images, units) with `top_n` valid images."""
+    top = top_images(features, top_n, positive_only)
+    keep = top.valid.sum(axis=1) >= min(top_n, features.shape[0])
+    pur, _ = purity(np.asarray(labels), top, top_n)
+    return pur[keep]
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray, seed: int) -> Estimate:
+    """mean(a) - mean(b) with a bootstrap CI resampling each unit set within itself.
+
+    The mean, not the median: purity takes only top_n + 1 values, so a median's bootstrap
+    sits on that lattice and its bounds tie with 0."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return Estimate(float("nan"))
+    values = np.concatenate([a, b])
+    group = np.concatenate([np.zeros(len(a), int), np.ones(len(b), int)])
+
+    def stat(v: np.ndarray, g: np.ndarray) -> float:
+        return float(v[g == 0].mean() - v[g == 1].mean())
+
+    return bootstrap(stat, [values, group], seed, strata=group)
+
+
+def nuisance_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A label per image with the leaf labels' frequencies and no pixel correlate: (n,)."""
+    return np.random.default_rng([int(seed), 4243]).permutation(np.asarray(labels))
+
+
+def semantics_evidence(
+    site: str,
+    raw: np.ndarray,
+    codes: Mapping[str, np.ndarray],
+    primary: str,
+    labels: np.ndarray,
+    top_n: int,
+    seed: int,
+    nuisance: np.ndarray | None = None,
+) -> list[dict]:
+    """Evidence rows of the `semantics` claim at one site.
+
+    raw: (n_images, d) activations; codes: SAE name -> (n_images, width) codes (must hold
+    `primary`); labels: (n_images,) leaf labels. Random directions (as many as the primary's
+    width) and class-mean directions project the centred activations.
+    measured: the primary SAE's mean purity minus the random directions' (judged), raw
+    neurons minus random and SAE minus raw (reported); positive: class-mean directions of
+    the leaf labels minus random; negative: the primary SAE minus random directions, both on a
+    nuisance label (`nuisance_labels` unless `nuisance` (n_images,) is given); sensitivity:
+    every other SAE minus random.
+    """
+    if primary not in codes:
+        raise KeyError(f"semantics: primary SAE {primary!r} not among {sorted(codes)}")
+    labels = np.asarray(labels).astype(str)
+    centred = raw - raw.mean(axis=0)
+    rand = centred @ random_directions(raw.shape[1], codes[primary].shape[1], seed)
+    classes = np.unique(labels)
+    means = centred @ group_mean_directions(raw, [labels == c for c in classes])
+    nuisance = nuisance_labels(labels, seed) if nuisance is None else np.asarray(nuisance)
+
+    def pur(x: np.ndarray, on: np.ndarray, positive: bool) -> np.ndarray:
+        return full_purity(x, on, top_n, positive)
+
+    p_rand, p_raw = pur(rand, labels, False), pur(raw, labels, False)
+    p_sae = pur(codes[primary], labels, True)
+    note = f"top_n={top_n}; units with all top_n images active: SAE {len(p_sae)}"
+    rows = evidence_rows(
+        "semantics",
+        site,
+        MEASURED,
+        {
+            "purity_minus_random": mean_difference(p_sae, p_rand, seed),
+            "raw_minus_random": mean_difference(p_raw, p_rand, seed),
+            "sae_minus_raw": mean_difference(p_sae, p_raw, seed),
+        },
+        note,
+    )
+    rows += evidence_rows(
+        "semantics",
+        site,
+        POSITIVE,
+        {"purity_minus_random": mean_difference(pur(means, labels, False), p_rand, seed)},
+        f"class-mean directions of {len(classes)} leaf labels",
+    )
+    rows += evidence_rows(
+        "semantics",
+        site,
+        NEGATIVE,
+        {
+            "purity_minus_random": mean_difference(
+                pur(codes[primary], nuisance, True), pur(rand, nuisance, False), seed
+            )
+        },
+        "primary SAE vs random directions on a shuffled (nuisance) label",
+    )
+    for name, x in codes.items():
+        if name != primary:
+            diff = mean_difference(pur(x, labels, True), p_rand, seed)
+            rows += evidence_rows(
+                "semantics", site, SENSITIVITY + name, {"purity_minus_random": diff}
+            )
+    return rows
+
+
+def semantics_claim(
+    sites: ModelSites, id_dataset: str, primary: str, top_n: int, seed: int, device: torch.device
+) -> list[dict]:
+    """Evidence rows of the `semantics` claim at every site of a model (`semantics_evidence`)."""
+    rows = []
+    for site in sites.sites:
+        data = load_site(sites.activation_dir(id_dataset), site)
+        codes = {name: sae_codes(sae, data) for name, sae in sites.load_saes(site, device).items()}
+        rows += semantics_evidence(site, data.raw, codes, primary, data.labels, top_n, seed)
+    return rows
