@@ -269,13 +269,17 @@ def quality_files() -> list[str]:
 
 
 def eval_sae_inputs(wildcards) -> dict:
-    """A site's sweep with its held-out activations and, for a vision model's downstream
-    accuracy, the training activations (the ablation mean), the images and the model."""
+    """A site's sweep with its training activations (PCA baseline, controls, the ablation
+    mean) and held-out activations and, for a vision model's downstream accuracy, the images
+    and the model."""
     model, site = wildcards.model, wildcards.site
-    inputs = {"sweep": sweep_file(model, site)}
+    eval_dataset = sae_dataset(model, "eval_dataset")
+    inputs = {
+        "sweep": sweep_file(model, site),
+        "train": activation_dir(model, sae_dataset(model, "train_dataset")),
+        "held_out": activation_dir(model, eval_dataset),
+    }
     if family(model) == "vision":
-        eval_dataset = sae_dataset(model, "eval_dataset")
-        inputs["train"] = activation_dir(model, sae_dataset(model, "train_dataset"))
         inputs.update(extract_inputs(Namespace(model=model, dataset=eval_dataset)))
         if "vision" in config:
             inputs["hierarchy"] = (

@@ -60,6 +60,8 @@ rule eval_saes:
         site=lambda wc: wc.site,
         sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
         primary=lambda wc: sae_primary(wc.model),
+        sae=lambda wc: sae_sweep(wc.model)[sae_primary(wc.model)],
+        train=lambda wc: sae_train(wc.model),
         model=lambda wc: model_spec(wc.model),
         dataset=lambda wc: dataset_spec(sae_dataset(wc.model, "eval_dataset")),
         downstream=lambda wc: config["sae"]["downstream"]

@@ -1,17 +1,20 @@
-"""Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered).
+"""Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered), and
+the evidence for the reconstruction claim (primary SAE, planted and Gaussian controls).
 
-params: model_name, site, sae_dirs ({name: dir}), model, dataset, downstream, batch_size, seed,
-device. input: the sweep marker, and for vision models train (store) and hierarchy.
-output[0]: quality.csv, one row per SAE.
+params: model_name, site, sae_dirs ({name: dir}), primary, sae (the primary's sweep entry),
+train (the site's SAE training settings), model, dataset, downstream, batch_size, seed, device.
+input: the sweep marker, the train / held_out activation stores, and for vision models the
+hierarchy. output: quality (one row per SAE), evidence.
 """
 
-from saeprobe.claims import write_evidence
-from saeprobe.eval.sae_quality import write_site_quality
+from pathlib import Path
+
+from saeprobe.eval.sae_quality import write_reconstruction_evidence, write_site_quality
 from saeprobe.jobs import job
 
 with job(snakemake) as j:
     p, inputs = snakemake.params, snakemake.input
-    write_site_quality(
+    quality = write_site_quality(
         list(dict(p.sae_dirs).values()),
         p.model_name,
         p.site,
@@ -25,4 +28,16 @@ with job(snakemake) as j:
         batch_size=int(p.batch_size),
         seed=j.seed,
     )
-    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built
+    write_reconstruction_evidence(
+        dict(p.sae_dirs),
+        p.primary,
+        dict(p.sae),
+        dict(p.train),
+        Path(inputs.train) / p.site,
+        Path(inputs.held_out) / p.site,
+        quality,
+        p.site,
+        snakemake.output.evidence,
+        device=j.device,
+        seed=j.seed,
+    )

@@ -93,20 +93,24 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "reconstruction",
             "SAEs reconstruct faithfully",
-            "the primary SAE's held-out NMSE is at most 0.2 (upper CI bound), it beats PCA with "
-            "as many components as its L0 (NMSE difference CI above 0), it recovers at least 90% "
-            "of downstream accuracy where that is measured, and at most 10% of its latents are "
-            "dead and 10% dense; positive: a planted sparse-dictionary site of the same shape "
-            "(atoms recovered, cosine > 0.9); negative: a Gaussian site of the same covariance, "
-            "where the SAE must not beat PCA",
+            "on held-out activations the primary SAE beats PCA with round(L0) components "
+            "fitted on its training activations (paired bootstrap CI of NMSE_PCA - NMSE_SAE "
+            "above 0), its NMSE is below 0.2 (upper CI bound), at most 30% of its latents are "
+            "dead and 20% dense (active on > 10% of inputs), and it recovers over 90% of "
+            "downstream accuracy where that is measured (NaN = not run, skipped); positive: a "
+            "planted sparse dictionary (as many unit atoms as latents, k-sparse, the site's "
+            "dimension and variance) learnt by the same config and schedule, which must also "
+            "recover the atoms (mean best decoder cosine > 0.9); negative: a Gaussian of the "
+            "site's mean and covariance, where the same SAE must not beat PCA",
             {
                 "pca_nmse_minus_sae_nmse": Test(above=0.0),
                 "nmse": Test(below=0.2),
                 "downstream_recovered": Test(above=0.9, on_value=True),
-                "dead_fraction": Test(below=0.1, on_value=True),
-                "dense_fraction": Test(below=0.1, on_value=True),
+                "dead_fraction": Test(below=0.3, on_value=True),
+                "dense_fraction": Test(below=0.2, on_value=True),
                 "atoms_recovered": Test(above=0.9, on_value=True),
             },
+            ("sae_quality.png",),
         ),
         Claim(
             "semantics",

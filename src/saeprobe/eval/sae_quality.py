@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +18,20 @@ import pandas as pd
 import torch
 
 from saeprobe.activations import ActivationStore
+from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.io import atomic_write_csv
-from saeprobe.sae import downstream_recovered, load_sae, reconstruct
+from saeprobe.sae import (
+    SAEConfig,
+    TrainConfig,
+    downstream_recovered,
+    load_sae,
+    reconstruct,
+    train_sweep,
+)
+from saeprobe.sae.config import K_ARCHITECTURES
 from saeprobe.sae.io import METRICS, read_json
+from saeprobe.sae.synthetic import planted_sparse
+from saeprobe.stats import Estimate, bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +231,272 @@ def write_site_quality(
     table = pd.DataFrame(rows)
     atomic_write_csv(out, table)
     return table
+
+
+# -- evidence for the claim "SAEs reconstruct faithfully" -------------------------------------
+
+CLAIM = "reconstruction"
+DENSE_THRESHOLD = 0.1  # a latent active on more than this fraction of inputs is dense
+CONTROL_ROWS = 20_000  # training rows of each control (at least; see `control_rows`)
+CONTROL_EVAL_ROWS = 10_000
+PCA_FIT_ROWS = 100_000
+PLANTED_NOISE = 0.05  # isotropic noise norm relative to the planted signal's rms norm
+
+
+def store_sample(
+    store: ActivationStore, n: int, seed: int, divisors: np.ndarray | None = None
+) -> np.ndarray:
+    """Up to `n` rows of `store` (all when it has fewer), float64 (rows, d), in store order;
+    divisors: (len(store),) per-row divisors (modality normalisation) or None."""
+    total = len(store)
+    idx = np.arange(total)
+    if total > n:
+        idx = np.sort(np.random.default_rng([seed, 31]).choice(total, n, replace=False))
+    x = np.concatenate(
+        [
+            np.asarray(store.shard(i)[sel - store._offsets[i]], dtype=np.float64)
+            for i in range(store.num_shards)
+            if (sel := idx[(idx >= store._offsets[i]) & (idx < store._offsets[i + 1])]).size
+        ]
+    )
+    if divisors is not None:
+        x /= np.asarray(divisors, dtype=np.float64)[idx, None]
+    return x
+
+
+@torch.no_grad()
+def sae_errors(sae: Any, x: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row squared reconstruction error (n,) and per-latent firing frequency (width,)
+    of `sae` on raw activations x (n, d)."""
+    device = sae.W_enc.device
+    errs, counts = [], torch.zeros(sae.width, dtype=torch.float64)
+    for start in range(0, len(x), batch):
+        part = torch.as_tensor(x[start : start + batch], dtype=torch.float32, device=device)
+        codes = sae.encode(part)
+        x_hat = sae.decode(codes).double().cpu().numpy()
+        errs.append(((x[start : start + batch] - x_hat) ** 2).sum(1))
+        counts += (codes != 0).sum(0).to("cpu", torch.float64)
+    return np.concatenate(errs), (counts / max(len(x), 1)).numpy()
+
+
+@dataclass(frozen=True)
+class PCA:
+    """Principal axes of a fit set: mean (d,), axes (d, d) rows by decreasing variance."""
+
+    mean: np.ndarray
+    axes: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> PCA:
+        """x: (rows, d); eigenvectors of the covariance (d x d, cheap for any row count)."""
+        mean = x.mean(0)
+        centred = x - mean
+        values, vectors = np.linalg.eigh(centred.T @ centred)
+        return cls(mean, vectors[:, np.argsort(values)[::-1]].T)
+
+    def errors(self, x: np.ndarray, m: int) -> np.ndarray:
+        """Per-row squared error (n,) of reconstructing x (n, d) from its top `m` axes."""
+        basis = self.axes[: max(0, min(m, x.shape[1]))]
+        centred = x - self.mean
+        return ((centred - centred @ basis.T @ basis) ** 2).sum(1)
+
+
+def reconstruction_estimates(
+    sae: Any,
+    pca: PCA,
+    x_eval: np.ndarray,
+    seed: int,
+    downstream: float = float("nan"),
+) -> dict[str, Estimate]:
+    """The claim's statistics of `sae` on held-out rows x_eval (n, d), against `pca` (fitted
+    on the SAE's training rows) keeping round(L0) components.
+
+    nmse and pca_nmse_minus_sae_nmse carry (paired) bootstrap intervals over the eval rows; the
+    dead / dense fractions (latents never active / active on more than DENSE_THRESHOLD of the
+    rows) and downstream_recovered are point values; l0 and pca_nmse are reported only.
+    """
+    err, freq = sae_errors(sae, x_eval)
+    l0 = float(freq.sum())
+    m = max(1, round(l0))
+    err_pca = pca.errors(x_eval, m)
+    dev = ((x_eval - x_eval.mean(0)) ** 2).sum(1)
+
+    def ratio(e: np.ndarray, v: np.ndarray) -> float:
+        return float(e.sum() / v.sum())
+
+    def gap(a: np.ndarray, b: np.ndarray, v: np.ndarray) -> float:
+        return float((a.sum() - b.sum()) / v.sum())
+
+    return {
+        "pca_nmse_minus_sae_nmse": bootstrap(gap, [err_pca, err, dev], seed),
+        "nmse": bootstrap(ratio, [err, dev], seed),
+        "pca_nmse": bootstrap(ratio, [err_pca, dev], seed),
+        "l0": Estimate(l0),
+        "pca_components": Estimate(float(m)),
+        "dead_fraction": Estimate(float((freq == 0).mean())),
+        "dense_fraction": Estimate(float((freq > DENSE_THRESHOLD).mean())),
+        "downstream_recovered": Estimate(float(downstream)),
+    }
+
+
+def control_rows(n_train: int, n_atoms: int, k: int) -> int:
+    """Training rows of a control: as many as the site's SAE saw, at most CONTROL_ROWS, but
+    never fewer than it takes for the rarest planted atom to occur about 100 times (each row
+    draws k of n_atoms atoms, the rarest with probability ~ 1 / (2 n_atoms))."""
+    return min(n_train, max(CONTROL_ROWS, math.ceil(100 * 2 * n_atoms / max(k, 1))))
+
+
+def planted_site(
+    reference: np.ndarray, n: int, n_atoms: int, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A sparse-dictionary site shaped like `reference` (rows, d): rows = its mean + a k-sparse
+    non-negative combination of n_atoms unit atoms (+ small noise), scaled to its total
+    variance. Returns x (n, d) float64 and the atoms (n_atoms, d)."""
+    d = reference.shape[1]
+    planted = planted_sparse(n, d, n_atoms, k, seed=seed, noise=0.0, offset_norm=0.0)
+    x = planted.x.astype(np.float64)
+    rms = math.sqrt(float(((x - x.mean(0)) ** 2).sum(1).mean()))
+    rng = np.random.default_rng([seed, 37])
+    x += rng.standard_normal(x.shape) * (PLANTED_NOISE * rms / math.sqrt(d))
+    target = math.sqrt(float(((reference - reference.mean(0)) ** 2).sum(1).mean()))
+    x = (x - x.mean(0)) * (target / rms) + reference.mean(0)
+    return x, planted.atoms.astype(np.float64)
+
+
+def gaussian_site(reference: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n rows (n, d) of the Gaussian with the mean and covariance of `reference` (rows, d)."""
+    mean = reference.mean(0)
+    cov = np.cov(reference, rowvar=False)
+    return np.random.default_rng([seed, 41]).multivariate_normal(mean, cov, size=n, method="eigh")
+
+
+def train_control(
+    x: np.ndarray, sae_cfg: SAEConfig, train_cfg: TrainConfig, seed: int, device: torch.device
+) -> Any:
+    """An SAE with the primary's config and schedule trained on x (n, d), as train_saes trains
+    (checkpoints off; its files go to a temporary directory)."""
+    cfg = dataclasses.replace(train_cfg, checkpoint_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        return train_sweep(
+            x.astype(np.float32), [sae_cfg], cfg, [tmp], device=device, seed=seed, progress=False
+        )[0]
+
+
+def atoms_recovered(atoms: np.ndarray, sae: Any) -> float:
+    """Mean over planted atoms (n_atoms, d) of the best cosine with a decoder row."""
+    w = sae.W_dec.detach().double().cpu().numpy()
+    w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    return float((atoms @ w.T).max(1).mean())
+
+
+def reconstruction_evidence(
+    saes: Mapping[str, Any],
+    primary: str,
+    sae_cfg: SAEConfig,
+    train_cfg: TrainConfig,
+    x_fit: np.ndarray,
+    x_eval: np.ndarray,
+    n_train: int,
+    downstream: Mapping[str, float],
+    site: str,
+    seed: int,
+    device: torch.device,
+    controls: bool = True,
+) -> list[dict]:
+    """Evidence rows of the reconstruction claim at one site.
+
+    saes: name -> trained SAE of the sweep (the `primary` one is `measured`, the others are
+    sensitivity rows); sae_cfg / train_cfg: the primary's config and the site's schedule, used
+    to train the controls on a planted sparse-dictionary site (positive) and on a Gaussian of
+    the site's mean and covariance (negative), each with the site's dimension, control_rows
+    training rows and as many held-out rows as x_eval (capped); x_fit (rows, d): the SAEs'
+    training activations (PCA fit, control statistics); x_eval (n, d): held-out activations;
+    n_train: rows the SAEs were trained on; downstream: name -> downstream_recovered (NaN when
+    not measured).
+    """
+    rows = []
+    pca = PCA.fit(x_fit)
+    for name, sae in saes.items():
+        ds = float(downstream.get(name, float("nan")))
+        note = "" if math.isfinite(ds) else "downstream not run (skipped, not a pass)"
+        case = MEASURED if name == primary else f"{SENSITIVITY}{name}"
+        est = reconstruction_estimates(sae, pca, x_eval, seed, ds)
+        rows += evidence_rows(CLAIM, site, case, est, note=f"sae={name}; {note}".strip("; "))
+    if not controls:
+        return rows
+    n_atoms = sae_cfg.width
+    k = sae_cfg.k if sae_cfg.arch in K_ARCHITECTURES and sae_cfg.k else None
+    k = k or max(1, round(_l0(rows, MEASURED)))  # an L1 SAE: its measured sparsity
+    n = control_rows(n_train, n_atoms, k)
+    n_eval = min(len(x_eval), CONTROL_EVAL_ROWS)
+    x, atoms = planted_site(x_fit, n + n_eval, n_atoms, k, seed)
+    planted = train_control(x[:n], sae_cfg, train_cfg, seed, device)
+    est = reconstruction_estimates(planted, PCA.fit(x[:n]), x[n:], seed)
+    est["atoms_recovered"] = Estimate(atoms_recovered(atoms, planted))
+    rows += evidence_rows(
+        CLAIM, site, POSITIVE, est, note=f"planted: {n_atoms} atoms, k={k}, {n} training rows"
+    )
+    g = gaussian_site(x_fit, n + n_eval, seed)
+    gauss = train_control(g[:n], sae_cfg, train_cfg, seed, device)
+    est = reconstruction_estimates(gauss, PCA.fit(g[:n]), g[n:], seed)
+    rows += evidence_rows(
+        CLAIM, site, NEGATIVE, est, note=f"Gaussian of the site's covariance, {n} training rows"
+    )
+    return rows
+
+
+def _l0(rows: Sequence[Mapping], case: str) -> float:
+    return next(float(r["value"]) for r in rows if r["case"] == case and r["statistic"] == "l0")
+
+
+def write_reconstruction_evidence(
+    sae_dirs: Mapping[str, str | Path],
+    primary: str,
+    sae_settings: Mapping[str, Any],
+    train_settings: Mapping[str, Any],
+    train_store: str | Path,
+    eval_store: str | Path,
+    quality: pd.DataFrame,
+    site: str,
+    out: str | Path,
+    device: torch.device,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """`reconstruction_evidence` of one site, written to the CSV `out`.
+
+    sae_dirs: {name: SAE directory} of the sweep; sae_settings: the primary's SAEConfig keys;
+    train_settings: the site's TrainConfig keys; train_store / eval_store: the activation-store
+    site directories the SAEs were trained and evaluated on (rows are divided by the modality
+    scales an SAE recorded, as in training); quality: `site_quality` rows (downstream_recovered).
+    """
+    from saeprobe.claims import write_evidence
+    from saeprobe.sae.site import MODALITY_SCALE
+
+    if primary not in sae_dirs:
+        raise KeyError(f"sae.primary {primary!r} is not an SAE of this sweep: {sorted(sae_dirs)}")
+    train, held = ActivationStore(train_store), ActivationStore(eval_store)
+    divisors: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
+    scale_file = Path(sae_dirs[primary]) / MODALITY_SCALE
+    if scale_file.is_file() and read_json(scale_file).get("normalize"):
+        scales = read_json(scale_file)
+        divisors = (train.row_divisors(scales), held.row_divisors(scales))
+    x_fit = store_sample(train, PCA_FIT_ROWS, seed, divisors[0])
+    x_eval = store_sample(held, len(held), seed, divisors[1])
+    saes = {name: load_sae(Path(d), device) for name, d in sae_dirs.items()}
+    names = [primary, *sorted(n for n in saes if n != primary)]
+    short = quality["sae"].str.rsplit("/", n=1).str[-1]
+    ds = dict(zip(short, quality["downstream_recovered"], strict=True))
+    rows = reconstruction_evidence(
+        {n: saes[n] for n in names},
+        primary,
+        SAEConfig.from_dict({**sae_settings, "name": primary}),
+        TrainConfig.from_dict(dict(train_settings)),
+        x_fit,
+        x_eval,
+        len(train),
+        ds,
+        site,
+        seed,
+        device,
+    )
+    return write_evidence(out, rows)
