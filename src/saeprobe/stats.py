@@ -100,3 +100,28 @@ def auroc_from_labels(is_ood: np.ndarray, scores: np.ndarray) -> float:
     """AUROC of `scores` (n,) for the boolean labels `is_ood` (n,)."""
     is_ood = np.asarray(is_ood, dtype=bool)
     return auroc(scores[~is_ood], scores[is_ood])
+
+
+def bootstrap_difference(
+    statistic: Callable[..., float],
+    a: Sequence[np.ndarray],
+    b: Sequence[np.ndarray],
+    seed: int,
+    n_boot: int = N_BOOT,
+) -> Estimate:
+    """Percentile bootstrap of statistic(*a) - statistic(*b) for two independent samples:
+    the rows of `a` (arrays of the same length) and of `b` are resampled separately."""
+    value = float(statistic(*a) - statistic(*b))
+    rng = np.random.default_rng([int(seed), 7927])
+    na, nb = len(a[0]), len(b[0])
+    if na < 2 or nb < 2:
+        return Estimate(value)
+    draws = np.empty(n_boot)
+    for i in range(n_boot):
+        ia, ib = rng.integers(0, na, na), rng.integers(0, nb, nb)
+        draws[i] = statistic(*(x[ia] for x in a)) - statistic(*(x[ib] for x in b))
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return Estimate(value)
+    lo, hi = np.quantile(draws, [ALPHA / 2, 1 - ALPHA / 2])
+    return Estimate(value, float(lo), float(hi))

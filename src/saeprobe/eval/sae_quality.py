@@ -31,7 +31,7 @@ from saeprobe.sae import (
 from saeprobe.sae.config import K_ARCHITECTURES
 from saeprobe.sae.io import METRICS, read_json
 from saeprobe.sae.synthetic import planted_sparse
-from saeprobe.stats import Estimate, bootstrap
+from saeprobe.stats import Estimate, bootstrap, bootstrap_difference
 
 log = logging.getLogger(__name__)
 
@@ -301,38 +301,55 @@ class PCA:
         return ((centred - centred @ basis.T @ basis) ** 2).sum(1)
 
 
+def gain_terms(sae: Any, pca: PCA, x_eval: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-row terms of the SAE's gain over PCA on x_eval (n, d): PCA's squared error with
+    round(L0) components (n,), the SAE's (n,), the squared deviation from the mean (n,), and
+    the latents' firing frequencies (width,)."""
+    err, freq = sae_errors(sae, x_eval)
+    err_pca = pca.errors(x_eval, max(1, round(float(freq.sum()))))
+    dev = ((x_eval - x_eval.mean(0)) ** 2).sum(1)
+    return err_pca, err, dev, freq
+
+
+def _gain(err_pca: np.ndarray, err: np.ndarray, dev: np.ndarray) -> float:
+    """NMSE of PCA minus NMSE of the SAE (fractions of the total variance)."""
+    return float((err_pca.sum() - err.sum()) / dev.sum())
+
+
+def _nmse(err: np.ndarray, dev: np.ndarray) -> float:
+    return float(err.sum() / dev.sum())
+
+
 def reconstruction_estimates(
-    sae: Any,
-    pca: PCA,
-    x_eval: np.ndarray,
+    terms: tuple[np.ndarray, ...],
+    twin: tuple[np.ndarray, ...] | None,
     seed: int,
     downstream: float = float("nan"),
 ) -> dict[str, Estimate]:
-    """The claim's statistics of `sae` on held-out rows x_eval (n, d), against `pca` (fitted
-    on the SAE's training rows) keeping round(L0) components.
+    """The claim's statistics from `gain_terms` of an SAE on its held-out rows and, if given,
+    of the same SAE config trained on the Gaussian twin of its data (`gaussian_site`).
 
-    nmse and pca_nmse_minus_sae_nmse carry (paired) bootstrap intervals over the eval rows; the
-    dead / dense fractions (latents never active / active on more than DENSE_THRESHOLD of the
-    rows) and downstream_recovered are point values; l0 and pca_nmse are reported only.
+    structure_gain: the SAE's gain over PCA at matched L0 minus the twin's gain (bootstrap over
+    both eval sets, resampled independently): what the SAE gains from structure beyond the
+    covariance, which an overcomplete adaptive code partly gains on any data. nmse and
+    pca_nmse_minus_sae_nmse carry (paired) bootstrap intervals; dead / dense fractions (latents
+    never active / active on more than DENSE_THRESHOLD of the rows) and downstream_recovered
+    are point values; l0, pca_nmse and the twin's gain are reported only.
     """
-    err, freq = sae_errors(sae, x_eval)
+    err_pca, err, dev, freq = terms
+    out = {}
+    if twin is not None:
+        out["structure_gain"] = bootstrap_difference(
+            _gain, [err_pca, err, dev], list(twin[:3]), seed
+        )
+        out["twin_gain"] = Estimate(_gain(*twin[:3]))
     l0 = float(freq.sum())
-    m = max(1, round(l0))
-    err_pca = pca.errors(x_eval, m)
-    dev = ((x_eval - x_eval.mean(0)) ** 2).sum(1)
-
-    def ratio(e: np.ndarray, v: np.ndarray) -> float:
-        return float(e.sum() / v.sum())
-
-    def gap(a: np.ndarray, b: np.ndarray, v: np.ndarray) -> float:
-        return float((a.sum() - b.sum()) / v.sum())
-
-    return {
-        "pca_nmse_minus_sae_nmse": bootstrap(gap, [err_pca, err, dev], seed),
-        "nmse": bootstrap(ratio, [err, dev], seed),
-        "pca_nmse": bootstrap(ratio, [err_pca, dev], seed),
+    return out | {
+        "nmse": bootstrap(_nmse, [err, dev], seed),
+        "pca_nmse_minus_sae_nmse": bootstrap(_gain, [err_pca, err, dev], seed),
+        "pca_nmse": Estimate(_nmse(err_pca, dev)),
         "l0": Estimate(l0),
-        "pca_components": Estimate(float(m)),
+        "pca_components": Estimate(float(max(1, round(l0)))),
         "dead_fraction": Estimate(float((freq == 0).mean())),
         "dense_fraction": Estimate(float((freq > DENSE_THRESHOLD).mean())),
         "downstream_recovered": Estimate(float(downstream)),
@@ -407,40 +424,56 @@ def reconstruction_evidence(
 
     saes: name -> trained SAE of the sweep (the `primary` one is `measured`, the others are
     sensitivity rows); sae_cfg / train_cfg: the primary's config and the site's schedule, used
-    to train the controls on a planted sparse-dictionary site (positive) and on a Gaussian of
-    the site's mean and covariance (negative), each with the site's dimension, control_rows
-    training rows and as many held-out rows as x_eval (capped); x_fit (rows, d): the SAEs'
+    to train every control SAE: the site's Gaussian twin (the Gaussian of its mean and
+    covariance; structure_gain of every case is measured against a twin), a planted
+    sparse-dictionary site and its own twin (positive), and a second draw of the site's twin
+    (negative: a Gaussian has no structure beyond its covariance, so its structure_gain over the
+    first draw must not be significant). Each has the site's dimension, control_rows training
+    rows (fewer than the site's SAE saw on a large site, which favours the site's SAE) and as
+    many held-out rows as x_eval (capped); x_fit (rows, d): the SAEs'
     training activations (PCA fit, control statistics); x_eval (n, d): held-out activations;
     n_train: rows the SAEs were trained on; downstream: name -> downstream_recovered (NaN when
     not measured).
     """
-    rows = []
-    pca = PCA.fit(x_fit)
+    n_atoms = sae_cfg.width
+    k = sae_cfg.k if sae_cfg.arch in K_ARCHITECTURES and sae_cfg.k else None
+    n = control_rows(n_train, n_atoms, k or 1)
+    n_eval = min(len(x_eval), CONTROL_EVAL_ROWS)
+
+    def twin_terms(reference: np.ndarray, draw: int) -> tuple[np.ndarray, ...]:
+        g = gaussian_site(reference, n + n_eval, seed + draw)
+        sae = train_control(g[:n], sae_cfg, train_cfg, seed + draw, device)
+        return gain_terms(sae, PCA.fit(g[:n]), g[n:])
+
+    twin = twin_terms(x_fit, 0) if controls else None
+    rows, pca = [], PCA.fit(x_fit)
     for name, sae in saes.items():
         ds = float(downstream.get(name, float("nan")))
         note = "" if math.isfinite(ds) else "downstream not run (skipped, not a pass)"
         case = MEASURED if name == primary else f"{SENSITIVITY}{name}"
-        est = reconstruction_estimates(sae, pca, x_eval, seed, ds)
+        est = reconstruction_estimates(gain_terms(sae, pca, x_eval), twin, seed, ds)
         rows += evidence_rows(CLAIM, site, case, est, note=f"sae={name}; {note}".strip("; "))
     if not controls:
         return rows
-    n_atoms = sae_cfg.width
-    k = sae_cfg.k if sae_cfg.arch in K_ARCHITECTURES and sae_cfg.k else None
     k = k or max(1, round(_l0(rows, MEASURED)))  # an L1 SAE: its measured sparsity
-    n = control_rows(n_train, n_atoms, k)
-    n_eval = min(len(x_eval), CONTROL_EVAL_ROWS)
     x, atoms = planted_site(x_fit, n + n_eval, n_atoms, k, seed)
     planted = train_control(x[:n], sae_cfg, train_cfg, seed, device)
-    est = reconstruction_estimates(planted, PCA.fit(x[:n]), x[n:], seed)
+    est = reconstruction_estimates(
+        gain_terms(planted, PCA.fit(x[:n]), x[n:]), twin_terms(x[:n], 2), seed
+    )
     est["atoms_recovered"] = Estimate(atoms_recovered(atoms, planted))
     rows += evidence_rows(
         CLAIM, site, POSITIVE, est, note=f"planted: {n_atoms} atoms, k={k}, {n} training rows"
     )
-    g = gaussian_site(x_fit, n + n_eval, seed)
-    gauss = train_control(g[:n], sae_cfg, train_cfg, seed, device)
-    est = reconstruction_estimates(gauss, PCA.fit(g[:n]), g[n:], seed)
+    g = gaussian_site(x_fit, n + n_eval, seed + 1)
+    gauss = train_control(g[:n], sae_cfg, train_cfg, seed + 1, device)
+    est = reconstruction_estimates(gain_terms(gauss, PCA.fit(g[:n]), g[n:]), twin, seed)
     rows += evidence_rows(
-        CLAIM, site, NEGATIVE, est, note=f"Gaussian of the site's covariance, {n} training rows"
+        CLAIM,
+        site,
+        NEGATIVE,
+        est,
+        note=f"a second Gaussian of the site's covariance against the first, {n} training rows",
     )
     return rows
 
