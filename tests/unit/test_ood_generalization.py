@@ -8,8 +8,10 @@ import pandas as pd
 import torch
 
 from saeprobe.claims import HOLDS, MEASURED, NEGATIVE, POSITIVE, evidence_rows, judge
+from saeprobe.eval.features import SiteData
 from saeprobe.eval.ood_generalization import (
     CLAIM,
+    NAN,
     STATISTIC,
     ProbeSettings,
     SpuriousSettings,
@@ -18,6 +20,7 @@ from saeprobe.eval.ood_generalization import (
     named_latents,
     paired_difference,
     removal_control,
+    spurious_controls,
     training_views,
 )
 
@@ -126,3 +129,15 @@ def test_a_broken_positive_is_inconclusive() -> None:
     assert measured.ci_low > 0
     verdict = judge(_evidence(measured, positive, negative)).iloc[0].verdict
     assert verdict == "inconclusive (control failed)"
+
+
+def test_images_without_the_attribute_leave_the_controls_out() -> None:
+    images = pd.DataFrame({"index": np.arange(30), "label": ["n01"] * 30})
+    data = SiteData(np.zeros((30, 4), np.float32), np.arange(30), images)
+    table, evidence = spurious_controls(data, data, None, SpuriousSettings(), PROBE, ["colour"])
+    assert table == []
+    verdict = judge(pd.concat([_evidence(paired_difference(np.ones(9), np.zeros(9), 0),
+                                         NAN, NAN).iloc[:1], pd.DataFrame(evidence)
+                               .assign(site="m/site")]))  # fmt: skip
+    assert verdict.iloc[0].verdict == "inconclusive (control failed)"
+    assert "no colour, superclass column" in evidence[0]["note"]

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CLAIM = "ood_generalization"
 STATISTIC = "accuracy_sae_minus_raw"
 NAN = Estimate(float("nan"))
+MIN_VIEW = 20  # fewer training images in a view: no planted control
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,12 @@ def spurious_controls(
         agreeing(train.images, spurious, owner), max_train, spurious.agreement, probe.seed
     )
     conflicting = ~agreeing(test.images, spurious, owner)
+    if len(spurious_view) < MIN_VIEW or not conflicting.any():
+        note = f"too few images for the views ({len(spurious_view)}) or no conflicting test image"
+        return [], [
+            *evidence_rows(CLAIM, "", POSITIVE, {STATISTIC: NAN}, note),
+            *evidence_rows(CLAIM, "", NEGATIVE, {STATISTIC: NAN}, note),
+        ]
     codes_train, codes_test = sae_codes(sae, train), sae_codes(sae, test)
     levels = {"label": train.labels}
     present = [c for c in naming_levels if c in train.images.columns]
