@@ -123,6 +123,7 @@ if "vision" in config:
             max_train=VISION.get("max_train_images"),
             probe=vision_setting("probe"),
             settings=vision_setting("ood_generalization"),
+            attributes=VISION.get("attributes", []),
             seed=config["seed"],
             device=config["device"],
         script:

@@ -3,9 +3,8 @@
 params: model (spec), dataset (spec), settings (extract.*), seed, device. output[0]: the store.
 """
 
-from saeprobe.jobs import job
-
 from saeprobe.activations import extract
+from saeprobe.jobs import job
 
 with job(snakemake) as j:
     p = snakemake.params

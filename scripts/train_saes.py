@@ -7,7 +7,6 @@ normalize_modalities, export_saelens, seed, device. output[0]: the sweep's marke
 from pathlib import Path
 
 from saeprobe.jobs import job
-
 from saeprobe.sae.site import train_site
 
 with job(snakemake) as j:

@@ -141,9 +141,10 @@ CLAIMS: dict[str, Claim] = {
             "ood_generalization",
             "SAE features improve OOD generalization",
             "a probe on the primary SAE's codes beats the raw probe on the shifted sets "
-            "(paired bootstrap CI of the accuracy difference above 0); positive: with a planted "
-            "colour/superclass correlation in training, removing the colour latents helps on the "
-            "conflicting group; negative: removing as many random latents does not",
+            "(paired bootstrap CI of the accuracy difference above 0); positive: superclass "
+            "probes trained where colour agrees with the superclass 95% of the time, on the SAE's "
+            "codes minus its colour-named latents, beat raw on the conflicting test images; "
+            "negative: minus as many random latents instead",
             {"accuracy_sae_minus_raw": Test(above=0.0)},
             ("ood_generalization_accuracy.png", "ood_generalization_topk.png"),
         ),

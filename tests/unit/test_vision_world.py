@@ -20,7 +20,7 @@ import torch
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ontology import ontology
 from saeprobe.eval.ood_detection import ood_detection
-from saeprobe.eval.ood_generalization import ood_generalization
+from saeprobe.eval.ood_generalization import SpuriousSettings, ood_generalization
 from saeprobe.eval.semantics import Namer, semantics
 from saeprobe.hierarchy import build_hierarchy
 from saeprobe.sae import SAEConfig, TrainConfig, train_sweep
@@ -159,11 +159,22 @@ def test_ontology_beats_random_directions(world: dict) -> None:
 
 
 def test_probes_generalise_to_the_noisy_shift(world: dict) -> None:
-    table = ood_generalization(
+    table, evidence = ood_generalization(
         world["sites"], "world_train", ["world_test", "world_shift_noise"], top_k=[4],
         max_train=None, weight_decays=[1e-3], val_fraction=0.1, mask_to_present=True, seed=0,
-        device=CPU,
+        device=CPU, shifted=["world_shift_noise"], primary="topk", spurious=SpuriousSettings(),
+        control_dataset="world_test", naming_levels=["colour", "background"],
     )  # fmt: skip
+    cases = pd.DataFrame(evidence).set_index(["case", "statistic"])["value"]
+    assert np.isfinite(cases["measured", "accuracy_sae_minus_raw"])
+    assert np.isfinite(cases["positive", "accuracy_sae_minus_raw"])  # colour latents found
+    assert cases["negative", "removal_gain"] < cases["positive", "removal_gain"]
+    assert set(table.loc[table["view"] == "spurious", "features"]) == {
+        "raw",
+        "topk",
+        "topk -colour",
+        "topk -random",
+    }
     acc = table.set_index(["features", "k", "test_dataset"])["accuracy"]
     assert acc["raw", "all", "world_test"] > 0.95 and acc["topk", "all", "world_test"] > 0.9
     assert acc["topk", "all", "world_shift_noise"] > 0.5  # chance: 1/9

@@ -108,8 +108,17 @@ def ood_auroc(table: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+def _controls(table: pd.DataFrame) -> pd.Series:
+    """(rows,) bool: rows of the planted spurious-correlation controls (a non-empty view)."""
+    if "view" not in table:
+        return pd.Series(False, index=table.index)
+    return table["view"].fillna("").astype(str) != ""
+
+
 def generalization(table: pd.DataFrame) -> plt.Figure:
-    """Probe accuracy (all units) per test set: raw activations vs each SAE's codes."""
+    """Probe accuracy (all units) per test set: raw activations vs each SAE's codes, and beside
+    them the planted controls (superclass probes trained on the spurious or balanced view,
+    tested on the conflicting group: the SAE minus its colour latents or minus random ones)."""
     data = table[table["k"] == "all"]
     grid = sns.catplot(
         data=data,
@@ -133,7 +142,7 @@ def generalization(table: pd.DataFrame) -> plt.Figure:
 
 def generalization_topk(table: pd.DataFrame) -> plt.Figure:
     """Probe accuracy against the number of units kept (top-k by F statistic), per test set."""
-    data = table.copy()
+    data = table[~_controls(table)].copy()
     data["kind"] = np.where(data["features"] == "raw", "raw", "SAE")
     grid = sns.relplot(
         data=data,
