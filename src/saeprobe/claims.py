@@ -252,10 +252,9 @@ def judge(evidence: pd.DataFrame) -> pd.DataFrame:
         claim = CLAIMS[key]
         passes = {c: case_passes(claim, g[g["case"] == c]) for c in (MEASURED, POSITIVE, NEGATIVE)}
         stat = claim.primary_statistic
-        prim = g[g["statistic"] == stat].set_index("case")
-        if prim.empty:
-            prim = g.drop_duplicates("case").set_index("case")
-            stat = str(g["statistic"].iloc[0])
+        if not (g["statistic"] == stat).any():
+            stat = next((t for t in claim.tests if (g["statistic"] == t).any()), stat)
+        prim = g[g["statistic"] == stat].drop_duplicates("case").set_index("case")
 
         def val(case: str, col: str = "value", prim: pd.DataFrame = prim) -> float:
             return float(prim.at[case, col]) if case in prim.index else float("nan")
