@@ -6,9 +6,8 @@ seed. input.acts: the evaluation store. output: summary, latents, concepts, shar
 
 from pathlib import Path
 
-from saeprobe.jobs import job
-
 from saeprobe.eval.crossmodal import evaluate_crossmodal
+from saeprobe.jobs import job
 
 with job(snakemake) as j:
     p = snakemake.params
