@@ -43,6 +43,8 @@ WORLD_DIR = res("world")
 WORLD_MODEL_DIR = res("models/world_clip")
 WORLD_DIFFUSION_DIR = res("models/world_diffusion")
 WORLD_LLAVA_DIR = res("models/world_llava")
+# the crossmodal claim's negative control: the same LLaVA trained on shuffled image-caption pairs
+WORLD_LLAVA_SHUFFLED_DIR = res("models/world_llava_shuffled")
 WORLD_MODEL_FILES = {
     "world": f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",
     "world_diffusion": f"{WORLD_DIFFUSION_DIR}/model_index.json",
@@ -78,8 +80,22 @@ def model_spec(name: str) -> dict:
     elif spec["source"] == "world_diffusion":
         spec["name"] = WORLD_DIFFUSION_DIR
     elif spec["source"] == "world_llava":
-        spec["name"] = WORLD_LLAVA_DIR
+        spec["name"] = world_llava_dir(name)
     return canonical(spec)
+
+
+def world_llava_dir(model: str) -> str:
+    """The folder of a world_llava model: the shuffled-caption twin has its own."""
+    shuffled = config["models"][model].get("shuffle_captions", False)
+    return WORLD_LLAVA_SHUFFLED_DIR if shuffled else WORLD_LLAVA_DIR
+
+
+def world_model_file(model: str) -> str | None:
+    """The file that marks a world model as trained (None for hub models)."""
+    source = config["models"][model]["source"]
+    if source == "world_llava":
+        return f"{world_llava_dir(model)}/model.safetensors"
+    return WORLD_MODEL_FILES.get(source)
 
 
 def prompts_file(spec: dict) -> str:
@@ -145,9 +161,9 @@ def dataset_inputs(name: str) -> dict:
 def extract_inputs(wildcards) -> dict:
     """Files an extraction needs that the pipeline itself makes (world models and data)."""
     inputs = dataset_inputs(wildcards.dataset)
-    source = config["models"][wildcards.model]["source"]
-    if source in WORLD_MODEL_FILES:
-        inputs["model"] = WORLD_MODEL_FILES[source]
+    model_file = world_model_file(wildcards.model)
+    if model_file is not None:
+        inputs["model"] = model_file
     return inputs
 
 
@@ -179,10 +195,9 @@ def world_targets() -> list[str]:
     """
     if not uses_world():
         return []
-    sources = {m["source"] for m in config["models"].values()}
-    return [f"{WORLD_DIR}/hierarchy.tsv", WORLD_MODEL_FILES["world"]] + [
-        WORLD_MODEL_FILES[s] for s in ("world_diffusion", "world_llava") if s in sources
-    ]
+    files = {WORLD_MODEL_FILES["world"]}
+    files |= {world_model_file(m) for m in config["models"]} - {None}
+    return [f"{WORLD_DIR}/hierarchy.tsv"] + sorted(files)
 
 
 def data_targets() -> list[str]:
@@ -452,16 +467,34 @@ MLLM_FIGURES = (
 )
 
 
+def crossmodal_negatives() -> dict[str, str]:
+    """{measured model: its shuffled-caption twin} (mllm.negatives)."""
+    return dict(config.get("mllm", {}).get("negatives", {}))
+
+
+def crossmodal_primary() -> dict[str, str]:
+    """{model: its pre-registered SAE} of the measured models and their negatives."""
+    models = config.get("mllm", {}).get("models", [])
+    return {m: sae_primary(m) for m in [*models, *crossmodal_negatives().values()]}
+
+
 def crossmodal_sites() -> list[tuple[str, str, str]]:
-    """(model, site, sae name) of every SAE the crossmodal task evaluates."""
+    """(model, site, sae name) of every SAE the crossmodal task evaluates: each measured
+    model's sweep and its negative's primary SAE."""
     if "mllm" not in config:
         return []
-    return [
+    measured = [
         (m, s, name)
         for m in config["mllm"]["models"]
         for s in config["sae"]["sites"][m]
         for name in sae_names(m)
     ]
+    negatives = [
+        (n, s, sae_primary(n))
+        for n in crossmodal_negatives().values()
+        for s in config["sae"]["sites"][n]
+    ]
+    return measured + negatives
 
 
 def crossmodal_datasets() -> dict:

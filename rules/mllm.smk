@@ -28,9 +28,28 @@ rule train_world_llava:
         runtime=30,
     params:
         llava=canonical(config["mllm"]["world_llava"]),
+        shuffle_captions=False,
         seed=config["seed"],
     script:
         "../scripts/train_world_llava.py"
+
+
+# The crossmodal claim's negative control: the same model, every image paired with another
+# image's caption (a `models` entry with shuffle_captions: true).
+use rule train_world_llava as train_world_llava_shuffled with:
+    output:
+        model=f"{WORLD_LLAVA_SHUFFLED_DIR}/model.safetensors",
+        config=f"{WORLD_LLAVA_SHUFFLED_DIR}/config.json",
+        info=f"{WORLD_LLAVA_SHUFFLED_DIR}/train_info.json",
+        accuracy=f"{WORLD_LLAVA_SHUFFLED_DIR}/accuracy.csv",
+    log:
+        res("logs/train_world_llava_shuffled.log"),
+    benchmark:
+        res("benchmarks/train_world_llava_shuffled.tsv")
+    params:
+        llava=canonical(config["mllm"]["world_llava"]),
+        shuffle_captions=True,
+        seed=config["seed"],
 
 
 # The accuracy table sits with the model (DVC's `world` group: restoring the model restores it);
@@ -164,5 +183,8 @@ rule crossmodal_report:
     params:
         sites=["/".join(key) for key in crossmodal_sites()],
         datasets=crossmodal_datasets(),
+        measured=config.get("mllm", {}).get("models", []),
+        primary=crossmodal_primary(),
+        negatives=crossmodal_negatives(),
     script:
         "../scripts/crossmodal_report.py"

@@ -1,6 +1,7 @@
 """Snakemake script (rule train_world_llava): train the world's tiny LLaVA captioner and score it.
 
-params: llava (the `mllm.world_llava` config section), seed. input: the world CLIP and the world.
+params: llava (the `mllm.world_llava` config section), shuffle_captions (the model spec's
+flag: the negative control of the crossmodal claim), seed. input: the world CLIP and the world.
 output: the save_pretrained directory (model + processor), train_info.json and, beside them,
 accuracy.csv: the caption accuracy (model, attribute, split, accuracy, chance, n) on the world's
 test split (rule world_llava_table copies it to the tables).
@@ -21,5 +22,6 @@ with job(snakemake) as j:
         clip_dir=Path(inp.clip).parent,
         out_dir=Path(out.model).parent,
         info_file=out.info,
+        shuffle_captions=bool(j.params.shuffle_captions),
     )
     atomic_write_csv(out.accuracy, table)

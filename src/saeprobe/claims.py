@@ -180,10 +180,16 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "crossmodal",
             "SAE features are shared across vision and language",
-            "the concept overlap of image- and word-token latents exceeds the shuffled-pairs "
-            "null (permutation p < 0.05); positive: text-only extraction; negative: a model "
-            "trained on shuffled captions",
-            {"concept_overlap": Test(p_below=0.05)},
+            "per layer, the top-latent overlap of image tokens and word tokens of the same "
+            "concept on the primary SAE exceeds both the shuffled-pairs null and the stricter "
+            "within-attribute null (red vs blue, never red vs circle; one-sided permutation "
+            "p < 0.05, ties counted as extreme); positive: the same matching with both sides "
+            "taken from word tokens (captions of even vs odd examples); negative: the same model "
+            "trained with every image paired with another image's caption",
+            {
+                "concept_overlap": Test(p_below=0.05),
+                "concept_overlap_within_attribute": Test(p_below=0.05),
+            },
             ("crossmodal_concept_overlap.png", "crossmodal_modality_score.png"),
         ),
     ]

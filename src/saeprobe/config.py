@@ -472,6 +472,27 @@ def _mllm_problems(config: dict) -> list[str]:
             continue
         if name not in sites:
             problems.append(f"config key 'mllm.models[{i}]': '{name}' has no 'sae.sites'")
+    for name, spec in models.items():
+        if spec.get("shuffle_captions") and spec["source"] != "world_llava":
+            problems.append(
+                f"config key 'models.{name}.shuffle_captions': only a world_llava model is "
+                f"trained here, got source {spec['source']!r}"
+            )
+    for measured, control in mllm.get("negatives", {}).items():
+        where = f"config key 'mllm.negatives.{measured}'"
+        spec = models.get(control, {})
+        if measured not in mllm["models"]:
+            problems.append(f"{where}: '{measured}' is not in mllm.models")
+        elif not spec.get("shuffle_captions"):
+            problems.append(
+                f"{where}: '{control}' must be a world_llava model under 'models' with "
+                "shuffle_captions: true"
+            )
+        elif sites.get(control) != sites.get(measured):
+            problems.append(
+                f"{where}: 'sae.sites.{control}' must equal 'sae.sites.{measured}' "
+                f"({sites.get(measured)}), got {sites.get(control)}"
+            )
     return problems
 
 

@@ -139,3 +139,115 @@ def test_derangements_have_no_fixed_points():
     p = cm.derangements(5, 100, np.random.default_rng(0))
     assert not (p == np.arange(5)).any()
     assert all(sorted(row) == list(range(5)) for row in p)
+
+
+# -- nulls, the positive control and the verdicts --
+
+from saeprobe.claims import FAILS, HOLDS, INCONCLUSIVE, judge  # noqa: E402
+
+
+def summary_of(codes, tokens, concepts, n_null=300) -> pd.DataFrame:
+    """The summary table evaluate_crossmodal writes (summary rows only) for constructed codes."""
+    sums = sums_of(codes, tokens, concepts)
+    _, rows = cm.concept_matching(sums, ATTRIBUTES, m=1, n_null=n_null, min_count=3)
+    rows += cm.text_split_matching(sums, ATTRIBUTES, m=1, n_null=n_null, min_count=3)
+    return pd.DataFrame(rows).assign(concept="")
+
+
+def verdict(measured: pd.DataFrame, negative: pd.DataFrame | None) -> str:
+    sites = ["llava/L0_all/topk", "llava/L0_all/other"]
+    frames = [measured, measured]
+    if negative is not None:
+        sites.append("llava_shuffled/L0_all/topk")
+        frames.append(negative)
+    rows = cm.crossmodal_evidence(
+        sites,
+        frames,
+        ["llava"],
+        {"llava": "topk", "llava_shuffled": "topk"},
+        {"llava": "llava_shuffled"},
+    )
+    evidence = pd.DataFrame(rows)
+    assert set(evidence["case"]) >= {"measured", "positive", "sensitivity:other"}
+    claims = judge(evidence)
+    assert list(claims["site"]) == ["llava/L0_all"]
+    return str(claims["verdict"].iloc[0])
+
+
+def test_planted_sharing_holds_and_unrelated_latents_do_not():
+    planted = summary_of(*constructed(planted=True))
+    unrelated = summary_of(*constructed(planted=False, seed=1))
+    assert verdict(planted, unrelated) == HOLDS
+    # random codes on the measured side: the controls behave, the measured case fails
+    assert verdict(unrelated, summary_of(*constructed(planted=False, seed=2))) == FAILS
+    # no negative model (e.g. the paper config): never holds
+    assert verdict(planted, None) == INCONCLUSIVE
+
+
+def test_shuffled_concept_labels_never_hold():
+    codes, tokens, concepts = constructed(planted=True)
+    shuffled = [concepts[i] for i in np.random.default_rng(0).permutation(len(concepts))]
+    measured = summary_of(codes, tokens, shuffled)
+    negative = summary_of(*constructed(planted=False, seed=1))
+    assert verdict(measured, negative) in (FAILS, INCONCLUSIVE)
+    assert verdict(measured, negative) != HOLDS
+
+
+def test_a_negative_that_is_the_measured_model_is_inconclusive():
+    planted = summary_of(*constructed(planted=True))
+    twin = summary_of(*constructed(planted=True, seed=3))  # "shuffled" but trained normally
+    assert verdict(planted, twin) == INCONCLUSIVE
+
+
+def test_the_text_split_positive_finds_word_latents_even_without_image_sharing():
+    """Both sides word tokens: shared by construction, whatever the image tokens do."""
+    rows = summary_of(*constructed(planted=False)).set_index("metric")
+    assert rows.loc["text_split:concept_overlap", "value"] == 1.0
+    assert rows.loc["text_split:concept_overlap", "p_value"] < 0.05
+    assert rows.loc["text_split:concept_overlap_within_attribute", "p_value"] < 0.05
+    assert rows.loc["concept_overlap", "p_value"] > 0.05
+
+
+def test_group_derangements_stay_within_their_group():
+    groups = ["a", "a", "a", "b", "b", "c"]
+    p = cm.group_derangements(groups, 200, np.random.default_rng(0))
+    g = np.array(groups)
+    assert (g[p] == g[None, :]).all()
+    assert not (p[:, :5] == np.arange(5)).any()  # every member of a group of >= 2 moves
+    assert (p[:, 5] == 5).all()  # alone in its group: stays
+
+
+def test_the_within_attribute_null_rejects_attribute_level_sharing():
+    """Each concept's top latents are its attribute's block, the same for every concept of the
+    attribute: shared across modalities, but not concept by concept. The shuffled-pairs null
+    (mostly pairs of other attributes) is beaten; the within-attribute null is not."""
+    names = [f"c{i}" for i in range(4)] + [f"s{i}" for i in range(4)]
+    attributes = {n: ("colour" if n[0] == "c" else "shape") for n in names}
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 0.01, (8, 40))
+    d[:4, 0:3] += 1.0  # colour block
+    d[4:, 3:6] += 1.0  # shape block
+    d_b = d + rng.normal(0, 0.01, d.shape)
+    _, summary = cm.match_concepts(d, d_b, names, attributes, m=3, n_null=500)
+    rows = {r["metric"]: r for r in summary}
+    assert rows["concept_overlap"]["value"] == 1.0
+    assert rows["concept_overlap"]["p_value"] < 0.05
+    assert rows["concept_overlap_within_attribute"]["p_value"] == 1.0  # every draw ties
+
+
+def test_the_within_attribute_null_accepts_concept_sharing():
+    codes, tokens, concepts = constructed(planted=True)
+    sums = sums_of(codes, tokens, concepts)
+    _, summary = cm.concept_matching(sums, ATTRIBUTES, m=1, n_null=300, min_count=3)
+    rows = {r["metric"]: r for r in summary}
+    within = rows["concept_overlap_within_attribute"]
+    assert within["p_value"] < 0.05
+    assert within["value"] > within["null_hi"]
+
+
+def test_a_tie_with_the_null_counts_as_extreme():
+    """The observed value equal to every null draw gives p = 1, never a pass."""
+    names = ["a", "b", "c"]
+    d = np.zeros((3, 6))
+    _, summary = cm.match_concepts(d, d, names, {n: "x" for n in names}, m=2, n_null=100)
+    assert all(r["p_value"] == 1.0 for r in summary if "p_value" in r)

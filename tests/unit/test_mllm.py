@@ -275,6 +275,18 @@ def test_ground_truth_colour_concepts_beat_the_null(world, clip_dir, tmp_path):
             r"'sae.overrides.world_llava.sweep.topk-w256-k8.k': arch topk needs k",
         ),
         (lambda c: c["mllm"].update(models=["world_clip"]), r"'mllm.models\[0\]'"),
+        (
+            lambda c: c["mllm"].update(negatives={"world_llava": "world_llava"}),
+            r"'mllm.negatives.world_llava': 'world_llava' must be a world_llava model",
+        ),
+        (
+            lambda c: c["models"]["world_clip"].update(shuffle_captions=True),
+            r"'models.world_clip.shuffle_captions'",
+        ),
+        (
+            lambda c: c["sae"]["sites"].update(world_llava_shuffled=["L0_all"]),
+            r"'sae.sites.world_llava_shuffled' must equal 'sae.sites.world_llava'",
+        ),
     ],
 )
 def test_bad_mllm_config_names_the_key(root, change, message):

@@ -37,14 +37,25 @@ as a caption word, e.g. a colour or a shape name):
 * null model: the same quantities for shuffled concept pairs, O[c, c'] = |I_c ∩ T_c'| / m for
   c' != c. Per concept, null_value is the mean over c' != c with a 2.5-97.5 % band; for the
   summary, `n_null` random derangements pi give mean_c O[c, pi(c)], whose mean, band and the
-  permutation p-value (1 + #{null >= observed}) / (1 + n_null) are reported.
+  one-sided permutation p-value (1 + #{null >= observed}) / (1 + n_null) are reported (a null
+  draw equal to the observed value counts as extreme: a tie is no evidence);
+* within-attribute null (`concept_overlap_within_attribute`): the derangements pi only swap
+  concepts of the same attribute (red <-> blue, never red <-> circle), over the concepts whose
+  attribute has at least two of them. It asks whether the image latents of red are those of the
+  word "red" rather than of some colour word, which the shuffled-pairs null does not separate
+  from attribute-level sharing.
+
+Positive control (`text_split_matching`): the same matching with both sides taken from word
+tokens, D_txt of the captions of even examples against D_txt of odd examples. The same word
+through the same model and SAE must share its latents with itself, so this checks that the
+statistic, the top-m lists and the nulls detect sharing where it is there by construction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +70,7 @@ from saeprobe.data.pairs import concept_sets
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
 from saeprobe.sae import load_sae
 from saeprobe.sae.site import MODALITY_SCALE
+from saeprobe.stats import Estimate, null_estimate
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +94,10 @@ class CrossmodalSums:
     concept_img_n: np.ndarray  # (C,)
     concept_txt_sum: np.ndarray  # (C, W) over text tokens whose word is the concept
     concept_txt_n: np.ndarray  # (C,)
+    half_txt_sum: np.ndarray  # (W,) over text tokens of even examples
+    half_txt_n: int
+    concept_half_sum: np.ndarray  # (C, W) over text tokens of even examples whose word is c
+    concept_half_n: np.ndarray  # (C,)
     example_max: np.ndarray  # (E, W) max code over each example's image tokens (float32)
     word_sum: np.ndarray  # (V, W) per tracked word
     word_n: np.ndarray  # (V,)
@@ -128,6 +144,9 @@ def accumulate(
     example_max = torch.zeros(n_examples, width)
     word_sum = torch.zeros(len(words), width, dtype=torch.float64)
     concept_txt_sum = torch.zeros(len(concepts), width, dtype=torch.float64)
+    concept_half_sum = torch.zeros(len(concepts), width, dtype=torch.float64)
+    half_txt_sum = torch.zeros(width, dtype=torch.float64)
+    even = example % 2 == 0
     for codes, rows in chunks:
         c = codes.detach().double().cpu()
         img = modality[rows] == "image"
@@ -141,6 +160,9 @@ def accumulate(
         example_max.scatter_reduce_(0, ex_img[:, None].expand(-1, width), ci.float(), reduce="amax")
         wc = torch.from_numpy(word_concept[rows[~img]])
         concept_txt_sum.index_add_(0, wc[wc >= 0], ct[wc >= 0])
+        ev = torch.from_numpy(even[rows[~img]])
+        half_txt_sum += ct[ev].sum(0)
+        concept_half_sum.index_add_(0, wc[(wc >= 0) & ev], ct[(wc >= 0) & ev])
         wi = torch.from_numpy(word_id[rows[~img]])
         word_sum.index_add_(0, wi[wi >= 0], ct[wi >= 0])
     z["concept_txt_sum"] = concept_txt_sum.numpy()
@@ -148,6 +170,10 @@ def accumulate(
     img_all = modality == "image"
     concept_img_n = has[example[img_all]].sum(0).astype(np.float64)
     concept_txt_n = np.array([(word_concept == i).sum() for i in range(len(concepts))], float)
+    text_even = (modality == "text") & even
+    concept_half_n = np.array(
+        [((word_concept == i) & even).sum() for i in range(len(concepts))], float
+    )
     word_n = np.array([text_words[w] for w in words], dtype=np.float64)
     return CrossmodalSums(
         concepts=list(concepts),
@@ -156,6 +182,10 @@ def accumulate(
         n_txt=int((modality == "text").sum()),
         concept_img_n=concept_img_n,
         concept_txt_n=concept_txt_n,
+        half_txt_sum=half_txt_sum.numpy(),
+        half_txt_n=int(text_even.sum()),
+        concept_half_sum=concept_half_sum.numpy(),
+        concept_half_n=concept_half_n,
         example_max=example_max.numpy(),
         word_n=word_n,
         **z,
@@ -201,23 +231,55 @@ def summary_rows(latents: pd.DataFrame, fire_threshold: float) -> list[dict[str,
     ]
 
 
+def word_contrast(
+    concept_sum: np.ndarray,
+    concept_n: np.ndarray,
+    total_sum: np.ndarray,
+    total_n: float,
+    attributes: Sequence[str],
+) -> np.ndarray:
+    """(C, W): mean code of concept c's word tokens minus that of the words of c's other
+    concepts of the same attribute (all other text tokens when c's attribute has no other).
+
+    concept_sum (C, W) / concept_n (C,): per concept word; total_sum (W,) / total_n: all text
+    tokens; attributes[c]: c's attribute."""
+    attr = np.asarray(attributes)
+    same = (attr[:, None] == attr[None, :]) & ~np.eye(len(attr), dtype=bool)
+    other_sum = same.astype(float) @ concept_sum
+    other_n = same.astype(float) @ concept_n
+    lone = other_n == 0
+    other_sum[lone] = total_sum[None] - concept_sum[lone]
+    other_n[lone] = total_n - concept_n[lone]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return concept_sum / concept_n[:, None] - other_sum / other_n[:, None]
+
+
 def concept_differences(
     s: CrossmodalSums, attributes: dict[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(D_img, D_txt), each (C, W): mean code with the concept minus without (docstring)."""
-    attr = np.array([attributes.get(c, "") for c in s.concepts])
-    same = (attr[:, None] == attr[None, :]) & ~np.eye(len(attr), dtype=bool)
-    other_sum = same.astype(float) @ s.concept_txt_sum
-    other_n = same.astype(float) @ s.concept_txt_n
-    lone = other_n == 0
-    other_sum[lone] = s.sum_txt[None] - s.concept_txt_sum[lone]
-    other_n[lone] = s.n_txt - s.concept_txt_n[lone]
+    attr = [attributes.get(c, "") for c in s.concepts]
     with np.errstate(invalid="ignore", divide="ignore"):
         img_in = s.concept_img_sum / s.concept_img_n[:, None]
         img_out = (s.sum_img[None] - s.concept_img_sum) / (s.n_img - s.concept_img_n)[:, None]
-        txt_in = s.concept_txt_sum / s.concept_txt_n[:, None]
-        txt_out = other_sum / other_n[:, None]
-    return img_in - img_out, txt_in - txt_out
+    d_txt = word_contrast(s.concept_txt_sum, s.concept_txt_n, s.sum_txt, s.n_txt, attr)
+    return img_in - img_out, d_txt
+
+
+def text_split_differences(
+    s: CrossmodalSums, attributes: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(D_even, D_odd), each (C, W): D_txt on the captions of even and of odd examples."""
+    attr = [attributes.get(c, "") for c in s.concepts]
+    even = word_contrast(s.concept_half_sum, s.concept_half_n, s.half_txt_sum, s.half_txt_n, attr)
+    odd = word_contrast(
+        s.concept_txt_sum - s.concept_half_sum,
+        s.concept_txt_n - s.concept_half_n,
+        s.sum_txt - s.half_txt_sum,
+        s.n_txt - s.half_txt_n,
+        attr,
+    )
+    return even, odd
 
 
 def top_m(d: np.ndarray, m: int) -> np.ndarray:
@@ -243,6 +305,96 @@ def derangements(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def group_derangements(groups: Sequence[str], count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, n) random permutations that move every element to another element of its own
+    group (a derangement within each group); elements alone in their group stay in place."""
+    groups = np.asarray(groups)
+    out = np.tile(np.arange(len(groups)), (count, 1))
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        if len(members) >= 2:
+            out[:, members] = members[derangements(len(members), count, rng)]
+    return out
+
+
+WITHIN = "_within_attribute"
+
+
+def match_concepts(
+    d_a: np.ndarray,
+    d_b: np.ndarray,
+    names: Sequence[str],
+    attributes: Mapping[str, str],
+    m: int = 5,
+    n_null: int = 1000,
+    seed: int = 0,
+    prefix: str = "",
+) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """Match the top-m latents of side a (C, W) to those of side b (C, W) per concept `names`.
+
+    Returns (per-concept frame, summary rows {metric, value, null_value, null_lo, null_hi,
+    p_value}) for `concept_overlap` and `concept_top1_shared` against the shuffled-pairs null,
+    `concept_overlap_within_attribute` against the within-attribute null (concepts of
+    attributes with at least two concepts; absent when there are none) and the per-attribute
+    means; metric names start with `prefix`."""
+    n = len(names)
+    a_top, b_top = top_m(d_a, m), top_m(d_b, m)
+    o = overlap_matrix(a_top, b_top)
+    t1 = (a_top[:, :1] == b_top[:, 0][None, :]).astype(float)
+    off = ~np.eye(n, dtype=bool)
+    attr = [attributes.get(c, "") for c in names]
+    rows = []
+    for i, c in enumerate(names):
+        null = o[i][off[i]]
+        rows.append(
+            {
+                "concept": c,
+                "attribute": attr[i],
+                "overlap": o[i, i],
+                "null_value": null.mean(),
+                "null_lo": np.percentile(null, 2.5),
+                "null_hi": np.percentile(null, 97.5),
+                "top1_shared": t1[i, i],
+                "top1_null": t1[i][off[i]].mean(),
+                "img_latent": int(a_top[i, 0]),
+                "txt_latent": int(b_top[i, 0]),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    rng = np.random.default_rng(seed)
+    ar = np.arange(n)
+    perms = derangements(n, n_null, rng)
+    tests = [("concept_overlap", o, perms, ar), ("concept_top1_shared", t1, perms, ar)]
+    counts = pd.Series(attr).value_counts()
+    paired = np.flatnonzero([counts[a] >= 2 for a in attr])
+    if len(paired):
+        tests.append(("concept_overlap" + WITHIN, o, group_derangements(attr, n_null, rng), paired))
+    summary: list[dict[str, object]] = []
+    for metric, mat, perms, keep in tests:
+        obs = float(np.diag(mat)[keep].mean())
+        null = mat[ar[None, :], perms][:, keep].mean(1)
+        e = null_estimate(obs, null)
+        summary.append(
+            {
+                "metric": prefix + metric,
+                "value": obs,
+                "null_value": float(null.mean()),
+                "null_lo": e.ci_low,
+                "null_hi": e.ci_high,
+                "p_value": e.p,
+            }
+        )
+    for attribute, part in frame.groupby("attribute"):
+        summary.append(
+            {
+                "metric": f"{prefix}concept_overlap[{attribute}]",
+                "value": float(part["overlap"].mean()),
+                "null_value": float(part["null_value"].mean()),
+            }
+        )
+    return frame, summary
+
+
 def concept_matching(
     s: CrossmodalSums,
     attributes: dict[str, str],
@@ -251,13 +403,13 @@ def concept_matching(
     min_count: int = 5,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, list[dict[str, object]]]:
-    """Per-concept matching rows and summary rows (see the module docstring).
+    """Per-concept matching rows and summary rows of image against word latents (see the
+    module docstring and `match_concepts`).
 
     Concepts with fewer than `min_count` image examples with or without them, or fewer than
     `min_count` matching word tokens, are left out. Returns (per-concept frame with columns
     concept, attribute, overlap, null_value, null_lo, null_hi, top1_shared, top1_null,
-    img_latent, txt_latent, n_img_tokens, n_txt_tokens; summary rows {metric, value,
-    null_value, null_lo, null_hi, p_value}).
+    img_latent, txt_latent, n_img_tokens, n_txt_tokens; summary rows).
     """
     d_img, d_txt = concept_differences(s, attributes)
     ok = (
@@ -269,56 +421,36 @@ def concept_matching(
     if len(idx) < 2:
         return pd.DataFrame(), []
     names = [s.concepts[i] for i in idx]
-    img_top, txt_top = top_m(d_img[idx], m), top_m(d_txt[idx], m)
-    o = overlap_matrix(img_top, txt_top)
-    t1 = (img_top[:, :1] == txt_top[:, 0][None, :]).astype(float)
-    off = ~np.eye(len(idx), dtype=bool)
-    rows = []
-    for i, c in enumerate(names):
-        null = o[i][off[i]]
-        rows.append(
-            {
-                "concept": c,
-                "attribute": attributes.get(c, ""),
-                "overlap": o[i, i],
-                "null_value": null.mean(),
-                "null_lo": np.percentile(null, 2.5),
-                "null_hi": np.percentile(null, 97.5),
-                "top1_shared": t1[i, i],
-                "top1_null": t1[i][off[i]].mean(),
-                "img_latent": int(img_top[i, 0]),
-                "txt_latent": int(txt_top[i, 0]),
-                "n_img_tokens": int(s.concept_img_n[idx[i]]),
-                "n_txt_tokens": int(s.concept_txt_n[idx[i]]),
-            }
-        )
-    frame = pd.DataFrame(rows)
-    rng = np.random.default_rng(seed)
-    perms = derangements(len(idx), n_null, rng)
-    ar = np.arange(len(idx))
-    summary = []
-    for metric, mat in (("concept_overlap", o), ("concept_top1_shared", t1)):
-        obs = float(np.diag(mat).mean())
-        null = mat[ar[None, :], perms].mean(1)
-        summary.append(
-            {
-                "metric": metric,
-                "value": obs,
-                "null_value": float(null.mean()),
-                "null_lo": float(np.percentile(null, 2.5)),
-                "null_hi": float(np.percentile(null, 97.5)),
-                "p_value": float((1 + (null >= obs).sum()) / (1 + n_null)),
-            }
-        )
-    for attribute, part in frame.groupby("attribute"):
-        summary.append(
-            {
-                "metric": f"concept_overlap[{attribute}]",
-                "value": float(part["overlap"].mean()),
-                "null_value": float(part["null_value"].mean()),
-            }
-        )
+    frame, summary = match_concepts(d_img[idx], d_txt[idx], names, attributes, m, n_null, seed)
+    frame["n_img_tokens"] = s.concept_img_n[idx].astype(int)
+    frame["n_txt_tokens"] = s.concept_txt_n[idx].astype(int)
     return frame, summary
+
+
+TEXT_SPLIT = "text_split:"
+
+
+def text_split_matching(
+    s: CrossmodalSums,
+    attributes: dict[str, str],
+    m: int = 5,
+    n_null: int = 1000,
+    min_count: int = 5,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """The positive control: summary rows (metrics prefixed `text_split:`) of matching the word
+    latents of even examples' captions to those of odd examples' (`text_split_differences`);
+    concepts with fewer than `min_count` word tokens in either half are left out."""
+    d_even, d_odd = text_split_differences(s, attributes)
+    ok = (s.concept_half_n >= min_count) & (s.concept_txt_n - s.concept_half_n >= min_count)
+    idx = np.flatnonzero(ok)
+    if len(idx) < 2:
+        return []
+    names = [s.concepts[i] for i in idx]
+    _, summary = match_concepts(
+        d_even[idx], d_odd[idx], names, attributes, m, n_null, seed, prefix=TEXT_SPLIT
+    )
+    return summary
 
 
 def shared_examples(
@@ -386,6 +518,8 @@ def evaluate_crossmodal(
     ]
     per_concept, summary = concept_matching(sums, attributes, top_m, n_null, min_count, seed)
     rows += [{**r, "concept": ""} for r in summary]
+    positive = text_split_matching(sums, attributes, top_m, n_null, min_count, seed)
+    rows += [{**r, "concept": ""} for r in positive]
     for r in per_concept.to_dict("records"):
         rows.append(
             {
@@ -439,3 +573,60 @@ def evaluate_crossmodal(
     atomic_write_csv(out["summary"], table)
     log.info("%s: %s", store.site, table[table["concept"] == ""].to_string())
     return table
+
+
+JUDGED = ("concept_overlap", "concept_overlap" + WITHIN)
+
+
+def _estimates(summary: pd.DataFrame, prefix: str = "") -> dict[str, Estimate]:
+    """The judged statistics of one summary table: value, the null's 95% band as the interval
+    and the permutation p-value (missing statistics are left out)."""
+    rows = summary[summary["concept"].fillna("") == ""].set_index("metric")
+    out = {}
+    for name in JUDGED:
+        if prefix + name in rows.index:
+            r = rows.loc[prefix + name]
+            out[name] = Estimate(
+                float(r["value"]), float(r["null_lo"]), float(r["null_hi"]), float(r["p_value"])
+            )
+    return out
+
+
+def crossmodal_evidence(
+    sites: Sequence[str],
+    summaries: Sequence[pd.DataFrame],
+    measured: Sequence[str],
+    primary: Mapping[str, str],
+    negatives: Mapping[str, str],
+) -> list[dict]:
+    """Evidence rows of the crossmodal claim, one site per (measured model, layer site).
+
+    sites: "{model}/{site}/{sae name}" per summary table (`evaluate_crossmodal`); measured: the
+    models the claim is judged on; primary: {model: its pre-registered SAE}, negative models
+    included; negatives: {measured model: the same model trained on shuffled captions} (a model
+    without one has no negative case).
+    measured: image vs word latents of the primary SAE; positive: the text-split matching of
+    the same SAE (`text_split_matching`); negative: the primary SAE of the negative model at
+    the same site; sensitivity:<sae>: the measured model's other SAEs."""
+    from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
+
+    table = {tuple(s.split("/")): f for s, f in zip(sites, summaries, strict=True)}
+    rows: list[dict] = []
+    for (model, site, name), summary in table.items():
+        if model not in measured:
+            continue
+        where = f"{model}/{site}"
+        if name != primary[model]:
+            rows += evidence_rows("crossmodal", where, SENSITIVITY + name, _estimates(summary))
+            continue
+        rows += evidence_rows("crossmodal", where, MEASURED, _estimates(summary), name)
+        rows += evidence_rows(
+            "crossmodal", where, POSITIVE, _estimates(summary, TEXT_SPLIT), "text split"
+        )
+        control = negatives.get(model)
+        key = (control, site, primary.get(control, ""))
+        if control is not None and key in table:
+            rows += evidence_rows(
+                "crossmodal", where, NEGATIVE, _estimates(table[key]), f"{control}/{key[2]}"
+            )
+    return rows

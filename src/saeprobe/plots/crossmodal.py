@@ -87,13 +87,29 @@ def plot_modality_scores(
     _save(fig, paths)
 
 
+def _p_values(summary: pd.DataFrame) -> str:
+    """ "p = …" of the judged statistics and the text-split positive, for a panel title."""
+    rows = summary[summary["concept"].fillna("") == ""].set_index("metric")["p_value"]
+    names = {
+        "concept_overlap": "p",
+        "concept_overlap_within_attribute": "within-attribute p",
+        "text_split:concept_overlap": "text-split positive p",
+    }
+    return ", ".join(f"{label} = {rows[m]:.3g}" for m, label in names.items() if m in rows)
+
+
 def plot_concept_overlap(
-    sites: Sequence[str], concepts: Sequence[pd.DataFrame], paths: Sequence[str | Path]
+    sites: Sequence[str],
+    concepts: Sequence[pd.DataFrame],
+    paths: Sequence[str | Path],
+    summaries: Sequence[pd.DataFrame] | None = None,
 ) -> None:
-    """Per-concept top-m overlap of image and word latents with the shuffled-pair null band."""
+    """Per-concept top-m overlap of image and word latents with the shuffled-pair null band;
+    with `summaries` (one per site) the titles carry the permutation p-values."""
     n = len(sites)
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.8 * n), squeeze=False)
-    for ax, site, frame in zip(axes[:, 0], sites, concepts, strict=True):
+    notes = [_p_values(f) for f in summaries] if summaries is not None else [""] * n
+    for ax, site, frame, note in zip(axes[:, 0], sites, concepts, notes, strict=True):
         if frame.empty:
             ax.text(0.5, 0.5, "no concept with enough tokens", ha="center", transform=ax.transAxes)
             ax.set_title(site, fontsize=9)
@@ -116,7 +132,7 @@ def plot_concept_overlap(
             fontsize=7,
             ncol=3,
         )
-        ax.set_title(f"{site}: image-token vs word-token top latents per concept", fontsize=9)
+        ax.set_title(f"{site}: image vs word top latents per concept\n{note}", fontsize=9)
     fig.tight_layout()
     _save(fig, paths)
 
@@ -182,7 +198,9 @@ def crossmodal_report(
     table = crossmodal_table(sites, summary_frames)
     atomic_write_csv(outputs["table"], table)
     plot_modality_scores(sites, latent_frames, [outputs["score_png"], outputs["score_pdf"]])
-    plot_concept_overlap(sites, concept_frames, [outputs["overlap_png"], outputs["overlap_pdf"]])
+    plot_concept_overlap(
+        sites, concept_frames, [outputs["overlap_png"], outputs["overlap_pdf"]], summary_frames
+    )
     plot_shared_latents(sites, shared_rows, thumbs, [outputs["shared_png"], outputs["shared_pdf"]])
     log.info("summary:\n%s", table[table["concept"].fillna("") == ""].to_string())
     return table

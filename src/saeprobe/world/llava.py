@@ -10,6 +10,10 @@ vision tower always frozen, AdamW with warmup and cosine decay per stage:
    to inputs the text-trained model reads as those words (LLaVA-1.5's stage 1);
 2. fine-tuning (`steps`): projector and language model together on the image prompt.
 
+With `shuffle_captions` (the crossmodal claim's negative control, set by the model spec, not by
+the `mllm.world_llava` section) the images of stages 1 and 2 are permuted once (seeded), so each
+caption comes with another image; stage 0, text only, is unchanged.
+
 Batches of step s come from a seeded permutation per epoch, so a resumed run sees the same
 batches as an uninterrupted one. Checkpoints (`{out_dir}/checkpoint/`, a `saeprobe.training`
 set: trainable weights, Adam state, the loss curve) are written every `checkpoint_every` steps
@@ -69,6 +73,7 @@ class CaptionerConfig(FromConfig):
     checkpoint_every: int = 100
     train_examples: int | None = None
     eval_examples: int = 1000
+    shuffle_captions: bool = False
     seed: int = 0
 
 
@@ -194,6 +199,8 @@ def train_world_llava(
     pixels = processor.image_processor(
         images=[train.image(i) for i in range(n)], return_tensors="pt"
     )["pixel_values"]
+    if cfg.shuffle_captions:
+        pixels = pixels[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(n))]
     enc = encode_captions(processor, list(train.table["caption"]), [train.image(0)] * n)
     words = encode_word_prompts(processor, train, cfg.seed)
     language = [
@@ -327,15 +334,17 @@ def train_and_score_world_llava(
     clip_dir: str | Path,
     out_dir: str | Path,
     info_file: str | Path,
+    shuffle_captions: bool = False,
 ) -> pd.DataFrame:
     """Train the world LLaVA (`train_world_llava`, config and spec both read from the
     `mllm.world_llava` section by `world_llava_configs`) and score its captions on the
     world's test split (`caption_accuracy`).
 
     Writes `info_file` (the training info with the accuracy rows) and returns the accuracy
-    table (model, attribute, split, accuracy, chance, n).
+    table (model, attribute, split, accuracy, chance, n). shuffle_captions: train on shuffled
+    image-caption pairs (CaptionerConfig.shuffle_captions).
     """
-    cfg, spec = world_llava_configs(section, seed)
+    cfg, spec = world_llava_configs({**section, "shuffle_captions": shuffle_captions}, seed)
     model, processor, info = train_world_llava(cfg, spec, world_dir, clip_dir, out_dir)
     test = world_examples(world_dir, "test", cfg.eval_examples, cfg.seed)
     table = caption_accuracy(model, processor, test, "test")
