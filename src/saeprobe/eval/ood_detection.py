@@ -23,9 +23,10 @@ separate the set (no score can); a high oracle with a low score means the score 
 Evidence (claim `ood_detection`, per site): the pre-registered `primary_score` on the primary
 SAE's codes, ID vs the measured near-OOD set: `auroc` (bootstrap CI, resampling ID and OOD
 images separately) and `auroc_sae_minus_raw` (the same score on raw activations, paired
-bootstrap over the same images); positive control: the same on the far-OOD set; negative
-control: the same with a fresh in-distribution sample taken for OOD. `oracle_auroc` is shown
-with each case, not judged.
+bootstrap over the same images); positive control: `auroc` of the same score on the far-OOD
+set (the detector must work where OOD is obvious); negative control: `auroc` with a fresh
+in-distribution sample taken for OOD (it must not). The controls test the detector, so their
+`raw_auroc` is shown, not judged; `oracle_auroc` is shown with each case, not judged.
 """
 
 from __future__ import annotations
@@ -403,8 +404,12 @@ def ood_evidence(
             seed,
             n_boot,
         )
-        estimates["oracle_auroc"] = Estimate(oracles.get(dataset, float("nan")))
         raw_auroc = auroc_from_labels(is_ood, np.r_[raw[id_dataset], raw[dataset]])
+        if case in (POSITIVE, NEGATIVE):
+            # a control checks the detector, not the comparison with raw: shown, not judged
+            del estimates["auroc_sae_minus_raw"]
+            estimates["raw_auroc"] = Estimate(raw_auroc)
+        estimates["oracle_auroc"] = Estimate(oracles.get(dataset, float("nan")))
         note = (
             f"{primary_score} on {sae} codes, {id_dataset} vs {dataset}; raw {primary_score} "
             f"AUROC {raw_auroc:.3f}; supervised oracle (raw) AUROC "
