@@ -36,6 +36,9 @@ WORLD_SPLITS = [
     "ood_texture",
     "shift_outline",
     "shift_noise",
+    "ood_near",
+    "ood_far",
+    "id_fresh",
 ]
 # The models the pipeline trains on the synthetic world, one folder each, in their libraries'
 # own formats; a `models:` entry of a world source is loaded from here.
@@ -324,6 +327,12 @@ VISION_TASKS = ["semantics", "ood_detection", "ood_generalization", "ontology"]
 def vision_setting(task: str) -> dict:
     """A task's settings with schema defaults filled in, canonicalised."""
     return canonical(config["vision"].get(task, {}))
+
+
+def ood_controls() -> list[str]:
+    """The OOD detection controls that are configured: far-OOD and fresh in-distribution sets."""
+    settings = config["vision"].get("ood_detection", {})
+    return [settings[k] for k in ("far_dataset", "fresh_id_dataset") if k in settings]
 
 
 def hierarchy_file() -> str:

@@ -55,6 +55,7 @@ if "vision" in config:
                         VISION["id_dataset"],
                         VISION["train_dataset"],
                         *VISION["ood_detection"]["ood_datasets"],
+                        *ood_controls(),
                     ],
                 )
             ),

@@ -1,24 +1,43 @@
-"""Task ood_detection for one model: AUROC and FPR@95 of SAE scores and raw baselines."""
+"""Task ood_detection for one model: AUROC and FPR@95 of the same scores on raw activations and
+SAE codes, SAE-only scores, supervised oracles, and the claim's evidence with its controls."""
 
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
-from saeprobe.eval.ood_detection import ood_detection
+from saeprobe.eval.ood_detection import ood_detection, ood_evidence
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 
 inp, p = snakemake.input, snakemake.params
+s = p.settings
 with job(snakemake) as j:
-    table = ood_detection(
+    far, fresh = s.get("far_dataset"), s.get("fresh_id_dataset")
+    table, scores, oracles = ood_detection(
         ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
         p.train_dataset,
         p.id_dataset,
-        p.settings["ood_datasets"],
-        knn_k=p.settings["knn_k"],
+        s["ood_datasets"],
+        knn_k=s["knn_k"],
         max_train=p.max_train,
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
         seed=p.seed,
         device=j.device,
+        controls=[d for d in (far, fresh) if d is not None],
     )
     atomic_write_csv(snakemake.output[0], table)
-    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built
+    rows = []
+    for site in p.sites:
+        rows += ood_evidence(
+            scores[site],
+            oracles[site],
+            site,
+            p.id_dataset,
+            s.get("measured_dataset", s["ood_datasets"][0]),
+            far,
+            fresh,
+            p.primary,
+            s["primary_score"],
+            [n for n in p.sae_names if n != p.primary],
+            seed=p.seed,
+        )
+    write_evidence(snakemake.output.evidence, rows)

@@ -129,8 +129,10 @@ CLAIMS: dict[str, Claim] = {
             "SAE features support OOD detection",
             "the primary score on the primary SAE's codes separates near-OOD from "
             "in-distribution images (AUROC CI above 0.5) and is not worse than the same score "
-            "on raw activations by more than 0.05 (paired CI); positive: a far-OOD split; "
-            "negative: a fresh in-distribution sample",
+            "on raw activations by more than 0.05 (paired CI); positive: the same score detects a "
+            "far-OOD split (unseen shapes, colours and backgrounds; AUROC CI above 0.5); "
+            "negative: a fresh in-distribution sample taken for OOD (AUROC CI must include 0.5); "
+            "a supervised oracle AUROC per set is shown",
             {
                 "auroc": Test(above=0.5),
                 "auroc_sae_minus_raw": Test(above=-0.05),

@@ -418,6 +418,15 @@ def _vision_problems(config: dict) -> list[str]:
     for task, key in (("ood_detection", "ood_datasets"), ("ood_generalization", "test_datasets")):
         for i, name in enumerate(vision.get(task, {}).get(key, [])):
             datasets.append((f"{task}.{key}[{i}]", name))
+    ood = vision.get("ood_detection", {})
+    for key in ("far_dataset", "fresh_id_dataset"):
+        if key in ood:
+            datasets.append((f"ood_detection.{key}", ood[key]))
+    if "measured_dataset" in ood and ood["measured_dataset"] not in ood.get("ood_datasets", []):
+        problems.append(
+            "config key 'vision.ood_detection.measured_dataset': "
+            f"'{ood['measured_dataset']}' is not one of 'vision.ood_detection.ood_datasets'"
+        )
     extracted = extract.get("datasets", {})
     for model in vision["models"]:
         for key, name in datasets:
@@ -576,6 +585,25 @@ def world_problems(config: dict) -> list[str]:
                         held,
                     )
                 )
+        trained = [s for s in shapes if s not in held]
+        seen = sorted(set(world["near_ood_shapes"]) & set(trained))
+        if seen:
+            problems.append(
+                _problem(
+                    "world.near_ood_shapes",
+                    f"shapes never trained on (training shapes among them: {seen})",
+                    world["near_ood_shapes"],
+                )
+            )
+        seen = sorted(set(world["ood_colours"]) & set(world["colours"]))
+        if seen:
+            problems.append(
+                _problem(
+                    "world.ood_colours",
+                    f"colours none of which is in world.colours (both have {seen})",
+                    world["ood_colours"],
+                )
+            )
         overlap = sorted(set(world["ood_backgrounds"]) & set(world["backgrounds"]))
         if overlap:
             problems.append(

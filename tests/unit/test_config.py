@@ -65,7 +65,7 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
         (lambda c: c.update(results="results/../elsewhere"), ["'results'", "does not match"]),
         (
             lambda c: c["extract"]["datasets"]["world_clip"].append("nope"),
-            ["extract.datasets.world_clip[6]", "'nope'"],
+            ["extract.datasets.world_clip[9]", "'nope'"],
         ),
         (
             lambda c: c["extract"]["datasets"]["world_diffusion"].append("world_train"),
@@ -106,6 +106,16 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
             lambda c: c["vision"]["ood_detection"].update(ood_datasets=["world_ood_x"]),
             ["vision.ood_detection.ood_datasets[0]", "'world_ood_x'", "extract.datasets"],
         ),
+        (
+            lambda c: c["vision"]["ood_detection"].update(far_dataset="world_far_x"),
+            ["vision.ood_detection.far_dataset", "'world_far_x'", "extract.datasets"],
+        ),
+        (
+            lambda c: c["vision"]["ood_detection"].update(measured_dataset="world_id_fresh"),
+            ["vision.ood_detection.measured_dataset", "ood_datasets"],
+        ),
+        (lambda c: c["world"].update(ood_colours=["red", "white"]), ["world.ood_colours", "red"]),
+        (lambda c: c["world"].update(near_ood_shapes=["star"]), ["world.near_ood_shapes", "star"]),
         (lambda c: c["vision"].update(models=["dino"]), ["vision.models[0]", "sae.sites"]),
         (
             lambda c: c["vision"]["semantics"].update(namers={"world_clip": "dino"}),

@@ -117,7 +117,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_heldout_shapes_are_detected_well_above_chance(world: dict) -> None:
-    table = ood_detection(
+    table, _, _ = ood_detection(
         world["sites"], "world_train", "world_test", ["world_ood_shape"], knn_k=10,
         max_train=None, weight_decays=[1e-3], val_fraction=0.1, seed=0, device=CPU,
     )  # fmt: skip

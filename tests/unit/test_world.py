@@ -31,10 +31,12 @@ from saeprobe.world.clip import (
 from saeprobe.world.config import WorldClipConfig, WorldConfig
 from saeprobe.world.generate import (
     MANIFEST_COLUMNS,
+    distinct_unseen_shapes,
     generate_world,
     load_split,
     render_split,
     shape_mask,
+    shape_overlap,
 )
 from saeprobe.world.shapes import COLOURS
 
@@ -46,6 +48,9 @@ SMALL = {
         "ood_texture": 24,
         "shift_outline": 24,
         "shift_noise": 24,
+        "ood_near": 24,
+        "ood_far": 24,
+        "id_fresh": 48,
     }
 }
 TINY_CLIP = {
@@ -131,6 +136,47 @@ def test_split_contents(world):
         assert (m["rendering"] == rendering).all()
         assert set(m["shape"]) <= set(cfg.train_shapes)
     assert (train["superclass"] == train["shape"].map(cfg.superclass_of)).all()
+
+
+def test_ood_control_splits(world):
+    """ood_far: only unseen shapes, colours and backgrounds; ood_near: the near-OOD shapes on
+    training colours and backgrounds; id_fresh: other images drawn like test."""
+    cfg = WorldConfig.from_dict(SMALL)
+    _, test = load_split(world, "test")
+    _, far = load_split(world, "ood_far")
+    _, near = load_split(world, "ood_near")
+    fresh_images, fresh = load_split(world, "id_fresh")
+    test_images, _ = load_split(world, "test")
+    unseen = set(cfg.heldout_shapes) | set(cfg.near_ood_shapes)
+    assert set(far["shape"]) == unseen and not unseen & set(cfg.train_shapes)
+    assert set(far["colour"]) == set(cfg.ood_colours) and not set(far["colour"]) & set(cfg.colours)
+    assert set(far["background"]) == set(cfg.ood_backgrounds)
+    assert not set(far["background"]) & set(cfg.backgrounds)
+    assert set(near["shape"]) == set(cfg.near_ood_shapes)
+    assert set(near["colour"]) == set(cfg.colours)
+    assert set(near["background"]) == set(cfg.backgrounds)
+    for column, values in [
+        ("shape", cfg.train_shapes),
+        ("colour", cfg.colours),
+        ("background", cfg.backgrounds),
+    ]:
+        # the same balanced attribute distribution as test: every value equally often (up to one)
+        for split in (test, fresh):
+            counts = split[column].value_counts()
+            assert set(counts.index) == set(values) and counts.max() - counts.min() <= 1
+    assert (fresh["rendering"] == "filled").all()
+    assert not np.array_equal(fresh_images, test_images)
+    assert not fresh["caption"].equals(test["caption"])
+
+
+def test_near_ood_shapes_follow_the_silhouette_rule():
+    """The default near-OOD shapes are exactly the unseen shapes no closer to a training shape
+    than training shapes are to each other; the held-out hexagon and ellipse are not."""
+    cfg = WorldConfig()
+    unseen = ["ellipse", "hexagon", "arrow", "ring", "pentagon", "diamond", "trapezoid"]
+    assert sorted(distinct_unseen_shapes(cfg, unseen)) == sorted(cfg.near_ood_shapes)
+    assert shape_overlap("hexagon", "circle", cfg) > shape_overlap("arrow", "circle", cfg)
+    assert shape_overlap("circle", "circle", cfg) == pytest.approx(1.0)
 
 
 def test_pixels_match_manifest(world):

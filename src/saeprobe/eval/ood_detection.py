@@ -1,19 +1,32 @@
 """Task `ood_detection`: do SAE codes support out-of-distribution detection?
 
-Every score is "higher = more out-of-distribution", fixed by its definition (never by the data):
-- raw `msp`: minus the maximum softmax probability of a linear head trained on the raw
-  in-distribution training features; raw `energy`: minus logsumexp of the head's logits;
-- raw `mahalanobis`: the minimum over classes of the Mahalanobis distance to the class mean
+Every score is "higher = more out-of-distribution", fixed by its definition (never by the data).
+The four standard scores run on raw activations and on SAE codes alike (like for like):
+- `msp`: minus the maximum softmax probability of a linear head trained on the in-distribution
+  training features; `energy`: minus logsumexp of the head's logits;
+- `mahalanobis`: the minimum over classes of the Mahalanobis distance to the class mean
   under the shared (tied) covariance of the training features;
-- `knn` (raw and SAE): the distance of the L2-normalised feature to its k-th nearest
-  neighbour among the normalised training features (Sun et al. 2022);
+- `knn`: the distance of the L2-normalised feature to its k-th nearest neighbour among the
+  normalised training features (Sun et al. 2022).
+Scores only an SAE has:
 - SAE `recon_error`: relative squared reconstruction error ||x - x_hat||^2 / ||x||^2;
 - SAE `activation_mass`: minus the sum of the image's SAE codes (in-distribution inputs are
   expected to excite the learned latents more);
 - SAE `profile`: minus the highest cosine similarity between the image's code vector and the
   class-conditional mean code vectors ("latent profiles") of the training set.
 AUROC (scikit-learn) takes OOD as the positive class. FPR@95TPR is the fraction of OOD images
-accepted at the threshold that accepts 95% of in-distribution images.
+accepted at the threshold that accepts 95% of in-distribution images. The `oracle` row of each
+OOD set is a supervised upper reference: a linear probe told ID from that set on raw
+activations, AUROC cross-validated over two folds. A low oracle means the backbone does not
+separate the set (no score can); a high oracle with a low score means the score is at fault.
+
+Evidence (claim `ood_detection`, per site): the pre-registered `primary_score` on the primary
+SAE's codes, ID vs the measured near-OOD set: `auroc` (bootstrap CI, resampling ID and OOD
+images separately) and `auroc_sae_minus_raw` (the same score on raw activations, paired
+bootstrap over the same images); positive control: `auroc` of the same score on the far-OOD
+set (the detector must work where OOD is obvious); negative control: `auroc` with a fresh
+in-distribution sample taken for OOD (it must not). The controls test the detector, so their
+`raw_auroc` is shown, not judged; `oracle_auroc` is shown with each case, not judged.
 """
 
 from __future__ import annotations
@@ -25,9 +38,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     RAW,
     ModelSites,
+    SiteData,
     class_ids,
     load_site,
     reconstruction_error,
@@ -35,10 +50,13 @@ from saeprobe.eval.features import (
     site_layer,
 )
 from saeprobe.eval.probes import LinearProbe, fit_probe
+from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """AUROC with OOD as positive; scores: higher = more OOD."""
+    """AUROC with OOD as positive; scores: higher = more OOD (NaN when a score is missing)."""
+    if not (np.isfinite(id_scores).all() and np.isfinite(ood_scores).all()):
+        return float("nan")
     y = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
     return float(roc_auc_score(y, np.r_[id_scores, ood_scores]))
 
@@ -133,6 +151,130 @@ def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
 
 # -- the task on a model's sites --
 
+FEATURE_SCORES = ("msp", "energy", "mahalanobis", "knn")
+ORACLE = "oracle"
+Scores = dict[tuple[str, str], dict[str, np.ndarray]]
+
+
+def feature_scores(
+    x_train: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    evals: dict[str, np.ndarray],
+    knn_k: int,
+    weight_decays: Sequence[float],
+    val_fraction: float,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, np.ndarray]]:
+    """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
+    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes."""
+    probe = fit_probe(x_train, y, n_classes, weight_decays, val_fraction, seed, device=device)
+    mahalanobis = MahalanobisScore(x_train, y, n_classes)
+    knn = KNNScore(x_train, knn_k, device=device)
+    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in FEATURE_SCORES}
+    for name, x in evals.items():
+        per = head_scores(probe, x)
+        per["mahalanobis"] = mahalanobis(x)
+        per["knn"] = knn(x)
+        for score, values in per.items():
+            out[score][name] = values
+    return out
+
+
+def oracle_scores(
+    x_id: np.ndarray, x_ood: np.ndarray, seed: int, weight_decay: float = 1e-3, folds: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Supervised reference: the margin of a linear probe (fixed penalty) trained to tell
+    x_ood (m, d) from x_id (n, d), each image scored by the probe fitted on the other folds
+    (stratified): ((n,), (m,)), higher = more OOD."""
+    x = np.concatenate([x_id, x_ood]).astype(np.float32)
+    is_ood = np.r_[np.zeros(len(x_id), np.int64), np.ones(len(x_ood), np.int64)]
+    if min(len(x_id), len(x_ood)) < folds:
+        return np.full(len(x_id), np.nan), np.full(len(x_ood), np.nan)
+    rng = np.random.default_rng([seed, 31])
+    fold = np.empty(len(x), np.int64)
+    for label in (0, 1):
+        where = np.flatnonzero(is_ood == label)
+        fold[rng.permutation(where)] = np.arange(len(where)) % folds
+    margin = np.empty(len(x), np.float32)
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        probe = fit_probe(x[train], is_ood[train], 2, [weight_decay], 0.0, seed)
+        logits = probe.logits(x[test])
+        margin[test] = (logits[:, 1] - logits[:, 0]).numpy()
+    return margin[: len(x_id)], margin[len(x_id) :]
+
+
+def site_scores(
+    sites: ModelSites,
+    site: str,
+    train: SiteData,
+    evals: dict[str, SiteData],
+    fit: dict,
+) -> Scores:
+    """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes."""
+    classes = sorted(set(train.labels))
+    y = class_ids(train.labels, classes)
+    scores: Scores = {}
+    raw = {d: data.raw for d, data in evals.items()}
+    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit).items():
+        scores[(RAW, score)] = by
+    for sae_name, sae in sites.load_saes(site, fit["device"]).items():
+        codes_train = sae_codes(sae, train)
+        codes = {d: sae_codes(sae, data) for d, data in evals.items()}
+        per = feature_scores(codes_train, y, len(classes), codes, **fit)
+        profile = ProfileScore(codes_train, y, len(classes))
+        per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
+        per["activation_mass"] = {d: -c.sum(axis=1) for d, c in codes.items()}
+        per["profile"] = {d: profile(c) for d, c in codes.items()}
+        for score, by in per.items():
+            scores[(sae_name, score)] = by
+    return scores
+
+
+def score_rows(
+    model: str,
+    site: str,
+    id_dataset: str,
+    others: Sequence[str],
+    scores: Scores,
+    oracles: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> list[dict]:
+    """Table rows: AUROC and FPR@95 of every (features, score) and set, then the oracles."""
+    base = {"model": model, "site": site, "layer": site_layer(site), "id_dataset": id_dataset}
+    rows = []
+    for (features, score), by_dataset in scores.items():
+        id_scores = by_dataset[id_dataset]
+        for ood in others:
+            ood_scores = by_dataset[ood]
+            rows.append(
+                {
+                    **base,
+                    "features": features,
+                    "score": score,
+                    "ood_dataset": ood,
+                    "auroc": auroc(id_scores, ood_scores),
+                    "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
+                    "n_id": len(id_scores),
+                    "n_ood": len(ood_scores),
+                }
+            )
+    for ood, (id_scores, ood_scores) in oracles.items():
+        rows.append(
+            {
+                **base,
+                "features": RAW,
+                "score": ORACLE,
+                "ood_dataset": ood,
+                "auroc": auroc(id_scores, ood_scores),
+                "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
+                "n_id": len(id_scores),
+                "n_ood": len(ood_scores),
+            }
+        )
+    return rows
+
 
 def ood_detection(
     sites: ModelSites,
@@ -145,62 +287,133 @@ def ood_detection(
     val_fraction: float,
     seed: int,
     device: torch.device,
-) -> pd.DataFrame:
-    """AUROC and FPR@95 of every score (ood_detection module) per site and OOD dataset."""
-    rows = []
+    controls: Sequence[str] = (),
+) -> tuple[pd.DataFrame, dict[str, Scores], dict[str, dict[str, float]]]:
+    """Every score per site, features and eval set (ood_datasets and the `controls`, e.g. a
+    far-OOD set and a fresh ID sample, all against id_dataset).
+
+    Returns the table (AUROC, FPR@95 and the oracle rows), per site the scores
+    {(features, score): {dataset: (n,)}} and per site the oracle AUROC {dataset: auroc}.
+    """
+    others = list(dict.fromkeys([*ood_datasets, *controls]))
+    fit = {
+        "knn_k": knn_k,
+        "weight_decays": weight_decays,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "device": device,
+    }
+    rows: list[dict] = []
+    all_scores: dict[str, Scores] = {}
+    all_oracles: dict[str, dict[str, float]] = {}
     for site in sites.sites:
         train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
-        test = load_site(sites.activation_dir(id_dataset), site)
-        oods = {d: load_site(sites.activation_dir(d), site) for d in ood_datasets}
-        classes = sorted(set(train.labels))
-        y = class_ids(train.labels, classes)
-        scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        evals = {d: load_site(sites.activation_dir(d), site) for d in [id_dataset, *others]}
+        scores = site_scores(sites, site, train, evals, fit)
+        raw_id = evals[id_dataset].raw
+        oracles = {d: oracle_scores(raw_id, evals[d].raw, seed) for d in others}
+        rows += score_rows(sites.model, site, id_dataset, others, scores, oracles)
+        all_scores[site] = scores
+        all_oracles[site] = {d: auroc(*pair) for d, pair in oracles.items()}
+    return pd.DataFrame(rows), all_scores, all_oracles
 
-        raw_train = train.raw
-        probe = fit_probe(
-            raw_train, y, len(classes), weight_decays, val_fraction, seed, device=device
+
+def bootstrap_aurocs(
+    scores: Sequence[np.ndarray], is_ood: np.ndarray, seed: int, n_boot: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC of each score (n,) and its stratified bootstrap draws: ((k,), (n_boot, k)).
+
+    Every draw resamples the ID and the OOD images separately (group sizes fixed), the same
+    draw for every score (paired). A draw is a vector of multiplicities, so one sort per score
+    serves all draws; ties count half.
+    """
+    is_ood = np.asarray(is_ood, dtype=bool)
+    rng = np.random.default_rng([int(seed), 7919])
+    weights = np.zeros((n_boot + 1, len(is_ood)))
+    weights[0] = 1.0  # the observed sample
+    for group in (~is_ood, is_ood):
+        idx = np.flatnonzero(group)
+        draws = rng.integers(0, len(idx), (n_boot, len(idx)))
+        draws += np.arange(n_boot)[:, None] * len(idx)
+        counts = np.bincount(draws.ravel(), minlength=n_boot * len(idx))
+        weights[1:, idx] = counts.reshape(n_boot, len(idx))
+    w_id, w_ood = weights * ~is_ood, weights * is_ood
+    out = np.empty((n_boot + 1, len(scores)))
+    for j, s in enumerate(scores):
+        order = np.argsort(s, kind="stable")
+        sorted_s = s[order]
+        start = np.searchsorted(sorted_s, sorted_s, side="left")
+        end = np.searchsorted(sorted_s, sorted_s, side="right")
+        cum = np.concatenate([np.zeros((n_boot + 1, 1)), np.cumsum(w_id[:, order], axis=1)], 1)
+        below, at = cum[:, start], cum[:, end] - cum[:, start]
+        wins = (w_ood[:, order] * (below + 0.5 * at)).sum(axis=1)
+        out[:, j] = wins / (w_id.sum(axis=1) * w_ood.sum(axis=1))
+    return out[0], out[1:]
+
+
+def auroc_estimates(
+    sae_scores: np.ndarray, raw_scores: np.ndarray, is_ood: np.ndarray, seed: int, n_boot: int
+) -> dict[str, Estimate]:
+    """`auroc` of sae_scores (n,) and `auroc_sae_minus_raw` against raw_scores (n,) on the same
+    images, with percentile bootstrap CIs that resample ID and OOD images separately."""
+    value, draws = bootstrap_aurocs([sae_scores, raw_scores], is_ood, seed, n_boot)
+    lo, hi = ALPHA / 2, 1 - ALPHA / 2
+    diff = draws[:, 0] - draws[:, 1]
+    return {
+        "auroc": Estimate(value[0], *np.quantile(draws[:, 0], [lo, hi]).tolist()),
+        "auroc_sae_minus_raw": Estimate(value[0] - value[1], *np.quantile(diff, [lo, hi]).tolist()),
+    }
+
+
+def ood_evidence(
+    scores: Scores,
+    oracles: dict[str, float],
+    site: str,
+    id_dataset: str,
+    measured_dataset: str,
+    far_dataset: str | None,
+    fresh_id_dataset: str | None,
+    primary_sae: str,
+    primary_score: str,
+    sensitivity_saes: Sequence[str],
+    seed: int,
+    n_boot: int = 1000,
+) -> list[dict]:
+    """Evidence rows of claim `ood_detection` for one site (see the module docstring).
+
+    scores: {(features, score): {dataset: (n,)}} with features RAW or an SAE name.
+    A control set to None is not run (the verdict is then inconclusive).
+    """
+    cases = [
+        (MEASURED, measured_dataset, primary_sae),
+        (POSITIVE, far_dataset, primary_sae),
+        (NEGATIVE, fresh_id_dataset, primary_sae),
+        *[(f"{SENSITIVITY}{s}", measured_dataset, s) for s in sensitivity_saes],
+    ]
+    rows = []
+    raw = scores[(RAW, primary_score)]
+    for case, dataset, sae in cases:
+        if dataset is None or (sae, primary_score) not in scores:
+            continue
+        codes = scores[(sae, primary_score)]
+        is_ood = np.r_[np.zeros(len(codes[id_dataset]), bool), np.ones(len(codes[dataset]), bool)]
+        estimates = auroc_estimates(
+            np.r_[codes[id_dataset], codes[dataset]],
+            np.r_[raw[id_dataset], raw[dataset]],
+            is_ood,
+            seed,
+            n_boot,
         )
-        mahalanobis = MahalanobisScore(raw_train, y, len(classes))
-        knn = KNNScore(raw_train, knn_k, device=device)
-        for name, data in [(id_dataset, test), *oods.items()]:
-            x = data.raw
-            per = head_scores(probe, x)
-            per["mahalanobis"] = mahalanobis(x)
-            per["knn"] = knn(x)
-            for score, values in per.items():
-                scores.setdefault((RAW, score), {})[name] = values
-
-        for sae_name, sae in sites.load_saes(site, device).items():
-            codes_train = sae_codes(sae, train)
-            knn_codes = KNNScore(codes_train, knn_k, device=device)
-            profile = ProfileScore(codes_train, y, len(classes))
-            for name, data in [(id_dataset, test), *oods.items()]:
-                codes = sae_codes(sae, data)
-                per = {
-                    "recon_error": reconstruction_error(sae, data),
-                    "activation_mass": -codes.sum(axis=1),
-                    "knn": knn_codes(codes),
-                    "profile": profile(codes),
-                }
-                for score, values in per.items():
-                    scores.setdefault((sae_name, score), {})[name] = values
-
-        for (features, score), by_dataset in scores.items():
-            id_scores = by_dataset[id_dataset]
-            for ood in ood_datasets:
-                rows.append(
-                    {
-                        "model": sites.model,
-                        "site": site,
-                        "layer": site_layer(site),
-                        "features": features,
-                        "score": score,
-                        "id_dataset": id_dataset,
-                        "ood_dataset": ood,
-                        "auroc": auroc(id_scores, by_dataset[ood]),
-                        "fpr95": fpr_at_95_tpr(id_scores, by_dataset[ood]),
-                        "n_id": len(id_scores),
-                        "n_ood": len(by_dataset[ood]),
-                    }
-                )
-    return pd.DataFrame(rows)
+        raw_auroc = auroc_from_labels(is_ood, np.r_[raw[id_dataset], raw[dataset]])
+        if case in (POSITIVE, NEGATIVE):
+            # a control checks the detector, not the comparison with raw: shown, not judged
+            del estimates["auroc_sae_minus_raw"]
+            estimates["raw_auroc"] = Estimate(raw_auroc)
+        estimates["oracle_auroc"] = Estimate(oracles.get(dataset, float("nan")))
+        note = (
+            f"{primary_score} on {sae} codes, {id_dataset} vs {dataset}; raw {primary_score} "
+            f"AUROC {raw_auroc:.3f}; supervised oracle (raw) AUROC "
+            f"{oracles.get(dataset, float('nan')):.3f}"
+        )
+        rows += evidence_rows("ood_detection", site, case, estimates, note)
+    return rows

@@ -20,6 +20,9 @@ SPLITS: tuple[str, ...] = (
     "ood_texture",
     "shift_outline",
     "shift_noise",
+    "ood_near",
+    "ood_far",
+    "id_fresh",
 )
 
 DEFAULT_SUPERCLASSES: dict[str, list[str]] = {
@@ -39,6 +42,12 @@ class WorldConfig(FromConfig):
     `size_range` is the shape's radius as a fraction of the image size, `position_jitter` the
     largest offset of its centre from the image centre (fraction of the image size), `max_rotation`
     the largest rotation in degrees, `outline_width` and `noise_std` in pixels / grey levels.
+
+    OOD splits: `ood_shape` draws the held-out shapes (reported as the confusable near-OOD set),
+    `ood_texture` the OOD backgrounds, `ood_near` the `near_ood_shapes` (unseen shapes no closer
+    to a training shape than training shapes are to each other, `generate.shape_overlap`) on
+    training colours and backgrounds, `ood_far` every unseen shape in `ood_colours` on the OOD
+    backgrounds; `id_fresh` is a second in-distribution sample drawn like `test`.
     """
 
     seed: int = 0
@@ -59,6 +68,8 @@ class WorldConfig(FromConfig):
     )
     backgrounds: tuple[str, ...] = ("plain", "striped", "dotted")
     ood_backgrounds: tuple[str, ...] = ("checker", "grid")
+    near_ood_shapes: tuple[str, ...] = ("arrow", "diamond", "ring", "trapezoid")
+    ood_colours: tuple[str, ...] = ("white", "brown")
     size_range: tuple[float, float] = (0.3, 0.42)
     position_jitter: float = 0.1
     max_rotation: float = 25.0
@@ -73,6 +84,9 @@ class WorldConfig(FromConfig):
         ("ood_texture", 1000),
         ("shift_outline", 1000),
         ("shift_noise", 1000),
+        ("ood_near", 1000),
+        ("ood_far", 1000),
+        ("id_fresh", 1000),
     )
 
     @property
@@ -84,6 +98,12 @@ class WorldConfig(FromConfig):
     def train_shapes(self) -> tuple[str, ...]:
         """Shapes seen in train/test/shift splits (all shapes minus the held-out ones)."""
         return tuple(s for s in self.shapes if s not in self.heldout_shapes)
+
+    @property
+    def unseen_shapes(self) -> tuple[str, ...]:
+        """Shapes never trained on: the held-out ones, then the near-OOD ones not among them."""
+        extra = tuple(s for s in self.near_ood_shapes if s not in self.heldout_shapes)
+        return (*self.heldout_shapes, *extra)
 
     @property
     def superclass_of(self) -> dict[str, str]:
@@ -122,6 +142,8 @@ class WorldConfig(FromConfig):
             "colours": list(self.colours),
             "backgrounds": list(self.backgrounds),
             "ood_backgrounds": list(self.ood_backgrounds),
+            "near_ood_shapes": list(self.near_ood_shapes),
+            "ood_colours": list(self.ood_colours),
             "size_range": list(self.size_range),
             "position_jitter": self.position_jitter,
             "max_rotation": self.max_rotation,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,17 +87,55 @@ def _balanced(rng: np.random.Generator, options: tuple[str, ...], n: int) -> np.
     return rng.permutation(np.resize(np.array(options, dtype=object), n))
 
 
-def split_spec(cfg: WorldConfig, split: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
-    """(shapes, backgrounds, rendering) a split draws from; rendering in filled|outline|noisy."""
+@dataclass(frozen=True)
+class SplitSpec:
+    """What a split draws from; rendering in filled|outline|noisy."""
+
+    shapes: tuple[str, ...]
+    colours: tuple[str, ...]
+    backgrounds: tuple[str, ...]
+    rendering: str
+
+
+def split_spec(cfg: WorldConfig, split: str) -> SplitSpec:
+    """The shapes, colours, backgrounds and rendering of one split (test and id_fresh: train's)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    shapes, backgrounds = cfg.train_shapes, cfg.backgrounds
+    shapes, colours, backgrounds = cfg.train_shapes, cfg.colours, cfg.backgrounds
     if split == "ood_shape":
         shapes = cfg.heldout_shapes
+    if split == "ood_near":
+        shapes = cfg.near_ood_shapes
     if split == "ood_texture":
         backgrounds = cfg.ood_backgrounds
+    if split == "ood_far":
+        shapes, colours, backgrounds = cfg.unseen_shapes, cfg.ood_colours, cfg.ood_backgrounds
     rendering = {"shift_outline": "outline", "shift_noise": "noisy"}.get(split, "filled")
-    return shapes, backgrounds, rendering
+    return SplitSpec(shapes, colours, backgrounds, rendering)
+
+
+def shape_overlap(a: str, b: str, cfg: WorldConfig, size: int = 64, n_rotations: int = 11) -> float:
+    """Best intersection-over-union of two shapes' masks, centred at the mean radius, over
+    pairs of rotations within +-max_rotation: how confusable their silhouettes are."""
+    radius = size * (cfg.size_range[0] + cfg.size_range[1]) / 2
+    angles = np.linspace(-cfg.max_rotation, cfg.max_rotation, n_rotations)
+
+    def masks(s: str) -> np.ndarray:
+        return np.stack([shape_mask(s, size, size / 2, size / 2, radius, r) for r in angles])
+
+    ma, mb = masks(a)[:, None], masks(b)[None]
+    iou = np.minimum(ma, mb).sum(axis=(2, 3)) / np.maximum(ma, mb).sum(axis=(2, 3))
+    return float(iou.max())
+
+
+def distinct_unseen_shapes(cfg: WorldConfig, candidates: Sequence[str]) -> list[str]:
+    """The candidates (shapes not trained on) whose overlap with their nearest training shape is
+    below the median overlap of a training shape with its nearest other training shape: shapes
+    no more confusable with the training set than its own classes are with one another."""
+    train = cfg.train_shapes
+    nearest_train = [max(shape_overlap(s, t, cfg) for t in train if t != s) for s in train]
+    bar = float(np.median(nearest_train))
+    return [s for s in candidates if max(shape_overlap(s, t, cfg) for t in train) < bar]
 
 
 def render_split(cfg: WorldConfig, split: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -106,11 +145,12 @@ def render_split(cfg: WorldConfig, split: str) -> tuple[np.ndarray, pd.DataFrame
     """
     n = cfg.split_sizes[split]
     size = cfg.image_size
-    shapes, backgrounds, rendering = split_spec(cfg, split)
+    spec = split_spec(cfg, split)
+    rendering = spec.rendering
     rng = np.random.default_rng([cfg.seed, SPLITS.index(split)])
-    shape_col = _balanced(rng, shapes, n)
-    colour_col = _balanced(rng, cfg.colours, n)
-    bg_col = _balanced(rng, backgrounds, n)
+    shape_col = _balanced(rng, spec.shapes, n)
+    colour_col = _balanced(rng, spec.colours, n)
+    bg_col = _balanced(rng, spec.backgrounds, n)
     radius = rng.uniform(*cfg.size_range, n) * size
     offset = rng.uniform(-cfg.position_jitter, cfg.position_jitter, (n, 2)) * size
     centre = size / 2 + offset
@@ -141,7 +181,7 @@ def render_split(cfg: WorldConfig, split: str) -> tuple[np.ndarray, pd.DataFrame
             "index": np.arange(n),
             "label": [f"shape:{s}" for s in shape_col],
             "shape": shape_col.astype(str),
-            "superclass": [sup[s] for s in shape_col],
+            "superclass": [sup.get(s, "none") for s in shape_col],
             "colour": colour_col.astype(str),
             "background": bg_col.astype(str),
             "size": np.round(radius, 3),
@@ -169,6 +209,8 @@ def vocab(cfg: WorldConfig) -> dict:
         "heldout_shapes": list(cfg.heldout_shapes),
         "train_backgrounds": list(cfg.backgrounds),
         "ood_backgrounds": list(cfg.ood_backgrounds),
+        "near_ood_shapes": list(cfg.near_ood_shapes),
+        "ood_colours": list(cfg.ood_colours),
     }
 
 

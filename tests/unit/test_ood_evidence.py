@@ -1,0 +1,106 @@
+"""Claim `ood_detection`: the evidence with its controls can say yes, no and 'inconclusive'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saeprobe.claims import FAILS, HOLDS, INCONCLUSIVE, judge
+from saeprobe.eval.features import RAW
+from saeprobe.eval.ood_detection import (
+    bootstrap_aurocs,
+    ood_evidence,
+    oracle_scores,
+)
+from saeprobe.stats import auroc_from_labels
+
+ID, NEAR, FAR, FRESH = "id", "near", "far", "fresh"
+SHIFTS = {ID: 0.0, NEAR: 1.0, FAR: 3.0, FRESH: 0.0}
+
+
+def _scores(rng: np.random.Generator, sae_shift: dict[str, float] | None = None) -> dict:
+    """kNN-like scores of 600 ID and 300 images per other set, shifted by SHIFTS; the SAE's
+    scores are the raw ones plus a little noise (same images), with `sae_shift` overriding
+    the shift of a set."""
+    sizes = {ID: 600, NEAR: 300, FAR: 300, FRESH: 300}
+    sae = {**SHIFTS, **(sae_shift or {})}
+    raw = {d: rng.normal(0.0, 1.0, n) for d, n in sizes.items()}
+
+    def codes() -> dict[str, np.ndarray]:
+        return {d: x + sae[d] + 0.2 * rng.normal(size=len(x)) for d, x in raw.items()}
+
+    return {
+        (RAW, "knn"): {d: x + SHIFTS[d] for d, x in raw.items()},
+        ("sae", "knn"): codes(),
+        ("other", "knn"): codes(),
+    }
+
+
+def _verdict(scores: dict, far: str | None = FAR, fresh: str | None = FRESH) -> pd.Series:
+    oracles = {NEAR: 0.8, FAR: 0.99, FRESH: 0.5}
+    rows = ood_evidence(
+        scores, oracles, "L0", ID, NEAR, far, fresh, "sae", "knn", ["other"], seed=0, n_boot=300
+    )
+    return judge(pd.DataFrame(rows)).iloc[0]
+
+
+def test_intact_detector_holds_with_its_controls() -> None:
+    v = _verdict(_scores(np.random.default_rng(0)))
+    assert v.measured_pass and v.positive_pass and not v.negative_pass
+    assert v.verdict == HOLDS and v.ci_low > 0.5
+
+
+def test_random_sae_codes_do_not_hold() -> None:
+    """SAE scores unrelated to the images (random codes): the measured case fails."""
+    rng = np.random.default_rng(1)
+    scores = _scores(rng)
+    scores[("sae", "knn")] = {d: rng.normal(0, 1, len(s)) for d, s in scores[RAW, "knn"].items()}
+    v = _verdict(scores)
+    assert not v.measured_pass and v.verdict != HOLDS
+    # random only on the near set (the controls intact): a clean "does not hold"
+    v = _verdict(_scores(np.random.default_rng(2), sae_shift={NEAR: 0.0}))
+    assert v.verdict == FAILS
+
+
+def test_sae_worse_than_raw_does_not_hold() -> None:
+    """The SAE separates the near set above chance but far worse than raw: not like for like."""
+    v = _verdict(_scores(np.random.default_rng(3), sae_shift={NEAR: 0.4}))
+    assert v.measured > 0.5 and v.verdict == FAILS
+
+
+def test_broken_negative_control_is_inconclusive() -> None:
+    """An OOD set passed as the 'fresh ID' sample: the negative control passes."""
+    v = _verdict(_scores(np.random.default_rng(4)), fresh=FAR)
+    assert v.negative_pass and v.verdict == INCONCLUSIVE
+
+
+def test_missing_controls_are_inconclusive() -> None:
+    """The paper config without far / fresh sets: never 'holds'."""
+    v = _verdict(_scores(np.random.default_rng(5)), far=None, fresh=None)
+    assert v.verdict == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_aurocs_match_the_plain_auroc(ties: bool) -> None:
+    rng = np.random.default_rng(6)
+    is_ood = np.r_[np.zeros(200, bool), np.ones(100, bool)]
+    a = rng.normal(size=300) + is_ood
+    if ties:
+        a = np.round(a)
+    b = rng.normal(size=300)
+    value, draws = bootstrap_aurocs([a, b], is_ood, seed=0, n_boot=400)
+    assert value == pytest.approx([auroc_from_labels(is_ood, a), auroc_from_labels(is_ood, b)])
+    lo, hi = np.quantile(draws[:, 0], [0.025, 0.975])
+    assert lo < value[0] < hi and hi - lo < 0.2
+    assert np.quantile(draws[:, 1], 0.025) < 0.5 < np.quantile(draws[:, 1], 0.975)
+
+
+def test_oracle_separates_a_shifted_set_and_not_a_fresh_sample() -> None:
+    rng = np.random.default_rng(7)
+    x_id = rng.normal(size=(400, 8))
+    shifted = rng.normal(size=(200, 8)) + np.r_[1.0, np.zeros(7)]
+    fresh = rng.normal(size=(200, 8))
+    is_ood = np.r_[np.zeros(400, bool), np.ones(200, bool)]
+    assert auroc_from_labels(is_ood, np.concatenate(oracle_scores(x_id, shifted, 0))) > 0.7
+    assert abs(auroc_from_labels(is_ood, np.concatenate(oracle_scores(x_id, fresh, 0))) - 0.5) < 0.1
