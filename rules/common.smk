@@ -429,6 +429,8 @@ def diffusion_inputs() -> dict:
         inputs["scorer"] = [WORLD_MODEL_FILES["world"]]
     if diffusion_is_world():
         inputs["vocab"] = f"{WORLD_DIR}/vocab.json"
+        # which concepts the generator can draw (no gate for a hub model: all count)
+        inputs["gate"] = res("tables/world_diffusion_concepts.csv")
     return inputs
 
 
@@ -462,7 +464,10 @@ def diffusion_targets() -> list[str]:
     out = [res("tables/steering.csv"), res("tables/attributes.csv")]
     if diffusion_is_world():
         figures.append("world_diffusion_samples")
-        out.append(res("tables/world_diffusion.csv"))
+        out += [
+            res("tables/world_diffusion.csv"),
+            res("tables/world_diffusion_concepts.csv"),
+        ]
     out += [f"{RESULTS}/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
     return out
 

@@ -40,6 +40,7 @@ if "diffusion" in config:
             vocab=res("world/vocab.json"),
         output:
             table=res("tables/world_diffusion.csv"),
+            concepts=res("tables/world_diffusion_concepts.csv"),
             png=report(
                 res("figures/world_diffusion_samples.png"),
                 caption="../report/world_diffusion_samples.rst",
@@ -59,6 +60,7 @@ if "diffusion" in config:
             gpu=GPUS,
         params:
             shared=diffusion_params(),
+            render_threshold=config["diffusion"]["render_threshold"],
             seed=config["seed"],
             device=config["device"],
         script:

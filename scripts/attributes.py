@@ -11,6 +11,8 @@ from saeprobe.jobs import job
 
 inp = snakemake.input
 with job(snakemake) as j:
-    exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
+    exp = open_experiment(
+        j.params.shared, inp.activations, inp.get("vocab"), j.device, inp.get("gate")
+    )
     attributes_task(exp, dict(j.params.attributes), dict(snakemake.output.items()))
     write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

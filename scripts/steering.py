@@ -2,7 +2,8 @@
 
 params: shared (model, source, dtype, world, sae_dirs, scorer, generation, world_clip), steering
 (`diffusion.steering`), seed, device. input: pipeline, sweeps, activations (the SAEs' training
-prompts), scorer, vocab (world). output: table, latents, grid / effect / preservation figures.
+prompts), scorer, vocab and gate (world: which concepts the generator can draw). output: table,
+latents, grid / effect / preservation figures.
 """
 
 from saeprobe.claims import write_evidence
@@ -12,6 +13,8 @@ from saeprobe.jobs import job
 
 inp = snakemake.input
 with job(snakemake) as j:
-    exp = open_experiment(j.params.shared, inp.activations, inp.get("vocab"), j.device)
+    exp = open_experiment(
+        j.params.shared, inp.activations, inp.get("vocab"), j.device, inp.get("gate")
+    )
     steering_task(exp, dict(j.params.steering), dict(snakemake.output.items()))
     write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built

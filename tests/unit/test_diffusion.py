@@ -341,3 +341,23 @@ def test_holdout_parts_split_a_corpus_disjointly(tmp_path) -> None:
     assert parts["train"] == load_prompts(
         {**spec, "holdout": {"fraction": 0.2, "part": "train"}}, 3
     )
+
+
+def test_v_target_recovers_the_clean_latent_and_min_snr_caps_the_weight() -> None:
+    from saeprobe.world.diffusion import diffusion_target, ema_update, min_snr_weights
+
+    gen = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(4, 2, 3, 3, generator=gen), torch.randn(4, 2, 3, 3, generator=gen)
+    a = torch.tensor([0.999, 0.9, 0.5, 0.01]).view(-1, 1, 1, 1)
+    zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    v = diffusion_target(z0, noise, a, "v_prediction")
+    torch.testing.assert_close(a.sqrt() * zt - (1 - a).sqrt() * v, z0)
+    assert diffusion_target(z0, noise, a, "epsilon") is noise
+    w = min_snr_weights(a.view(-1), 5.0, "v_prediction")
+    snr = a.view(-1) / (1 - a.view(-1))
+    torch.testing.assert_close(w, snr.clamp(max=5.0) / (snr + 1))
+    assert w[0] < w[-1] and (min_snr_weights(a.view(-1), 0.0, "epsilon") == 1).all()
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = ema.weight.detach().clone()
+    ema_update(ema, model, 0.99, step=1000)
+    torch.testing.assert_close(ema.weight, 0.99 * before + 0.01 * model.weight.detach())

@@ -20,6 +20,7 @@ import torch
 
 from saeprobe.activations import ActivationStore
 from saeprobe.config import load_section
+from saeprobe.diffusion.gate import RENDER_THRESHOLD, concept_gate, gated, read_gate
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import (
@@ -107,6 +108,7 @@ class Experiment:
     world: bool
     generation: Mapping[str, Any]
     vocab: dict[str, Any] | None = None
+    gate: dict[str, bool] | None = None  # {concept: renderable}; None: every concept counts
 
 
 def open_experiment(
@@ -114,10 +116,12 @@ def open_experiment(
     activations: str | Path,
     vocab_file: str | Path | None,
     device: torch.device,
+    gate_file: str | Path | None = None,
 ) -> Experiment:
     """Load what the diffusion tasks share. shared: the workflow's diffusion params (model,
     source, dtype, world, sae_dirs, scorer, generation, world_clip); activations: the store of
-    the SAEs' training prompts; vocab_file: the world's vocab.json (world models only)."""
+    the SAEs' training prompts; vocab_file: the world's vocab.json (world models only);
+    gate_file: the generator's concept gate (`saeprobe.diffusion.gate`; None: no gate)."""
     return Experiment(
         pipe=load_pipeline(shared["source"], device, shared["dtype"], shared.get("revision")),
         scorer=load_scorer(shared["scorer"], shared["world_clip"], device),
@@ -125,6 +129,7 @@ def open_experiment(
         world=bool(shared["world"]),
         generation=shared["generation"],
         vocab=json.loads(Path(vocab_file).read_text()) if vocab_file else None,
+        gate=read_gate(gate_file),
     )
 
 
@@ -149,17 +154,19 @@ def run_steering_experiment(
     scorer: Scorer,
     colours: Mapping[str, Sequence[int]] | None,
     device: torch.device,
+    gate: Mapping[str, bool] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
-    """Steering for every SAE. saes: from `sweep_saes`; settings: `diffusion.steering`. Returns
-    (table, chosen latents {sae: {concept: {latent, typical, contrast, text}}}, images of the
-    first SAE)."""
+    """Steering for every SAE. saes: from `sweep_saes`; settings: `diffusion.steering`; gate:
+    {concept: renderable} (a concept the generator cannot draw is not steered; None: all are).
+    Returns (table, chosen latents {sae: {concept: {latent, typical, contrast, text}}}, images
+    of the first SAE)."""
     tables, chosen, first_images = [], {}, None
     for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
         acts, prompt_of_row, prompts, layer = load_prompt_site(site_dir)
         _, typical = latent_stats(sae, acts)
         codes = prompt_codes(sae, acts, prompt_of_row, len(prompts))
-        words = list(settings["concepts"])
+        words = gated(settings["concepts"], gate, f"{name} steering")
         contrast = word_contrast(codes, prompts, words)
         picks = pick_latents(contrast, words)
         concepts = {
@@ -202,10 +209,13 @@ def run_attribute_experiment(
     vocabulary: Mapping[str, str],
     groups: Mapping[str, str] | None,
     concept_words: Sequence[str],
+    gate: Mapping[str, bool] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Attribute discovery for the top `settings["top_n"]` latents (by activation mass) of every
     SAE. `concept_words`: words whose prompt contrast names each latent's input-side concept
-    (column `input_concept`, for comparison with the discovered attribute)."""
+    (column `input_concept`, for comparison with the discovered attribute). gate: {concept:
+    renderable}; only renderable attributes of the vocabulary can name a latent (None: all)."""
+    vocabulary = {a: t for a, t in vocabulary.items() if a in gated(vocabulary, gate, "attributes")}
     tables, first_images = [], None
     for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
@@ -297,15 +307,12 @@ def prompt_following(
     return pd.DataFrame(rows), grid, colours
 
 
-# The shapes the world diffusion sample grid prompts for (those among the train shapes).
-SAMPLE_SHAPES = ("triangle", "square", "circle", "crescent", "star", "heart")
-
-
 @dataclass
 class WorldSamples:
     """Does the world's diffusion model follow the prompted colour and shape?"""
 
     table: pd.DataFrame  # per image: colour, shape, seed, colour_ok, shape_ok, colour_fraction
+    concepts: pd.DataFrame  # per colour and shape: the gate (saeprobe.diffusion.gate)
     grid: np.ndarray  # (len(shapes), len(colours), n_seeds, H, W, 3) uint8
     shapes: list[str]
     colours: list[str]
@@ -317,25 +324,29 @@ def world_samples(
     vocab_file: str | Path,
     seed: int,
     device: torch.device,
-    n_seeds: int = 2,
+    render_threshold: float = RENDER_THRESHOLD,
+    n_seeds: int = 4,
 ) -> WorldSamples:
-    """Generate "a {colour} {shape}" over the world's colours x `SAMPLE_SHAPES` (or its first
-    four train shapes) x seeds seed.. seed + n_seeds - 1, and check them (`prompt_following`).
+    """Generate "a {colour} {shape}" over every colour x train shape of the world x seeds
+    seed.. seed + n_seeds - 1, check them (`prompt_following`) and gate the concepts (renderable:
+    accuracy >= render_threshold).
 
     shared: the diffusion stage's shared params (source, dtype, world_clip, generation).
     """
     vocab = json.loads(Path(vocab_file).read_text())
     pipe = load_pipeline(shared["source"], str(device), shared["dtype"], shared.get("revision"))
     scorer = load_scorer({"source": "world"}, shared["world_clip"], device)
-    shapes = [s for s in SAMPLE_SHAPES if s in vocab["train_shapes"]] or vocab["train_shapes"][:4]
+    shapes = list(vocab["train_shapes"])
     seeds = [seed + i for i in range(n_seeds)]
     table, grid, colours = prompt_following(
         pipe, scorer, vocab, shapes, seeds, shared["generation"]
     )
+    concepts = concept_gate(table, render_threshold)
     summary = (
         f"colour followed: {table['colour_ok'].mean():.0%} (chance {1 / len(colours):.0%}); "
         f"shape recognised by the world CLIP: {table['shape_ok'].mean():.0%} "
-        f"(chance {1 / len(vocab['train_shapes']):.0%})"
+        f"(chance {1 / len(shapes):.0%}); renderable: "
+        f"{int(concepts['renderable'].sum())}/{len(concepts)} concepts"
     )
     log.info("%s", summary)
-    return WorldSamples(table, grid, shapes, colours, summary)
+    return WorldSamples(table, concepts, grid, shapes, colours, summary)

@@ -34,6 +34,7 @@ def attributes_task(exp: Experiment, settings: Mapping[str, Any], out: Mapping[s
         vocabulary,
         groups,
         list(vocabulary),
+        exp.gate,
     )
     atomic_write_csv(out["table"], table)
     first = table[table["sae"] == table["sae"].iloc[0]]

@@ -23,11 +23,12 @@ def steering_task(exp: Experiment, settings: Mapping[str, Any], out: Mapping[str
     colours = world_colours(exp.vocab) if exp.world else None
     device = exp.pipe.text_encoder.device
     table, chosen, images = run_steering_experiment(
-        exp.pipe, exp.saes, settings, exp.generation, exp.scorer, colours, device
+        exp.pipe, exp.saes, settings, exp.generation, exp.scorer, colours, device, exp.gate
     )
     atomic_write_csv(out["table"], table)
     atomic_write_json(out["latents"], chosen)
-    grid_concepts = [c for c in settings["grid_concepts"] if c in settings["concepts"]]
+    steered = set(table["concept"])
+    grid_concepts = [c for c in settings["grid_concepts"] if c in steered]
     fig = steering_grid(
         images,
         grid_concepts,

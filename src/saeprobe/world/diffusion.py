@@ -22,6 +22,7 @@ UNet also the world CLIP) is discarded.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -86,6 +87,9 @@ class WorldDiffusionConfig(FromConfig):
     caption_photo_p: float = 0.3
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.99
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "cpu"
@@ -140,9 +144,37 @@ def train_scheduler(cfg: WorldDiffusionConfig) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=cfg.train_timesteps,
         beta_schedule=cfg.beta_schedule,
-        prediction_type="epsilon",
+        prediction_type=cfg.prediction_type,
         clip_sample=False,
     )
+
+
+def diffusion_target(
+    z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the UNet predicts from z_t (all (B, C, h, w); alpha_bar (B, 1, 1, 1)): the noise
+    ("epsilon") or v = sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * z0 ("v_prediction")."""
+    if prediction_type == "epsilon":
+        return noise
+    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * z0
+
+
+def min_snr_weights(alpha_bar: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (B,) for timesteps with alpha_bar (B,) (Hang et al. 2023):
+    min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v; all ones if gamma = 0."""
+    if gamma <= 0:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar).clamp_min(1e-8)
+    clipped = snr.clamp(max=gamma)
+    return clipped / (snr + 1) if prediction_type == "v_prediction" else clipped / snr
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema <- d * ema + (1 - d) * model, d = min(decay, (1 + step) / (10 + step))."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1 - d)
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -169,11 +201,14 @@ class _Stage:
         work: Path,
         fp: Fingerprint,
         callback: StepCallback | None = None,
+        ema_decay: float = 0.0,
     ):
         self.name, self.module, self.optim = name, module, optim
         self.ckpts = Checkpoints(work / name, fp, name=name)
         self.callback = callback
         self.losses: list[float] = []
+        self.ema_decay = ema_decay
+        self.ema = copy.deepcopy(module).requires_grad_(False) if ema_decay > 0 else None
 
     def resume(self) -> int:
         """Load the newest checkpoint of this fingerprint; returns its step (0: none)."""
@@ -181,6 +216,8 @@ class _Stage:
         if ckpt is None:
             return 0
         self.module.load_state_dict(ckpt.tensors["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt.tensors["ema"])
         load_optimizer_tensors(self.optim, ckpt.tensors["optimizer"])
         self.losses = list(ckpt.state["losses"])
         return ckpt.step
@@ -195,14 +232,22 @@ class _Stage:
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
+        if self.ema is not None:
+            ema_update(self.ema, self.module, self.ema_decay, step)
         self.losses.append(loss.item())
         if every and (step + 1) % every == 0:
             self.save(step + 1)
         if self.callback is not None:
             self.callback(self.name, step + 1)
 
+    def final(self) -> torch.nn.Module:
+        """The weights to keep: the EMA copy if there is one, else the trained module."""
+        return self.ema if self.ema is not None else self.module
+
     def save(self, step: int) -> None:
         tensors = {"model": self.module.state_dict(), "optimizer": optimizer_tensors(self.optim)}
+        if self.ema is not None:
+            tensors["ema"] = self.ema.state_dict()
         self.ckpts.save(step, tensors, {"losses": self.losses})
 
 
@@ -328,7 +373,7 @@ def train_world_diffusion(
     noise_sched = train_scheduler(cfg)
     alphas = noise_sched.alphas_cumprod.to(device)
     fp = stage_fingerprint(cfg, "unet", len(lat_mean), unet_inputs)
-    stage = _Stage("unet", unet, optim, work, fp, callback)
+    stage = _Stage("unet", unet, optim, work, fp, callback, cfg.ema_decay)
     first = stage.resume()
     n = len(lat_mean)
     t0 = time.perf_counter()
@@ -349,10 +394,12 @@ def train_world_diffusion(
         with torch.no_grad():
             cond = text_encoder(input_ids=tokens.to(device)).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample
-        loss = (pred - noise).pow(2).mean()
+        target = diffusion_target(z0, noise, a, cfg.prediction_type)
+        weight = min_snr_weights(a.view(-1), cfg.snr_gamma, cfg.prediction_type)
+        loss = ((pred - target).pow(2).mean((1, 2, 3)) * weight).mean()
         stage.step(loss, step, cfg.unet_steps, cfg.lr, cfg.warmup_steps, cfg.checkpoint_every)
     unet_seconds = time.perf_counter() - t0
-    unet.eval()
+    unet = stage.final().eval()
     pipe = build_pipeline(vae, text_encoder, tokenizer, unet, cfg)
     save_pipeline(pipe, out_dir)
     shutil.rmtree(work, ignore_errors=True)
@@ -379,7 +426,7 @@ def build_pipeline(
     scheduler = DDIMScheduler(
         num_train_timesteps=cfg.train_timesteps,
         beta_schedule=cfg.beta_schedule,
-        prediction_type="epsilon",
+        prediction_type=cfg.prediction_type,
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
