@@ -116,8 +116,9 @@ CLAIMS: dict[str, Claim] = {
             "mean leaf-label purity of the top images of the primary SAE's latents exceeds that "
             "of norm-matched random directions of the same site (bootstrap CI of the difference "
             "above 0; raw neurons reported beside); positive: class-mean directions of the leaf "
-            "labels; negative: the SAE's latents judged against a nuisance label with the leaf "
-            "labels' frequencies and no pixel correlate",
+            "labels; negatives (each must fail): the SAE's latents judged against a nuisance label "
+            "with the leaf labels' frequencies and no pixel correlate, and the same measurement "
+            "on an SAE of an untrained (random-init) copy of the model where one is configured",
             {"purity_minus_random": Test(above=0.0)},
             ("semantics_purity.png", "semantics_grid_*.png"),
         ),
