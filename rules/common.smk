@@ -75,11 +75,31 @@ def family(model: str) -> str:
     return family_of(config["models"][model]["source"])
 
 
+def untrained_world_dir(model: str) -> str:
+    """The folder of an untrained world CLIP (models.<model>.untrained)."""
+    return res(f"models/untrained/{model}")
+
+
+def world_model_file(model: str) -> str | None:
+    """The file a world model's extraction waits for (None: not a world model)."""
+    spec = config["models"][model]
+    if spec["source"] == "world" and spec.get("untrained"):
+        return f"{untrained_world_dir(model)}/open_clip_model.safetensors"
+    return WORLD_MODEL_FILES.get(spec["source"])
+
+
 def model_spec(name: str) -> dict:
     """The model's config entry with the folder of a world model filled in."""
     spec = dict(config["models"][name])
     if spec["source"] == "world":
-        spec.setdefault("weights", WORLD_MODEL_DIR)
+        spec.setdefault(
+            "weights",
+            (
+                untrained_world_dir(name)
+                if spec.pop("untrained", False)
+                else WORLD_MODEL_DIR
+            ),
+        )
     elif spec["source"] == "world_diffusion":
         spec["name"] = WORLD_DIFFUSION_DIR
     elif spec["source"] == "world_llava":
@@ -252,11 +272,22 @@ def sae_primary(model: str) -> str:
     return sae_names(model)[0]  # a sweep of one (checked by saeprobe.config)
 
 
+def untrained_controls() -> dict[str, str]:
+    """{vision model: its untrained copy} (vision.semantics.untrained_controls)."""
+    return config.get("vision", {}).get("semantics", {}).get("untrained_controls", {})
+
+
 def sae_sites() -> list[tuple[str, str]]:
     """Every (model, site) that trains a sweep."""
     if "sae" not in config:
         return []
     return [(m, s) for m, sites in config["sae"]["sites"].items() for s in sites]
+
+
+def judged_sae_sites() -> list[tuple[str, str]]:
+    """The (model, site)s whose SAEs are evaluated and judged: all but the controls'."""
+    controls = set(untrained_controls().values())
+    return [(m, s) for m, s in sae_sites() if m not in controls]
 
 
 def sae_site_dir(model: str, site: str) -> str:
@@ -283,7 +314,7 @@ def sweep_files(models: list[str] | None = None) -> list[str]:
 
 
 def quality_files() -> list[str]:
-    return [f"{sae_site_dir(m, s)}/quality.csv" for m, s in sae_sites()]
+    return [f"{sae_site_dir(m, s)}/quality.csv" for m, s in judged_sae_sites()]
 
 
 def eval_sae_inputs(wildcards) -> dict:
@@ -361,6 +392,12 @@ def vision_inputs(task: str, datasets: list[str]):
             "saes": [sweep_file(model, site) for site in config["sae"]["sites"][model]],
             "hierarchy": hierarchy_file(),
         }
+        control = untrained_controls().get(model)
+        if task == "semantics" and control is not None:
+            out["control_activations"] = activation_dir(control, datasets[0])
+            out["control_saes"] = [
+                sweep_file(control, site) for site in config["sae"]["sites"][model]
+            ]
         namer = namer_of(model)
         if task == "semantics" and namer is not None:
             out["namer"] = f"{RESULTS}/activations/{namer}/{datasets[0]}"
@@ -551,7 +588,7 @@ def mllm_targets() -> list[str]:
 
 def evidence_files() -> list[str]:
     """Every evidence table (saeprobe.claims) the configured tasks hand in."""
-    out = [res(f"evidence/reconstruction/{m}/{s}.csv") for m, s in sae_sites()]
+    out = [res(f"evidence/reconstruction/{m}/{s}.csv") for m, s in judged_sae_sites()]
     if "vision" in config:
         out += [
             res(f"evidence/{task}/{model}.csv")

@@ -33,6 +33,12 @@ if "vision" in config:
             sites=lambda wc: config["sae"]["sites"][wc.model],
             sae_names=lambda wc: sae_names(wc.model),
             primary=lambda wc: sae_primary(wc.model),
+            control=lambda wc: untrained_controls().get(wc.model),
+            control_primary=lambda wc: (
+                sae_primary(untrained_controls()[wc.model])
+                if wc.model in untrained_controls()
+                else None
+            ),
             id_dataset=VISION["id_dataset"],
             dataset_spec=dataset_spec(VISION["id_dataset"]),
             attributes=VISION.get("attributes", []),

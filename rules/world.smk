@@ -50,6 +50,27 @@ rule train_world_clip:
         "../scripts/train_world_clip.py"
 
 
+rule init_world_clip:
+    output:
+        model=res("models/untrained/{model}/open_clip_model.safetensors"),
+        model_config=res("models/untrained/{model}/open_clip_config.json"),
+    log:
+        res("logs/init_world_clip/{model}.log"),
+    benchmark:
+        res("benchmarks/init_world_clip/{model}.tsv")
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        clip=canonical(config.get("world_clip", {})),
+        image_size=config.get("world", {}).get("image_size"),
+        seed=config["seed"],
+    script:
+        "../scripts/init_world_clip.py"
+
+
 rule eval_world_clip:
     input:
         model=f"{WORLD_MODEL_DIR}/open_clip_model.safetensors",

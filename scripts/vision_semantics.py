@@ -11,6 +11,12 @@ from saeprobe.plots.vision import top_image_grid
 
 inp, out, p = snakemake.input, snakemake.output, snakemake.params
 with job(snakemake) as j:
+    control = None
+    if p.control is not None:
+        sites = ModelSites.from_inputs(
+            p.control, p.sites, [p.control_primary], [inp.control_activations], inp.control_saes
+        )
+        control = (sites, p.control_primary)
     table, panels, evidence = semantics_task(
         ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
         p.id_dataset,
@@ -23,6 +29,7 @@ with job(snakemake) as j:
         device=j.device,
         primary=p.primary,
         seed=p.seed,
+        control=control,
     )
     atomic_write_csv(out.units, table)
     save_figure(top_image_grid(panels), out.grid_png, out.grid_pdf)

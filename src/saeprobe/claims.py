@@ -2,13 +2,15 @@
 
 A task measures, per claim and site, one or more statistics for three cases run through the
 same code: `measured` (the study's case, judged on the site's primary SAE), `positive` (a case
-where by construction the claim must hold) and `negative` (where it must not). Other SAEs of a
-sweep come in as `sensitivity:<sae>` rows, reported and never judged. The tests below are fixed
+where by construction the claim must hold) and `negative` (where it must not). A claim with
+several controls of a kind names the others `positive:<label>` / `negative:<label>`: every
+positive must pass and every negative must fail. Other SAEs of a sweep come in as
+`sensitivity:<sae>` rows, reported and never judged. The tests below are fixed
 before any number is seen: a case passes when every statistic it reports passes its test.
 
 A site's verdict:
 - `holds`: the measured case passes, the positive passes and the negative fails;
-- `inconclusive (control failed)`: the positive fails or the negative passes;
+- `inconclusive (control failed)`: a positive fails or a negative passes;
 - `does not hold`: the controls behave and the measured case fails;
 - `not run`: the measured case has no finite statistic (e.g. a task that was not configured).
 A claim holds overall when it holds at more than half of its sites; it is inconclusive when the
@@ -119,8 +121,9 @@ CLAIMS: dict[str, Claim] = {
             "mean leaf-label purity of the top images of the primary SAE's latents exceeds that "
             "of norm-matched random directions of the same site (bootstrap CI of the difference "
             "above 0; raw neurons reported beside); positive: class-mean directions of the leaf "
-            "labels; negative: the SAE's latents judged against a nuisance label with the leaf "
-            "labels' frequencies and no pixel correlate",
+            "labels; negatives (each must fail): the SAE's latents judged against a nuisance label "
+            "with the leaf labels' frequencies and no pixel correlate, and the same measurement "
+            "on an SAE of an untrained (random-init) copy of the model where one is configured",
             {"purity_minus_random": Test(above=0.0)},
             ("semantics_purity.png", "semantics_grid_*.png"),
         ),
@@ -231,6 +234,23 @@ def case_passes(claim: Claim, rows: pd.DataFrame) -> bool | None:
     return None if not results else all(results)
 
 
+def is_control(case: str, kind: str) -> bool:
+    """Whether `case` is a control of `kind` (POSITIVE or NEGATIVE): `kind` or `kind:<label>`."""
+    return case == kind or case.startswith(kind + ":")
+
+
+def controls_pass(claim: Claim, rows: pd.DataFrame, kind: str) -> bool | None:
+    """Whether the controls of `kind` pass as a group (None: none measured): positives pass
+    when every measured positive case passes; negatives when any measured negative case
+    passes (so a site's negatives count as failed only when each of them fails)."""
+    cases = [c for c in dict.fromkeys(rows["case"]) if is_control(c, kind)]
+    results = [case_passes(claim, rows[rows["case"] == c]) for c in cases]
+    results = [r for r in results if r is not None]
+    if not results:
+        return None
+    return all(results) if kind == POSITIVE else any(results)
+
+
 def site_verdict(measured: bool | None, positive: bool | None, negative: bool | None) -> str:
     if measured is None:
         return NOT_RUN
@@ -258,7 +278,11 @@ def judge(evidence: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (key, site), g in evidence.groupby(["claim", "site"], sort=False):
         claim = CLAIMS[key]
-        passes = {c: case_passes(claim, g[g["case"] == c]) for c in (MEASURED, POSITIVE, NEGATIVE)}
+        passes = {
+            MEASURED: case_passes(claim, g[g["case"] == MEASURED]),
+            POSITIVE: controls_pass(claim, g, POSITIVE),
+            NEGATIVE: controls_pass(claim, g, NEGATIVE),
+        }
         stat = claim.primary_statistic
         if not (g["statistic"] == stat).any():
             stat = next((t for t in claim.tests if (g["statistic"] == t).any()), stat)

@@ -259,6 +259,11 @@ def check_references(config: dict) -> None:
                     else ""
                 )
             )
+        if spec.get("untrained") and spec["source"] != "world":
+            problems.append(
+                f"config key 'models.{name}.untrained': only a world model (source world) has "
+                f"an untrained copy, not source {spec['source']}"
+            )
         if spec["source"] in ("open_clip", "hf", "diffusers", "llava") and "name" not in spec:
             problems.append(
                 f"config key 'models.{name}.name': source {spec['source']} needs a hub name"
@@ -447,6 +452,7 @@ def _vision_problems(config: dict) -> list[str]:
                 f"config key 'vision.semantics.namers.{model}': '{namer}' needs a text tower "
                 "(source world or open_clip) and pooled: true"
             )
+    problems += _untrained_control_problems(config)
     grid_sae = vision.get("semantics", {}).get("grid_sae")
     if grid_sae is not None and grid_sae not in config.get("sae", {}).get("sweep", {}):
         problems.append(
@@ -459,6 +465,62 @@ def _vision_problems(config: dict) -> list[str]:
                 problems.append(
                     f"config key 'vision.hierarchy.{key}': needed for source wordnet "
                     "(url of the ImageNet WordNet file)"
+                )
+    return problems
+
+
+def sae_primary_entry(sae: dict, model: str) -> tuple[str, dict] | None:
+    """(name, sweep entry) of a model's judged SAE (as the workflow's `sae_primary` picks it),
+    or None when it is not named and the sweep has several."""
+    override = sae.get("overrides", {}).get(model, {})
+    sweep = override.get("sweep", sae["sweep"])
+    if "primary" in override:
+        name = override["primary"]
+    elif "primary" in sae and "sweep" not in override:
+        name = sae["primary"]
+    elif len(sweep) == 1:
+        name = next(iter(sweep))
+    else:
+        return None
+    return (name, sweep[name]) if name in sweep else None
+
+
+def _untrained_control_problems(config: dict) -> list[str]:
+    """vision.semantics.untrained_controls: each control a models entry outside vision.models,
+    with the model's SAE sites, the same primary SAE and activations on vision.id_dataset."""
+    vision = config["vision"]
+    controls = vision.get("semantics", {}).get("untrained_controls", {})
+    models = config.get("models", {})
+    sae = config.get("sae", {})
+    sites = sae.get("sites", {})
+    extracted = config.get("extract", {}).get("datasets", {})
+    problems = []
+    for model, control in controls.items():
+        key = f"config key 'vision.semantics.untrained_controls.{model}'"
+        if model not in vision["models"]:
+            problems.append(f"{key}: '{model}' is not in vision.models {vision['models']}")
+            continue
+        if control not in models:
+            problems.append(f"{key}: '{control}' is not defined under 'models'")
+            continue
+        if control in vision["models"]:
+            problems.append(f"{key}: the control '{control}' must stay out of vision.models")
+        missing = sorted(set(sites.get(model, [])) - set(sites.get(control, [])))
+        if missing:
+            problems.append(
+                f"{key}: '{control}' lacks the SAE sites {missing} of '{model}' (sae.sites)"
+            )
+        if vision["id_dataset"] not in extracted.get(control, []):
+            problems.append(
+                f"{key}: vision.id_dataset '{vision['id_dataset']}' is not listed in "
+                f"'extract.datasets.{control}'"
+            )
+        if model in sites and control in sites:
+            ours, theirs = sae_primary_entry(sae, model), sae_primary_entry(sae, control)
+            if ours is None or theirs is None or ours != theirs:
+                problems.append(
+                    f"{key}: the primary SAE of '{control}' ({theirs}) must equal that of "
+                    f"'{model}' ({ours}) (sae.primary / sae.overrides.{control})"
                 )
     return problems
 
@@ -604,6 +666,7 @@ def world_problems(config: dict) -> list[str]:
                     world["ood_colours"],
                 )
             )
+        problems += supergroup_problems(world)
         overlap = sorted(set(world["ood_backgrounds"]) & set(world["backgrounds"]))
         if overlap:
             problems.append(
@@ -638,6 +701,38 @@ def world_problems(config: dict) -> list[str]:
                 )
             )
         problems += caption_problems("world_clip", clip)
+    return problems
+
+
+def supergroup_problems(world: dict) -> list[str]:
+    """world.supergroups: every superclass in exactly one supergroup, names unlike the
+    superclasses' and shapes'."""
+    groups = world.get("supergroups")
+    if not groups:
+        return []
+    supers = sorted(world["superclasses"])
+    members = [m for ms in groups.values() for m in ms]
+    problems = []
+    unknown = sorted(set(members) - set(supers))
+    if unknown:
+        problems.append(
+            _problem("world.supergroups", f"superclasses of world.superclasses {supers}", unknown)
+        )
+    once = sorted({m for m in supers if members.count(m) != 1})
+    if once:
+        problems.append(
+            _problem(
+                "world.supergroups",
+                f"each superclass in exactly one supergroup (not so for {once})",
+                groups,
+            )
+        )
+    shapes = {s for ms in world["superclasses"].values() for s in ms}
+    clash = sorted(set(groups) & (set(supers) | shapes))
+    if clash:
+        problems.append(
+            _problem("world.supergroups", "names unlike any superclass or shape", clash)
+        )
     return problems
 
 

@@ -133,13 +133,21 @@ class Hierarchy:
 
 
 def build_hierarchy(
-    superclasses: Sequence[tuple[str, Sequence[str]]], root: str = "entity"
+    superclasses: Sequence[tuple[str, Sequence[str]]],
+    root: str = "entity",
+    supergroups: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> Hierarchy:
-    """The world tree: root > `super:<name>` > `shape:<name>` (held-out shapes included)."""
+    """The world tree: root > `super:<name>` > `shape:<name>` (held-out shapes included); with
+    `supergroups` (name -> its superclasses) root > `group:<name>` > `super:<name>` > shape."""
     parents: dict[str, str | None] = {root: None}
     names = {root: root}
+    group_of = {}
+    for group, members in supergroups:
+        parents[f"group:{group}"] = root
+        names[f"group:{group}"] = group
+        group_of.update({m: f"group:{group}" for m in members})
     for sup, members in superclasses:
-        parents[f"super:{sup}"] = root
+        parents[f"super:{sup}"] = group_of.get(sup, root)
         names[f"super:{sup}"] = sup
         for shape in members:
             parents[f"shape:{shape}"] = f"super:{sup}"

@@ -21,6 +21,7 @@ from saeprobe.claims import (
     NOT_RUN,
     POSITIVE,
     SENSITIVITY,
+    is_control,
     judge,
     overall_verdict,
 )
@@ -102,7 +103,11 @@ def render(evidence: pd.DataFrame, claims: pd.DataFrame, setting: str) -> str:
         main = ev[~ev["case"].str.startswith(SENSITIVITY)]
         for site, g in main.groupby("site", sort=False):
             for r in g.itertuples():
-                case = r.case if r.case not in (POSITIVE, NEGATIVE) else f"{r.case} control"
+                case = r.case
+                for kind in (POSITIVE, NEGATIVE):
+                    if is_control(r.case, kind):
+                        label = r.case.removeprefix(kind).removeprefix(":")
+                        case = f"{kind} control" + (f" ({label})" if label else "")
                 lines.append(
                     f"| {site} | {case} | {r.statistic} | {_fmt(r.value)} | "
                     f"{_interval(pd.Series(r._asdict()))} | {r.note} |"

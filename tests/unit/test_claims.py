@@ -176,3 +176,18 @@ def test_results_md_and_claims_csv(tmp_path):
     assert len(claims) == 2
     assert (tmp_path / "claims.png").stat().st_size > 1000
     assert (tmp_path / "claims.pdf").stat().st_size > 1000
+
+
+def test_every_negative_control_must_fail_and_every_positive_pass():
+    def extra(case: str, v: float) -> list[dict]:
+        e = Estimate(v, v - 0.01, v + 0.01)
+        return evidence_rows("semantics", "m/L0", case, {"purity_minus_random": e})
+
+    both_fail = _rows(0.2, 0.3, -0.1) + extra(NEGATIVE + ":untrained", -0.05)
+    assert judge(pd.DataFrame(both_fail))["verdict"].tolist() == [HOLDS]
+    one_passes = _rows(0.2, 0.3, -0.1) + extra(NEGATIVE + ":untrained", 0.2)
+    table = judge(pd.DataFrame(one_passes)).iloc[0]
+    assert table["negative_pass"] and table["verdict"] == INCONCLUSIVE
+    assert table["negative"] == pytest.approx(-0.1)  # the plain negative's value is reported
+    a_positive_fails = _rows(0.2, 0.3, -0.1) + extra(POSITIVE + ":other", -0.2)
+    assert judge(pd.DataFrame(a_positive_fails))["verdict"].tolist() == [INCONCLUSIVE]

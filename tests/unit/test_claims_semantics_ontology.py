@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from saeprobe.claims import FAILS, HOLDS, INCONCLUSIVE, judge
+from saeprobe.eval.features import level_labels
 from saeprobe.eval.ontology import ontology_evidence, tree_cuts, tree_r2
-from saeprobe.eval.semantics import full_purity, semantics_evidence
+from saeprobe.eval.semantics import UNTRAINED, full_purity, semantics_evidence
 from saeprobe.hierarchy import build_hierarchy
 
 SUPERS = [("a", ["a1", "a2", "a3"]), ("b", ["b1", "b2", "b3"]), ("c", ["c1", "c2", "c3"])]
@@ -111,3 +112,53 @@ def test_ontology_broken_negative_is_inconclusive():
     raw, codes, labels = planted()
     rows = onto_rows(raw, codes, labels, shuffled=np.arange(9))
     assert verdict(rows) == INCONCLUSIVE
+
+
+def untrained_like(seed: int = 5, n: int = 1350, d: int = 64):
+    """A model that learnt nothing: raw (n, d) noise, codes (n, 12) of random directions."""
+    rng = np.random.default_rng(seed)
+    raw = rng.standard_normal((n, d)).astype(np.float32)
+    proj = raw @ rng.standard_normal((d, 12))
+    codes = np.maximum(proj - np.quantile(proj, 0.8, axis=0), 0).astype(np.float32)
+    return raw, codes
+
+
+def test_semantics_untrained_negative_fails_and_the_claim_holds():
+    raw, codes, labels = planted()
+    u_raw, u_codes = untrained_like()
+    rows = sem_rows(raw, codes, labels, untrained=(u_raw, u_codes, labels))
+    assert any(r["case"] == UNTRAINED for r in rows)
+    assert verdict(rows) == HOLDS
+
+
+def test_semantics_untrained_negative_runs_the_measured_code():
+    raw, codes, labels = planted()
+    rows = pd.DataFrame(sem_rows(raw, codes, labels, untrained=(raw, codes, labels)))
+    measured = rows[rows["case"] == "measured"].set_index("statistic")["value"]
+    untrained = rows[rows["case"] == UNTRAINED].set_index("statistic")["value"]
+    pd.testing.assert_series_equal(measured, untrained, check_names=False)
+    # a "control" that learnt as much as the model passes, so the site cannot hold
+    assert verdict(rows.to_dict("records")) == INCONCLUSIVE
+
+
+DEEP = build_hierarchy(SUPERS, supergroups=[("ab", ["a", "b"]), ("cc", ["c"])])
+
+
+def test_supergroup_level_deepens_the_tree():
+    assert DEEP.depth("shape:a1") == 3 and DEEP.height(DEEP.root) == 3
+    assert DEEP.parent("super:a") == "group:ab" and DEEP.names["group:ab"] == "ab"
+    assert DEEP.leaves() == LEAVES
+    cuts = tree_cuts(DEEP, LEAVES)
+    assert len(cuts) == 2 and [c.max() + 1 for c in cuts] == [2, 3]
+    levels = level_labels(["shape:a1", "shape:c3"], DEEP)
+    assert levels["depth1"].tolist() == ["group:ab", "group:cc"]
+    assert levels["depth2"].tolist() == ["super:a", "super:c"]
+
+
+def test_ontology_on_the_deeper_tree_holds_on_planted_latents():
+    raw, codes, labels = planted()
+    rows = ontology_evidence(
+        "s", raw, {"p": codes}, "p", labels, DEEP, 8, n_trees=200, max_units=4096, seed=0
+    )
+    assert "2 cuts" in rows[0]["note"]
+    assert verdict(rows) == HOLDS

@@ -122,6 +122,43 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
             ["vision.semantics.namers.world_clip", "'dino'"],
         ),
         (lambda c: c["vision"]["ontology"].update(tau=1.5), ["vision.ontology.tau"]),
+        (
+            lambda c: c["vision"]["semantics"].update(untrained_controls={"world_clip": "nope"}),
+            ["vision.semantics.untrained_controls.world_clip", "'nope'"],
+        ),
+        (
+            lambda c: c["sae"]["sites"].update(world_clip_untrained=["pooled"]),
+            ["vision.semantics.untrained_controls.world_clip", "L1_cls", "L2_cls"],
+        ),
+        (
+            lambda c: c["sae"]["overrides"]["world_clip_untrained"].update(
+                sweep={"topk-w128-k8": {"arch": "topk", "width": 128, "k": 8}}
+            ),
+            ["vision.semantics.untrained_controls.world_clip", "primary SAE"],
+        ),
+        (
+            lambda c: c["vision"].update(models=["world_clip", "world_clip_untrained"]),
+            ["vision.semantics.untrained_controls.world_clip", "out of vision.models"],
+        ),
+        (
+            lambda c: c["models"]["world_diffusion"].update(untrained=True),
+            ["models.world_diffusion.untrained", "source world"],
+        ),
+        (
+            lambda c: c["world"].update(supergroups={"a": ["polygon", "oval"], "b": ["round"]}),
+            ["world.supergroups", "oval"],
+        ),
+        (
+            lambda c: c["world"].update(supergroups={"a": ["polygon"], "b": ["round"]}),
+            ["world.supergroups", "exactly one supergroup", "symbol"],
+        ),
+        (
+            lambda c: c["world"].update(
+                supergroups={"round": ["polygon", "symbol"], "b": ["round"]}
+            ),
+            ["world.supergroups", "unlike any superclass"],
+        ),
+        (lambda c: c["world"].update(supergroups={"a": ["polygon"]}), ["world.supergroups"]),
         (lambda c: c["vision"].update(hierarchy={"source": "wordnet"}), ["vision.hierarchy.is_a"]),
     ],
 )

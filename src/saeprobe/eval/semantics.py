@@ -260,6 +260,7 @@ def semantics_task(
     device: torch.device,
     primary: str | None = None,
     seed: int = 0,
+    control: tuple[ModelSites, str] | None = None,
 ) -> tuple[pd.DataFrame, list[GridPanel], list[dict]]:
     """The semantics job of one model: its unit table, the top-image grid panels and the
     claim's evidence rows (`semantics_claim` on the `primary` SAE; none when it is None).
@@ -267,6 +268,7 @@ def semantics_task(
     settings: the task's config (top_n, min_active, extra_concepts, prompt, grid_sae,
     grid_latents, grid_images). namer_spec/namer_dir: the model whose text tower names the
     latents and its pooled activations on `id_dataset` (None: latents are named by purity).
+    control: an untrained copy's sites and primary SAE name (`semantics_claim`), or None.
     Returns (the `semantics` table, one `semantics_grid` panel per site, evidence rows).
     """
     namer = None
@@ -298,7 +300,9 @@ def semantics_task(
     evidence = (
         []
         if primary is None
-        else semantics_claim(sites, id_dataset, primary, settings["top_n"], seed, device)
+        else semantics_claim(
+            sites, id_dataset, primary, settings["top_n"], seed, device, control=control
+        )
     )
     return table, panels, evidence
 
@@ -385,6 +389,27 @@ def nuisance_labels(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 4243]).permutation(np.asarray(labels))
 
 
+UNTRAINED = NEGATIVE + ":untrained"
+
+
+def purity_advantage(
+    raw: np.ndarray, sae: np.ndarray, labels: np.ndarray, top_n: int, seed: int
+) -> dict[str, Estimate]:
+    """The measured statistics of one model's site: the SAE's mean purity minus norm-matched
+    random directions' (`purity_minus_random`, judged), raw neurons minus random and SAE minus
+    raw (reported). raw: (n_images, d); sae: (n_images, width) codes; labels: (n_images,)."""
+    labels = np.asarray(labels).astype(str)
+    rand = (raw - raw.mean(axis=0)) @ random_directions(raw.shape[1], sae.shape[1], seed)
+    p_rand = full_purity(rand, labels, top_n, False)
+    p_raw = full_purity(raw, labels, top_n, False)
+    p_sae = full_purity(sae, labels, top_n, True)
+    return {
+        "purity_minus_random": mean_difference(p_sae, p_rand, seed),
+        "raw_minus_random": mean_difference(p_raw, p_rand, seed),
+        "sae_minus_raw": mean_difference(p_sae, p_raw, seed),
+    }
+
+
 def semantics_evidence(
     site: str,
     raw: np.ndarray,
@@ -394,17 +419,20 @@ def semantics_evidence(
     top_n: int,
     seed: int,
     nuisance: np.ndarray | None = None,
+    untrained: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[dict]:
     """Evidence rows of the `semantics` claim at one site.
 
     raw: (n_images, d) activations; codes: SAE name -> (n_images, width) codes (must hold
     `primary`); labels: (n_images,) leaf labels. Random directions (as many as the primary's
     width) and class-mean directions project the centred activations.
-    measured: the primary SAE's mean purity minus the random directions' (judged), raw
-    neurons minus random and SAE minus raw (reported); positive: class-mean directions of
+    measured: `purity_advantage` of the primary SAE; positive: class-mean directions of
     the leaf labels minus random; negative: the primary SAE minus random directions, both on a
-    nuisance label (`nuisance_labels` unless `nuisance` (n_images,) is given); sensitivity:
-    every other SAE minus random.
+    nuisance label (`nuisance_labels` unless `nuisance` (n_images,) is given); negative
+    `UNTRAINED` (with `untrained` = (raw (m, d'), primary SAE codes (m, w'), leaf labels (m,))
+    of the same site of an untrained copy of the model): `purity_advantage` there, so the
+    measured case's code on a model that learnt nothing; sensitivity: every other SAE minus
+    random.
     """
     if primary not in codes:
         raise KeyError(f"semantics: primary SAE {primary!r} not among {sorted(codes)}")
@@ -418,20 +446,11 @@ def semantics_evidence(
     def pur(x: np.ndarray, on: np.ndarray, positive: bool) -> np.ndarray:
         return full_purity(x, on, top_n, positive)
 
-    p_rand, p_raw = pur(rand, labels, False), pur(raw, labels, False)
-    p_sae = pur(codes[primary], labels, True)
-    note = f"top_n={top_n}; units with all top_n images active: SAE {len(p_sae)}"
-    rows = evidence_rows(
-        "semantics",
-        site,
-        MEASURED,
-        {
-            "purity_minus_random": mean_difference(p_sae, p_rand, seed),
-            "raw_minus_random": mean_difference(p_raw, p_rand, seed),
-            "sae_minus_raw": mean_difference(p_sae, p_raw, seed),
-        },
-        note,
-    )
+    p_rand = pur(rand, labels, False)
+    n_sae = len(pur(codes[primary], labels, True))
+    note = f"top_n={top_n}; units with all top_n images active: SAE {n_sae}"
+    measured = purity_advantage(raw, codes[primary], labels, top_n, seed)
+    rows = evidence_rows("semantics", site, MEASURED, measured, note)
     rows += evidence_rows(
         "semantics",
         site,
@@ -450,6 +469,15 @@ def semantics_evidence(
         },
         "primary SAE vs random directions on a shuffled (nuisance) label",
     )
+    if untrained is not None:
+        u_raw, u_sae, u_labels = untrained
+        rows += evidence_rows(
+            "semantics",
+            site,
+            UNTRAINED,
+            purity_advantage(u_raw, u_sae, u_labels, top_n, seed),
+            "primary SAE vs random directions of an untrained (random-init) copy of the model",
+        )
     for name, x in codes.items():
         if name != primary:
             diff = mean_difference(pur(x, labels, True), p_rand, seed)
@@ -460,12 +488,27 @@ def semantics_evidence(
 
 
 def semantics_claim(
-    sites: ModelSites, id_dataset: str, primary: str, top_n: int, seed: int, device: torch.device
+    sites: ModelSites,
+    id_dataset: str,
+    primary: str,
+    top_n: int,
+    seed: int,
+    device: torch.device,
+    control: tuple[ModelSites, str] | None = None,
 ) -> list[dict]:
-    """Evidence rows of the `semantics` claim at every site of a model (`semantics_evidence`)."""
+    """Evidence rows of the `semantics` claim at every site of a model (`semantics_evidence`);
+    control: (the untrained copy's sites, its primary SAE's name) for the `UNTRAINED` negative."""
     rows = []
     for site in sites.sites:
         data = load_site(sites.activation_dir(id_dataset), site)
         codes = {name: sae_codes(sae, data) for name, sae in sites.load_saes(site, device).items()}
-        rows += semantics_evidence(site, data.raw, codes, primary, data.labels, top_n, seed)
+        untrained = None
+        if control is not None:
+            c_sites, c_primary = control
+            c_data = load_site(c_sites.activation_dir(id_dataset), site)
+            c_sae = c_sites.load_saes(site, device)[c_primary]
+            untrained = (c_data.raw, sae_codes(c_sae, c_data), c_data.labels)
+        rows += semantics_evidence(
+            site, data.raw, codes, primary, data.labels, top_n, seed, untrained=untrained
+        )
     return rows

@@ -36,7 +36,8 @@ DEFAULT_SUPERCLASSES: dict[str, list[str]] = {
 class WorldConfig(FromConfig):
     """The synthetic image world: shapes in superclasses, colours, textures, splits.
 
-    Superclasses are kept sorted by name (`from_dict`), so the mapping's key order never matters;
+    Superclasses (and the optional `supergroups`, a level of superclasses above them in the
+    hierarchy) are kept sorted by name (`from_dict`), so the mapping's key order never matters;
     splits are kept in `SPLITS` order, the ones a mapping leaves out at their default size.
 
     `size_range` is the shape's radius as a fraction of the image size, `position_jitter` the
@@ -55,6 +56,7 @@ class WorldConfig(FromConfig):
     superclasses: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
         (k, tuple(v)) for k, v in sorted(DEFAULT_SUPERCLASSES.items())
     )
+    supergroups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     heldout_shapes: tuple[str, ...] = ("ellipse", "hexagon", "arrow")
     colours: tuple[str, ...] = (
         "red",
@@ -119,8 +121,9 @@ class WorldConfig(FromConfig):
     def _from_section(cls, values: dict[str, Any], key: str) -> dict[str, Any]:
         """Mappings to the tuple fields: superclasses sorted by name, splits in SPLITS order."""
         values = dict(values)
-        if isinstance(values.get("superclasses"), dict):
-            values["superclasses"] = sorted(values["superclasses"].items())
+        for tree_key in ("superclasses", "supergroups"):
+            if isinstance(values.get(tree_key), dict):
+                values[tree_key] = sorted(values[tree_key].items())
         if isinstance(values.get("splits"), dict):
             unknown = sorted(set(values["splits"]) - set(SPLITS))
             if unknown:
@@ -138,6 +141,7 @@ class WorldConfig(FromConfig):
             "seed": self.seed,
             "image_size": self.image_size,
             "superclasses": {k: list(v) for k, v in self.superclasses},
+            "supergroups": {k: list(v) for k, v in self.supergroups},
             "heldout_shapes": list(self.heldout_shapes),
             "colours": list(self.colours),
             "backgrounds": list(self.backgrounds),

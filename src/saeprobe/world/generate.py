@@ -230,7 +230,9 @@ def generate_world(cfg: WorldConfig, out_dir: str | Path, splits: tuple[str, ...
         atomic_save_npy(images_file, images)
         atomic_write_csv(manifest_file, manifest)
         log.info("world split %s: %d images -> %s", split, len(manifest), d)
-    write_hierarchy(build_hierarchy(cfg.superclasses), out_dir / "hierarchy.tsv")
+    write_hierarchy(
+        build_hierarchy(cfg.superclasses, supergroups=cfg.supergroups), out_dir / "hierarchy.tsv"
+    )
     atomic_write_json(out_dir / "vocab.json", vocab(cfg), sort_keys=False)
 
 
