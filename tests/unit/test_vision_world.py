@@ -166,15 +166,13 @@ def test_probes_generalise_to_the_noisy_shift(world: dict) -> None:
         control_dataset="world_test", naming_levels=["colour", "background"],
     )  # fmt: skip
     cases = pd.DataFrame(evidence).set_index(["case", "statistic"])["value"]
-    assert np.isfinite(cases["measured", "accuracy_sae_minus_raw"])
-    assert np.isfinite(cases["positive", "accuracy_sae_minus_raw"])  # colour latents found
-    assert cases["negative", "removal_gain"] < cases["positive", "removal_gain"]
-    assert set(table.loc[table["view"] == "spurious", "features"]) == {
-        "raw",
-        "topk",
-        "topk -colour",
-        "topk -random",
-    }
+    assert np.isfinite(cases["measured", "accuracy_gain"])
+    assert np.isfinite(cases["measured", "sae_removal_gain"])  # reported, not judged
+    assert np.isfinite(cases["positive", "accuracy_gain"])  # the planted units were named
+    assert cases["positive", "accuracy_gain"] > cases["negative", "accuracy_gain"]
+    views = table.groupby("view")["features"].agg(set)
+    assert views["spurious"] == {"raw", "topk", "topk -colour"}
+    assert views["planted"] == {"raw+planted", "raw+planted -colour", "raw+planted -random"}
     acc = table.set_index(["features", "k", "test_dataset"])["accuracy"]
     assert acc["raw", "all", "world_test"] > 0.95 and acc["topk", "all", "world_test"] > 0.9
     assert acc["topk", "all", "world_shift_noise"] > 0.5  # chance: 1/9

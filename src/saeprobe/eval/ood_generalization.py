@@ -7,21 +7,27 @@ in-distribution test set and on shifted sets; with all units, and with the top-k
 ANOVA F. `mask_to_present` restricts predictions to the classes present in a test set (the
 200-class subsets of ImageNet-R and -A).
 
-Evidence for the claim (saeprobe.claims, statistic `accuracy_sae_minus_raw`, a paired
-bootstrap over test images of the accuracy difference):
-- measured: the primary SAE's all-unit probe minus the raw probe on the shifted sets pooled
-  (resampled within each set); the other SAEs are sensitivity rows.
-- positive: a planted spurious correlation. The images' `spurious.attribute` values (colour)
-  are dealt to the `spurious.target` classes (superclass) by a seeded rule; a *spurious view*
-  of the training images keeps `agreement` (95%) of them whose attribute agrees with their
-  class, a *balanced view* of the same size keeps the natural independence. Superclass probes
-  are trained on the spurious view and tested on the in-distribution test images whose
-  attribute conflicts with their class: the primary SAE's codes minus the latents whose
+Evidence for the claim (saeprobe.claims, statistic `accuracy_gain`: accuracy of the treated
+features minus the reference's, a paired bootstrap over test images):
+- measured: the primary SAE's all-unit probe (treated) minus the raw probe (reference) on the
+  shifted sets pooled (resampled within each set); the other SAEs are sensitivity rows.
+- positive: a planted spurious feature. The images' `spurious.attribute` values (colour) are
+  dealt to the `spurious.target` classes (superclass) by a seeded rule; superclass probes are
+  trained on a view of the training images where the attribute always agrees with the class
+  and tested on the in-distribution test images where it conflicts. Reference: the raw
+  activations plus one planted unit per attribute value (its indicator times
+  `planted_scale` medians of the raw per-unit std). In the view these units are a perfect,
+  noise-free cue (no raw direction predicts the class better), so the reference probe leans on
+  them and fails on the conflicting images. Treated: the reference minus the units whose
   automatic name is the attribute (the level, among the leaf label and the vision attributes,
-  with the highest chance-corrected purity of their top training images) against raw.
-- negative: the same with as many random other latents removed (mean over seeded draws).
-The balanced view's difference is reported beside the positive, not judged. Where the images
-have no such attribute (ImageNet), the controls are absent and the site is inconclusive.
+  with the highest chance-corrected purity of their top training images): it must find the
+  planted units (and may take colour-pure raw neurons with them).
+- negative: the reference minus as many random other units (mean over seeded draws): the
+  planted units stay, so no gain.
+Reported, not judged (measured rows): the primary SAE's codes minus its attribute-named
+latents against raw and against all its codes, trained on a view where the attribute agrees
+`agreement` (95%) of the time. Where the images have no such attribute (ImageNet), the controls
+are absent and the site is inconclusive.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from saeprobe.stats import Estimate, bootstrap
 log = logging.getLogger(__name__)
 
 CLAIM = "ood_generalization"
-STATISTIC = "accuracy_sae_minus_raw"
+STATISTIC = "accuracy_gain"
 NAN = Estimate(float("nan"))
 MIN_VIEW = 20  # fewer training images in a view: no planted control
 
@@ -75,6 +81,7 @@ class SpuriousSettings:
     random_draws: int = 3
     top_n: int = 16
     min_active: int = 8
+    planted_scale: float = 3.0
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int, strata=None) -> Estimate:
@@ -239,11 +246,9 @@ def agreeing(images: pd.DataFrame, spurious: SpuriousSettings, owner: Mapping[st
     return (values == images[spurious.target].astype(str)).to_numpy()
 
 
-def training_views(
-    agree: np.ndarray, size: int | None, agreement: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the spurious view (a fraction `agreement` agreeing) and of a balanced view
-    (a uniform sample) of the same size: the largest size <= `size` the images allow."""
+def training_view(agree: np.ndarray, size: int | None, agreement: float, seed: int) -> np.ndarray:
+    """(m,) sorted indices of the spurious view: a fraction `agreement` of them agreeing, the
+    largest m <= `size` the images allow."""
     yes, no = np.flatnonzero(agree), np.flatnonzero(~agree)
     n = len(agree) if size is None else min(size, len(agree))
     n = min(n, int(len(yes) / agreement), int(len(no) / (1 - agreement)) if agreement < 1 else n)
@@ -252,8 +257,15 @@ def training_views(
     view = np.concatenate(
         [rng.choice(yes, n_yes, replace=False), rng.choice(no, n - n_yes, replace=False)]
     )
-    balanced = rng.choice(len(agree), n, replace=False)
-    return np.sort(view), np.sort(balanced)
+    return np.sort(view)
+
+
+def planted_units(values: np.ndarray, levels: Sequence[str], scale: float) -> np.ndarray:
+    """(n, len(levels)) float32: one unit per attribute value, `scale` where the image has it.
+
+    values: (n,) each image's attribute value.
+    """
+    return (scale * (np.asarray(values)[:, None] == np.asarray(levels)[None, :])).astype(np.float32)
 
 
 def named_latents(
@@ -281,13 +293,11 @@ def named_latents(
 
 @dataclass
 class RemovalResult:
-    """Correctness per conflicting test image, (n,) float (a mean over draws for random)."""
+    """Correctness per test image, (n,) float (a mean over draws for random; NaN: no draw)."""
 
-    raw: np.ndarray
-    all_codes: np.ndarray
-    minus_spurious: np.ndarray
+    reference: np.ndarray
+    minus_named: np.ndarray
     minus_random: np.ndarray
-    accuracy: dict[str, float]  # features -> accuracy on the whole test group
     n_removed: int
 
 
@@ -304,52 +314,46 @@ def _probe_correct(
 
 
 def removal_control(
-    raw_train: np.ndarray,
-    codes_train: np.ndarray,
+    x_train: np.ndarray,
     y_train: np.ndarray,
-    raw_test: np.ndarray,
-    codes_test: np.ndarray,
+    x_test: np.ndarray,
     y_test: np.ndarray,
     remove: np.ndarray,
     random_draws: int,
     probe: ProbeSettings,
+    n_classes: int,
 ) -> RemovalResult:
-    """Probes on raw, all codes, codes minus the `remove` latents and minus as many random
-    other latents (`random_draws` seeded draws), trained on one view and tested on one group.
-    The probes with latents removed reuse the penalty tuned for the all-codes probe.
+    """Probes on all units of a reference feature set, on it minus the `remove` units, and
+    minus as many random other units (`random_draws` seeded draws, correctness averaged),
+    trained on one view and tested on one group. The probes with units removed reuse the
+    penalty tuned for the reference probe.
 
-    raw_*: (n, d); codes_*: (n, width); y_*: (n,) class ids; remove: (width,) bool.
+    x_*: (n, units); y_*: (n,) class ids; remove: (units,) bool.
     """
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
     n_removed = int(remove.sum())
-    raw, _ = _probe_correct(raw_train, y_train, raw_test, y_test, n_classes, probe)
-    full, decay = _probe_correct(codes_train, y_train, codes_test, y_test, n_classes, probe)
+    reference, decay = _probe_correct(x_train, y_train, x_test, y_test, n_classes, probe)
 
-    def without(cols: np.ndarray) -> np.ndarray:
-        x, xt = codes_train[:, cols], codes_test[:, cols]
+    def without(drop: np.ndarray) -> np.ndarray:
+        keep = np.setdiff1d(np.arange(x_train.shape[1]), drop)
+        x, xt = x_train[:, keep], x_test[:, keep]
         return _probe_correct(x, y_train, xt, y_test, n_classes, probe, [decay])[0]
 
-    minus = without(np.flatnonzero(~remove))
+    minus = without(np.flatnonzero(remove))
     rng = np.random.default_rng([probe.seed, 4127])
     others = np.flatnonzero(~remove)
-    draws = []
-    for _ in range(random_draws):
-        drop = rng.choice(others, min(n_removed, len(others)), replace=False)
-        draws.append(without(np.setdiff1d(np.arange(codes_train.shape[1]), drop)))
+    draws = [
+        without(rng.choice(others, min(n_removed, len(others)), replace=False))
+        for _ in range(random_draws)
+    ]
     random = np.mean(draws, axis=0) if draws else np.full(len(y_test), np.nan)
-    return RemovalResult(
-        raw=raw,
-        all_codes=full,
-        minus_spurious=minus,
-        minus_random=random,
-        accuracy={
-            "raw": float(raw.mean()),
-            "sae": float(full.mean()),
-            "minus_spurious": float(minus.mean()),
-            "minus_random": float(random.mean()),
-        },
-        n_removed=n_removed,
-    )
+    return RemovalResult(reference, minus, random, n_removed)
+
+
+def _absent(note: str) -> list[dict]:
+    return [
+        *evidence_rows(CLAIM, "", POSITIVE, {STATISTIC: NAN}, note),
+        *evidence_rows(CLAIM, "", NEGATIVE, {STATISTIC: NAN}, note),
+    ]
 
 
 def spurious_controls(
@@ -361,104 +365,133 @@ def spurious_controls(
     naming_levels: Sequence[str],
     max_train: int | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """The positive and negative controls of one site (module docstring); both views hold at
-    most `max_train` images.
+    """The positive and negative controls of one site (module docstring), and the SAE's own
+    removal beside them (reported, not judged); the view holds at most `max_train` images.
 
-    Returns table rows (features 'raw', 'sae', 'sae -<attribute>', 'sae -random'; the caller
-    fills in model, site and the SAE's name) and evidence rows (site left to the caller).
+    Returns table rows (features 'raw', 'sae', 'sae -<attribute>', 'planted', 'planted
+    -<attribute>', 'planted -random'; the caller fills in model, site and the SAE's name) and
+    evidence rows (site left to the caller).
     """
     needed = {spurious.attribute, spurious.target}
     missing = sorted(
         needed - (set(train.images.columns) & set(test.images.columns if test else []))
     )
     if test is None or missing:
-        note = f"no {', '.join(missing) or 'test set'} column in the images: no planted control"
-        return [], [
-            *evidence_rows(CLAIM, "", POSITIVE, {STATISTIC: NAN}, note),
-            *evidence_rows(CLAIM, "", NEGATIVE, {STATISTIC: NAN}, note),
-        ]
+        return [], _absent(
+            f"no {', '.join(missing) or 'test set'} column in the images: no planted control"
+        )
+    attr = spurious.attribute
     classes = sorted(train.images[spurious.target].astype(str).unique())
-    values = train.images[spurious.attribute].astype(str).unique()
-    owner = assign_values(classes, values, probe.seed)
-    spurious_view, balanced_view = training_views(
-        agreeing(train.images, spurious, owner), max_train, spurious.agreement, probe.seed
-    )
+    values_train = train.images[attr].astype(str).to_numpy()
+    values_test = test.images[attr].astype(str).to_numpy()
+    attribute_values = sorted(set(values_train))
+    owner = assign_values(classes, attribute_values, probe.seed)
+    agree = agreeing(train.images, spurious, owner)
+    view = training_view(agree, max_train, spurious.agreement, probe.seed)
+    full_view = training_view(agree, max_train, 1.0, probe.seed)
     conflicting = ~agreeing(test.images, spurious, owner)
-    if len(spurious_view) < MIN_VIEW or not conflicting.any():
-        note = f"too few images for the views ({len(spurious_view)}) or no conflicting test image"
-        return [], [
-            *evidence_rows(CLAIM, "", POSITIVE, {STATISTIC: NAN}, note),
-            *evidence_rows(CLAIM, "", NEGATIVE, {STATISTIC: NAN}, note),
-        ]
-    codes_train, codes_test = sae_codes(sae, train), sae_codes(sae, test)
+    if min(len(view), len(full_view)) < MIN_VIEW or not conflicting.any():
+        return [], _absent(
+            f"too few images for the views ({len(view)}, {len(full_view)}) or no conflicting "
+            "test image"
+        )
     levels = {"label": train.labels}
     present = [c for c in naming_levels if c in train.images.columns]
     levels.update({c: train.images[c].astype(str).to_numpy() for c in present})
-    levels.setdefault(spurious.attribute, train.images[spurious.attribute].astype(str).to_numpy())
-    names = named_latents(codes_train, levels, spurious.top_n, spurious.min_active)
-    remove = names == spurious.attribute
-    y_train = class_ids(train.images[spurious.target].astype(str).to_numpy(), classes)
-    y_test = class_ids(test.images[spurious.target].astype(str).to_numpy(), classes)
+    levels.setdefault(attr, values_train)
+    y_all = class_ids(train.images[spurious.target].astype(str).to_numpy(), classes)
+    y_train = y_all[view]
+    y_test = class_ids(test.images[spurious.target].astype(str).to_numpy(), classes)[conflicting]
+    n_classes = len(classes)
     raw_train, raw_test = train.raw, test.raw
-    table, results = [], {}
-    for view, idx in (("spurious", spurious_view), ("balanced", balanced_view)):
-        res = removal_control(
-            raw_train[idx], codes_train[idx], y_train[idx],
-            raw_test[conflicting], codes_test[conflicting], y_test[conflicting],
-            remove, spurious.random_draws if view == "spurious" else 0, probe,
-        )  # fmt: skip
-        results[view] = res
-        for features, acc in res.accuracy.items():
-            if np.isnan(acc):
-                continue
-            label = {
-                "minus_spurious": f"sae -{spurious.attribute}",
-                "minus_random": "sae -random",
-            }.get(features, features)
-            table.append(
-                {
-                    "features": label,
-                    "k": "all",
-                    "n_features": raw_train.shape[1]
-                    if features == "raw"
-                    else codes_train.shape[1]
-                    - (res.n_removed if features.startswith("minus") else 0),
-                    "train_dataset": f"{view} view",
-                    "test_dataset": f"conflicting ({view} view)",
-                    "view": view,
-                    "target": spurious.target,
-                    "accuracy": acc,
-                    "n": int(conflicting.sum()),
-                    "n_unseen": 0,
-                    "weight_decay": float("nan"),
-                    "n_removed": res.n_removed,
-                }
-            )
-    seed = probe.seed
-    s, b = results["spurious"], results["balanced"]
-    note = (
-        f"{spurious.target} probes trained on a view where {spurious.attribute} agrees with "
-        f"{spurious.target} {spurious.agreement:.0%} (n={len(spurious_view)}), tested on the "
-        f"{int(conflicting.sum())} conflicting test images; {s.n_removed} latents named "
-        f"{spurious.attribute} removed; raw accuracy {s.accuracy['raw']:.3f}"
+
+    # the planted reference: raw activations and one unit per attribute value
+    scale = spurious.planted_scale * float(np.median(raw_train.std(axis=0)))
+    ref_train = np.concatenate(
+        [raw_train, planted_units(values_train, attribute_values, scale)], axis=1
     )
-    positive = {
-        STATISTIC: paired_difference(s.minus_spurious, s.raw, seed),
-        "all_codes_minus_raw": paired_difference(s.all_codes, s.raw, seed),
-        "removal_gain": paired_difference(s.minus_spurious, s.all_codes, seed),
-        "balanced_view_" + STATISTIC: paired_difference(b.minus_spurious, b.raw, seed),
+    ref_test = np.concatenate([raw_test, planted_units(values_test, attribute_values, scale)], 1)
+    ref_named = named_latents(ref_train, levels, spurious.top_n, spurious.min_active) == attr
+    planted = ref_named[raw_train.shape[1] :]
+    ref = removal_control(
+        ref_train[full_view], y_all[full_view], ref_test[conflicting], y_test, ref_named,
+        spurious.random_draws, probe, n_classes,
+    )  # fmt: skip
+
+    # the SAE's own case: its latents named after the attribute removed (not judged)
+    codes_train, codes_test = sae_codes(sae, train), sae_codes(sae, test)
+    sae_named = named_latents(codes_train, levels, spurious.top_n, spurious.min_active) == attr
+    sae_res = removal_control(
+        codes_train[view], y_train, codes_test[conflicting], y_test, sae_named, 0, probe,
+        n_classes,
+    )  # fmt: skip
+    raw, _ = _probe_correct(raw_train[view], y_train, raw_test[conflicting], y_test, n_classes,
+                            probe)  # fmt: skip
+
+    n_raw, width = raw_train.shape[1], codes_train.shape[1]
+    n_ref = ref_train.shape[1]
+    table = []
+    for view_name, label, correct, n_features, n_removed in (
+        ("spurious", "raw", raw, n_raw, 0),
+        ("spurious", "sae", sae_res.reference, width, 0),
+        ("spurious", f"sae -{attr}", sae_res.minus_named, width - sae_res.n_removed,
+         sae_res.n_removed),
+        ("planted", "raw+planted", ref.reference, n_ref, 0),
+        ("planted", f"raw+planted -{attr}", ref.minus_named, n_ref - ref.n_removed, ref.n_removed),
+        ("planted", "raw+planted -random", ref.minus_random, n_ref - ref.n_removed,
+         ref.n_removed),
+    ):  # fmt: skip
+        share = spurious.agreement if view_name == "spurious" else 1.0
+        table.append(
+            {
+                "features": label,
+                "k": "all",
+                "n_features": n_features,
+                "train_dataset": f"{attr} agrees {share:.0%}",
+                "test_dataset": f"conflicting ({view_name})",
+                "view": view_name,
+                "target": spurious.target,
+                "accuracy": float(correct.mean()),
+                "n": int(conflicting.sum()),
+                "n_unseen": 0,
+                "weight_decay": float("nan"),
+                "n_removed": n_removed,
+            }
+        )
+    seed = probe.seed
+    context = (
+        f"{spurious.target} probes trained on a view where {attr} always agrees with "
+        f"{spurious.target} (n={len(full_view)}), tested on the "
+        f"{int(conflicting.sum())} conflicting test images; reference = raw + "
+        f"{len(attribute_values)} planted {attr} units (scale {scale:.3g}), accuracy "
+        f"{ref.reference.mean():.3f}"
+    )
+    note = (
+        f"{context}; {ref.n_removed} units named {attr} removed ({int(planted.sum())} of the "
+        f"planted, {ref.n_removed - int(planted.sum())} raw), accuracy {ref.minus_named.mean():.3f}"
+    )
+    sae_note = (
+        f"not judged: the SAE on the view where {attr} agrees with {spurious.target} "
+        f"{spurious.agreement:.0%} (n={len(view)}) minus its {sae_res.n_removed} latents named "
+        f"{attr} ({sae_res.minus_named.mean():.3f}) vs raw ({raw.mean():.3f}) and vs all its "
+        f"codes ({sae_res.reference.mean():.3f}), on the {int(conflicting.sum())} conflicting "
+        f"test images"
+    )
+    positive = {STATISTIC: paired_difference(ref.minus_named, ref.reference, seed)}
+    sae_case = {
+        f"sae_minus_{attr}_vs_raw": paired_difference(sae_res.minus_named, raw, seed),
+        "sae_removal_gain": paired_difference(sae_res.minus_named, sae_res.reference, seed),
     }
-    negative = {
-        STATISTIC: paired_difference(s.minus_random, s.raw, seed),
-        "removal_gain": paired_difference(s.minus_random, s.all_codes, seed),
-    }
-    random_note = f"{s.n_removed} random other latents removed, mean over "
-    random_note += f"{spurious.random_draws} draws; same view and test group"
-    if s.n_removed == 0:
+    random_note = (
+        f"{context}; {ref.n_removed} random units not named {attr} removed, mean over "
+        f"{spurious.random_draws} draws, accuracy {ref.minus_random.mean():.3f}"
+    )
+    negative = {STATISTIC: paired_difference(ref.minus_random, ref.reference, seed)}
+    if ref.n_removed == 0:
         positive[STATISTIC] = negative[STATISTIC] = NAN
-        note = random_note = f"no latent is named {spurious.attribute}: no planted control"
-    evidence = [
+        note = random_note = f"no unit is named {attr}: the planted control failed"
+    return table, [
+        *evidence_rows(CLAIM, "", MEASURED, sae_case, sae_note),
         *evidence_rows(CLAIM, "", POSITIVE, positive, note),
         *evidence_rows(CLAIM, "", NEGATIVE, negative, random_note),
     ]
-    return table, evidence

@@ -117,8 +117,9 @@ def _controls(table: pd.DataFrame) -> pd.Series:
 
 def generalization(table: pd.DataFrame) -> plt.Figure:
     """Probe accuracy (all units) per test set: raw activations vs each SAE's codes, and beside
-    them the planted controls (superclass probes trained on the spurious or balanced view,
-    tested on the conflicting group: the SAE minus its colour latents or minus random ones)."""
+    them the controls on the conflicting group: superclass probes on raw activations plus planted
+    colour units, minus the units named colour (positive) or minus random ones (negative), and
+    the SAE minus its colour latents (reported)."""
     data = table[table["k"] == "all"]
     grid = sns.catplot(
         data=data,
