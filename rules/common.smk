@@ -80,14 +80,6 @@ def untrained_world_dir(model: str) -> str:
     return res(f"models/untrained/{model}")
 
 
-def world_model_file(model: str) -> str | None:
-    """The file a world model's extraction waits for (None: not a world model)."""
-    spec = config["models"][model]
-    if spec["source"] == "world" and spec.get("untrained"):
-        return f"{untrained_world_dir(model)}/open_clip_model.safetensors"
-    return WORLD_MODEL_FILES.get(spec["source"])
-
-
 def model_spec(name: str) -> dict:
     """The model's config entry with the folder of a world model filled in."""
     spec = dict(config["models"][name])
@@ -114,11 +106,14 @@ def world_llava_dir(model: str) -> str:
 
 
 def world_model_file(model: str) -> str | None:
-    """The file that marks a world model as trained (None for hub models)."""
-    source = config["models"][model]["source"]
-    if source == "world_llava":
+    """The file a world model's extraction waits for: the file that marks it trained (or,
+    for an untrained world CLIP, initialised); None for hub models."""
+    spec = config["models"][model]
+    if spec["source"] == "world" and spec.get("untrained"):
+        return f"{untrained_world_dir(model)}/open_clip_model.safetensors"
+    if spec["source"] == "world_llava":
         return f"{world_llava_dir(model)}/model.safetensors"
-    return WORLD_MODEL_FILES.get(source)
+    return WORLD_MODEL_FILES.get(spec["source"])
 
 
 def prompts_file(spec: dict) -> str:
