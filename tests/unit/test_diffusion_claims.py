@@ -144,3 +144,18 @@ def test_attribute_estimates_count_only_kept_units() -> None:
     )
     e = attribute_estimates(t, 0)
     assert e["named_after_input"].value == 1 and e["kept_fraction"].value == pytest.approx(1 / 3)
+
+
+def test_concept_directions_and_projection_concepts_recover_a_planted_word() -> None:
+    from saeprobe.diffusion.steering import concept_directions, projection_concepts
+
+    rng = np.random.default_rng(0)
+    prompts = ["a red circle", "a blue star", "a red star", "a blue circle"] * 10
+    prompt_of_row = np.repeat(np.arange(len(prompts)), 3)
+    acts = rng.normal(0, 0.1, (len(prompt_of_row), 16)).astype(np.float32)
+    red = np.array(["red" in prompts[i] for i in prompt_of_row])
+    acts[red, 3] += 2.0
+    dirs = concept_directions(acts, prompt_of_row, prompts, ["red", "star", "green"])
+    assert set(dirs) == {"red", "star"} and int(np.abs(dirs["red"]).argmax()) == 3
+    e3 = np.eye(16, dtype=np.float32)[[3]]
+    assert projection_concepts(acts, prompt_of_row, prompts, ["red", "star"], e3) == ["red"]

@@ -348,6 +348,7 @@ def run_attribute_experiment(
                     prompt_of_row,
                     prompts,
                     concept_words,
+                    [w for w in concept_words if gate is None or gate.get(w, False)],
                     images["base"],
                     settings,
                     gen,
@@ -368,6 +369,7 @@ def attribute_controls(
     prompt_of_row: np.ndarray,
     prompts: Sequence[str],
     concept_words: Sequence[str],
+    positive_words: Sequence[str],
     base: np.ndarray,
     settings: Mapping[str, Any],
     gen: GenSettings,
@@ -377,13 +379,14 @@ def attribute_controls(
 ) -> pd.DataFrame:
     """Discovery run on `settings["controls"]` directions of each kind, all of norm `norm` (the
     median change of the examined latents): positive = text-embedding directions of concepts
-    drawn (seeded) from `concept_words` (`concept_directions`; input concept: the concept by
+    drawn (seeded) from `positive_words` (the concepts the gate shows the generator renders;
+    all concept words without a gate) (`concept_directions`; input concept: the concept by
     construction); negative = isotropic random directions (input concept: the latents' prompt
     contrast procedure on the directions' projections, `projection_concepts`).
     acts (rows, d), prompt_of_row (rows,): the site's corpus; base: unsteered images."""
     rng = np.random.default_rng([int(seed), 4127])
-    text = concept_directions(acts, prompt_of_row, prompts, concept_words)
-    eligible = [w for w in concept_words if w in text]
+    text = concept_directions(acts, prompt_of_row, prompts, positive_words)
+    eligible = [w for w in positive_words if w in text]
     n = min(int(settings["controls"]), len(eligible))
     chosen = sorted(rng.choice(len(eligible), size=n, replace=False).tolist()) if n else []
     pos = [eligible[i] for i in chosen]
