@@ -432,6 +432,7 @@ DIFFUSION_FIGURES = (
     "steering_grid",
     "steering_effect",
     "steering_preservation",
+    "steering_controls",
     "attributes_grid",
 )
 

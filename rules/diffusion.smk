@@ -77,6 +77,18 @@ if "diffusion" in config:
             ),
             latents=res("diffusion/steering_latents.json"),
             evidence=res("evidence/steering.csv"),
+            controls=res("diffusion/steering_controls.csv"),
+            specificity=report(
+                res("tables/steering_specificity.csv"),
+                caption="../report/steering_specificity.rst",
+                category="Diffusion",
+            ),
+            controls_fig=report(
+                res("figures/steering_controls.png"),
+                caption="../report/steering_controls.rst",
+                category="Diffusion",
+            ),
+            controls_fig_pdf=res("figures/steering_controls.pdf"),
             grid=report(
                 res("figures/steering_grid.png"),
                 caption="../report/steering_grid.rst",
@@ -109,6 +121,7 @@ if "diffusion" in config:
         params:
             shared=diffusion_params(),
             steering=canonical(config["diffusion"]["steering"]),
+            primary=sae_primary(diffusion_model()),
             seed=config["seed"],
             device=config["device"],
         script:
@@ -119,6 +132,7 @@ if "diffusion" in config:
             **diffusion_inputs(),
         output:
             evidence=res("evidence/attributes.csv"),
+            controls=res("diffusion/attributes_controls.csv"),
             table=report(
                 res("tables/attributes.csv"),
                 caption="../report/attributes.rst",
@@ -144,6 +158,7 @@ if "diffusion" in config:
         params:
             shared=diffusion_params(),
             attributes=canonical(config["diffusion"]["attributes"]),
+            primary=sae_primary(diffusion_model()),
             seed=config["seed"],
             device=config["device"],
         script:

@@ -14,5 +14,11 @@ with job(snakemake) as j:
     exp = open_experiment(
         j.params.shared, inp.activations, inp.get("vocab"), j.device, inp.get("gate")
     )
-    attributes_task(exp, dict(j.params.attributes), dict(snakemake.output.items()))
-    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built
+    rows = attributes_task(
+        exp,
+        dict(j.params.attributes),
+        dict(snakemake.output.items()),
+        j.params.primary,
+        j.params.seed,
+    )
+    write_evidence(snakemake.output.evidence, rows)

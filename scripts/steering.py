@@ -16,5 +16,11 @@ with job(snakemake) as j:
     exp = open_experiment(
         j.params.shared, inp.activations, inp.get("vocab"), j.device, inp.get("gate")
     )
-    steering_task(exp, dict(j.params.steering), dict(snakemake.output.items()))
-    write_evidence(snakemake.output.evidence, [])  # TODO(claims): controls not yet built
+    rows = steering_task(
+        exp,
+        dict(j.params.steering),
+        dict(snakemake.output.items()),
+        j.params.primary,
+        j.params.seed,
+    )
+    write_evidence(snakemake.output.evidence, rows)

@@ -170,18 +170,27 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "steering",
             "SAEs on the text encoder steer generation",
-            "steering along a concept's latent raises that concept's score more than a "
-            "norm-matched random direction (paired CI of the difference above 0) for most "
-            "renderable concepts; positive: the concept's own text-embedding direction; "
-            "negative: a random latent",
+            "on the primary SAE, adding a concept's latent at the largest strength raises that "
+            "concept's CLIP score more than an isotropic random direction of the same norm on "
+            "the same prompt and seed (mean over the concepts the generator can render, equal "
+            "weight; paired bootstrap CI of the difference above 0); positive: the concept's "
+            "text-embedding direction (mean activation of corpus prompts with the word minus "
+            "without), same norm; negative: a random alive latent picked for no concept, same "
+            "norm; the pixel-colour change, specificity over the other concepts and the "
+            "top-concept rate are shown beside",
             {"effect_minus_random": Test(above=0.0)},
-            ("steering_effect.png", "steering_grid.png"),
+            ("steering_controls.png", "steering_effect.png", "steering_grid.png"),
         ),
         Claim(
             "attributes",
             "An automated pipeline discovers human-interpretable attributes",
-            "more latents are named after their input concept than under the permutation null "
-            "(p < 0.05); positive: concept directions; negative: random directions",
+            "among the primary SAE's kept latents (top latents by activation mass whose "
+            "discovered attribute is consistent across prompts and seeds), more are named after "
+            "their input concept (prompt-word contrast) than when input concepts are shuffled "
+            "among them (permutation p < 0.05); positive: concepts' text-embedding directions, "
+            "input concept by construction; negative: isotropic random directions of the same "
+            "norm, input concept by the same contrast on their projections; the fraction of "
+            "random directions kept (false-discovery rate) is shown beside",
             {"named_after_input": Test(p_below=0.05)},
             ("attributes_grid.png",),
         ),

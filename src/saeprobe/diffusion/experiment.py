@@ -21,15 +21,22 @@ import torch
 from saeprobe.activations import ActivationStore
 from saeprobe.config import load_section
 from saeprobe.diffusion.gate import RENDER_THRESHOLD, concept_gate, gated, read_gate
+from saeprobe.diffusion.hooks import latent_direction
 from saeprobe.diffusion.metrics import Scorer, clip_scores, colour_fractions
 from saeprobe.diffusion.pipeline import encode, generate, load_pipeline, tokenize_prompts
 from saeprobe.diffusion.steering import (
     GenSettings,
+    concept_directions,
     discover_attributes,
+    discover_directions,
     latent_stats,
     pick_latents,
+    projection_concepts,
     prompt_codes,
+    random_directions,
     run_steering,
+    scaled,
+    steering_controls,
     word_contrast,
 )
 from saeprobe.sae import load_sae
@@ -155,12 +162,16 @@ def run_steering_experiment(
     colours: Mapping[str, Sequence[int]] | None,
     device: torch.device,
     gate: Mapping[str, bool] | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
+    primary: str | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray], pd.DataFrame]:
     """Steering for every SAE. saes: from `sweep_saes`; settings: `diffusion.steering`; gate:
-    {concept: renderable} (a concept the generator cannot draw is not steered; None: all are).
+    {concept: renderable} (a concept the generator cannot draw is not steered; None: all are);
+    primary: the pre-registered SAE name, whose controls also include the text directions
+    (positive) and random latents (negative); every SAE gets norm-matched random directions.
     Returns (table, chosen latents {sae: {concept: {latent, typical, contrast, text}}}, images
-    of the first SAE)."""
-    tables, chosen, first_images = [], {}, None
+    of the first SAE, controls: `steering_controls` rows of every SAE)."""
+    tables, controls, chosen, first_images = [], [], {}, None
     for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
         acts, prompt_of_row, prompts, layer = load_prompt_site(site_dir)
@@ -179,11 +190,10 @@ def run_steering_experiment(
             for i, w in enumerate(words)
         }
         log.info("%s: steering latents %s", name, {w: c["latent"] for w, c in concepts.items()})
-        sae = sae.to(pipe.text_encoder.device)
         gen = gen_settings(generation, settings, layer)
         table, images = run_steering(
             pipe,
-            sae,
+            sae.to(pipe.text_encoder.device),
             name,
             concepts,
             settings["prompts"],
@@ -197,7 +207,72 @@ def run_steering_experiment(
         chosen[name] = concepts
         if first_images is None:
             first_images = images
-    return pd.concat(tables, ignore_index=True), chosen, first_images or {}
+        k_max = int(np.argmax(settings["strengths"]))
+        s_max = float(settings["strengths"][k_max])
+        if s_max <= 0 or not concepts:
+            continue
+        sae = sae.to("cpu")
+        is_primary = primary is None or name.rsplit("/", 1)[-1] == primary
+        deltas = control_deltas(
+            sae, concepts, s_max, typical, acts, prompt_of_row, prompts, seed, is_primary
+        )
+        controls.append(
+            steering_controls(
+                pipe,
+                name,
+                deltas,
+                {w: images[w][k_max] for w in concepts},
+                images["base"],
+                settings["prompts"],
+                settings["seeds"],
+                gen,
+                scorer,
+                {w: c["text"] for w, c in concepts.items()},
+                colours,
+            ).assign(strength=s_max, primary=is_primary)
+        )
+    control_table = pd.concat(controls, ignore_index=True) if controls else pd.DataFrame()
+    return pd.concat(tables, ignore_index=True), chosen, first_images or {}, control_table
+
+
+def control_deltas(
+    sae: Any,
+    concepts: Mapping[str, Mapping[str, Any]],
+    strength: float,
+    typical: np.ndarray,
+    acts: np.ndarray,
+    prompt_of_row: np.ndarray,
+    prompts: Sequence[str],
+    seed: int,
+    with_cases: bool,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """{condition: {concept: raw direction (d,)}}, each norm-matched to the concept latent's
+    change at `strength` (strength x typical x |W_dec / input_scale|): random_direction (one
+    seeded isotropic draw per concept) and, when `with_cases`, text_direction (the concept's
+    mean-activation difference, `concept_directions`; positive control) and random_latent (an
+    alive latent picked for no concept, seeded; negative control)."""
+    names = list(concepts)
+    norms = {
+        c: strength
+        * concepts[c]["typical"]
+        * float(latent_direction(sae, concepts[c]["latent"]).norm())
+        for c in names
+    }
+    rand = random_directions(len(names), sae.W_dec.shape[1], seed)
+    out = {"random_direction": {c: scaled(rand[i], norms[c]) for i, c in enumerate(names)}}
+    if not with_cases:
+        return out
+    text = concept_directions(acts, prompt_of_row, prompts, names)
+    out["text_direction"] = {c: scaled(text[c], norms[c]) for c in names if c in text}
+    picked = {int(c["latent"]) for c in concepts.values()}
+    pool = [i for i in range(len(typical)) if typical[i] > 0 and i not in picked]
+    rng = np.random.default_rng([int(seed), 4111])
+    draw = rng.choice(pool, size=len(names), replace=len(pool) < len(names)) if pool else []
+    out["random_latent"] = {
+        c: scaled(latent_direction(sae, int(r)), norms[c])
+        for c, r in zip(names, draw, strict=False)
+    }
+    return out
 
 
 def run_attribute_experiment(
@@ -210,13 +285,18 @@ def run_attribute_experiment(
     groups: Mapping[str, str] | None,
     concept_words: Sequence[str],
     gate: Mapping[str, bool] | None = None,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    primary: str | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], pd.DataFrame]:
     """Attribute discovery for the top `settings["top_n"]` latents (by activation mass) of every
     SAE. `concept_words`: words whose prompt contrast names each latent's input-side concept
     (column `input_concept`, for comparison with the discovered attribute). gate: {concept:
-    renderable}; only renderable attributes of the vocabulary can name a latent (None: all)."""
+    renderable}; only renderable attributes of the vocabulary can name a latent (None: all).
+    primary: the judged SAE name (None: the first), whose site also runs the controls
+    (`attribute_controls`). Returns (table, images of the first SAE, controls table)."""
     vocabulary = {a: t for a, t in vocabulary.items() if a in gated(vocabulary, gate, "attributes")}
-    tables, first_images = [], None
+    concept_words = [w for w in concept_words if w in vocabulary]
+    tables, controls, first_images = [], [], None
     for name, sae_dir, site_dir in saes:
         sae = load_sae(sae_dir, "cpu")
         acts, prompt_of_row, prompts, layer = load_prompt_site(site_dir)
@@ -224,11 +304,10 @@ def run_attribute_experiment(
         latents = [int(i) for i in np.argsort(-mass)[: settings["top_n"]] if mass[i] > 0]
         codes = prompt_codes(sae, acts, prompt_of_row, len(prompts))
         contrast = word_contrast(codes, prompts, concept_words)
-        sae = sae.to(pipe.text_encoder.device)
         gen = gen_settings(generation, settings, layer)
         table, images = discover_attributes(
             pipe,
-            sae,
+            sae.to(pipe.text_encoder.device),
             name,
             latents,
             typical,
@@ -241,6 +320,7 @@ def run_attribute_experiment(
             settings["min_consistency"],
             settings["min_effect"],
         )
+        sae = sae.to("cpu")
         table["activation_mass"] = mass[table["latent"].to_numpy()]
         best = contrast[:, table["latent"].to_numpy()]
         table["input_concept"] = [concept_words[i] for i in best.argmax(0)]
@@ -250,7 +330,87 @@ def run_attribute_experiment(
         tables.append(table)
         if first_images is None:
             first_images = images
-    return pd.concat(tables, ignore_index=True), first_images or {}
+        if (primary is None and not controls) or name.rsplit("/", 1)[-1] == primary:
+            norm = float(
+                np.median(
+                    [
+                        settings["strength"] * typical[i] * float(latent_direction(sae, i).norm())
+                        for i in latents
+                    ]
+                )
+            )
+            controls.append(
+                attribute_controls(
+                    pipe,
+                    name,
+                    norm,
+                    acts,
+                    prompt_of_row,
+                    prompts,
+                    concept_words,
+                    [w for w in concept_words if gate is None or gate.get(w, False)],
+                    images["base"],
+                    settings,
+                    gen,
+                    scorer,
+                    vocabulary,
+                    seed,
+                )
+            )
+    control_table = pd.concat(controls, ignore_index=True) if controls else pd.DataFrame()
+    return pd.concat(tables, ignore_index=True), first_images or {}, control_table
+
+
+def attribute_controls(
+    pipe: Any,
+    sae_name: str,
+    norm: float,
+    acts: np.ndarray,
+    prompt_of_row: np.ndarray,
+    prompts: Sequence[str],
+    concept_words: Sequence[str],
+    positive_words: Sequence[str],
+    base: np.ndarray,
+    settings: Mapping[str, Any],
+    gen: GenSettings,
+    scorer: Scorer,
+    vocabulary: Mapping[str, str],
+    seed: int,
+) -> pd.DataFrame:
+    """Discovery run on `settings["controls"]` directions of each kind, all of norm `norm` (the
+    median change of the examined latents): positive = text-embedding directions of concepts
+    drawn (seeded) from `positive_words` (the concepts the gate shows the generator renders;
+    all concept words without a gate) (`concept_directions`; input concept: the concept by
+    construction); negative = isotropic random directions (input concept: the latents' prompt
+    contrast procedure on the directions' projections, `projection_concepts`).
+    acts (rows, d), prompt_of_row (rows,): the site's corpus; base: unsteered images."""
+    rng = np.random.default_rng([int(seed), 4127])
+    text = concept_directions(acts, prompt_of_row, prompts, positive_words)
+    eligible = [w for w in positive_words if w in text]
+    n = min(int(settings["controls"]), len(eligible))
+    chosen = sorted(rng.choice(len(eligible), size=n, replace=False).tolist()) if n else []
+    pos = [eligible[i] for i in chosen]
+    rand = random_directions(int(settings["controls"]), acts.shape[1], seed + 1)
+    args = (settings["prompts"], settings["seeds"], gen, scorer, vocabulary)
+    thresholds = (settings["min_consistency"], settings["min_effect"])
+    parts = []
+    for case, names, dirs, inputs in (
+        ("positive", pos, [text[w] for w in pos], pos),
+        (
+            "negative",
+            [f"random_{i}" for i in range(len(rand))],
+            list(rand),
+            projection_concepts(acts, prompt_of_row, prompts, concept_words, rand)
+            if concept_words
+            else [""] * len(rand),
+        ),
+    ):
+        if not names:
+            continue
+        deltas = [scaled(d, norm) for d in dirs]
+        t = discover_directions(pipe, names, deltas, base, *args, *thresholds)
+        parts.append(t.assign(sae=sae_name, case=case, input_concept=inputs))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 @torch.no_grad()

@@ -105,18 +105,20 @@ def _embeds(
     sae: Any | None = None,
     latent: int | None = None,
     value: float = 0.0,
+    delta: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond (n, ctx, d), uncond (n, ctx, d)) embeddings, steered as `gen` says when `sae`."""
+    """(cond (n, ctx, d), uncond (n, ctx, d)) embeddings, steered as `gen` says when `sae`;
+    `delta` (d,): add this raw direction instead (any mode; the controls' directions)."""
     ids, am = tokenize_prompts(pipe, prompts)
     nids, nam = tokenize_prompts(pipe, [""] * len(prompts))
-    if sae is None:
+    if sae is None and delta is None:
         return encode(pipe, ids), encode(pipe, nids)
 
     def steered(i: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         mask = token_mask(a, gen.tokens)
-        if gen.mode == "add":
-            delta = value * latent_direction(sae, latent)
-            with steer(pipe.text_encoder, gen.layer, mask, delta=delta):
+        if delta is not None or gen.mode == "add":
+            d = delta if delta is not None else value * latent_direction(sae, latent)
+            with steer(pipe.text_encoder, gen.layer, mask, delta=d):
                 return encode(pipe, i)
         with steer(pipe.text_encoder, gen.layer, mask, clamp=(sae, latent, value)):
             return encode(pipe, i)
@@ -269,33 +271,229 @@ def discover_attributes(
         gen.batch_size,
         gen.height,
     ).reshape(len(latents), *base.shape)
-    rows = []
     images = {"base": base}
+    rows = []
     for latent, with_img in zip(latents, flat, strict=True):
-        emb = scorer.images(with_img)
-        delta = clip_scores(emb, text_emb) - clip_scores(base_emb, text_emb)  # (pairs, A)
-        best = delta.argmax(1).numpy()
-        counts = np.bincount(best, minlength=len(attrs))
-        modal = int(counts.argmax())
-        second = next(int(a) for a in np.argsort(-delta.mean(0).numpy()) if a != modal)
+        row = _attribute_row(scorer.images(with_img), base_emb, text_emb, attrs)
+        value = float(strength) * float(typical[latent])
         rows.append(
-            {
-                "sae": sae_name,
-                "latent": int(latent),
-                "attribute": attrs[modal],
-                "effect": float(delta[:, modal].mean()),
-                "consistency": float(counts[modal] / len(best)),
-                "runner_up": attrs[second],
-                "preservation": float(preservation(emb, base_emb).mean()),
-                "strength": float(strength),
-                "code_value": float(strength) * float(typical[latent]),
-            }
+            {"sae": sae_name, "latent": int(latent), **row, "strength": float(strength)}
+            | {"code_value": value}
         )
         images[f"latent_{int(latent)}"] = with_img
-    table = pd.DataFrame(rows)
+    return keep_and_rank(pd.DataFrame(rows), min_consistency, min_effect), images
+
+
+def _attribute_row(
+    emb: torch.Tensor, base_emb: torch.Tensor, text_emb: torch.Tensor, attrs: Sequence[str]
+) -> dict[str, Any]:
+    """Name one steering by the attribute its images gain. emb, base_emb: (pairs, e) steered and
+    unsteered image embeddings; text_emb: (A, e) of `attrs`."""
+    delta = clip_scores(emb, text_emb) - clip_scores(base_emb, text_emb)  # (pairs, A)
+    best = delta.argmax(1).numpy()
+    counts = np.bincount(best, minlength=len(attrs))
+    modal = int(counts.argmax())
+    second = next(int(a) for a in np.argsort(-delta.mean(0).numpy()) if a != modal)
+    return {
+        "attribute": attrs[modal],
+        "effect": float(delta[:, modal].mean()),
+        "consistency": float(counts[modal] / len(best)),
+        "runner_up": attrs[second],
+        "preservation": float(preservation(emb, base_emb).mean()),
+    }
+
+
+def keep_and_rank(table: pd.DataFrame, min_consistency: float, min_effect: float) -> pd.DataFrame:
+    """Add kept (consistency and effect thresholds), score = effect x consistency, rank."""
+    table = table.copy()
     table["kept"] = (table["consistency"] >= min_consistency) & (table["effect"] >= min_effect)
     table["score"] = table["effect"] * table["consistency"]
     order = table[table["kept"]].sort_values("score", ascending=False).index
     table["rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
     table.loc[order, "rank"] = np.arange(1, len(order) + 1)
-    return table, images
+    return table
+
+
+def _generate_directions(
+    pipe: Any,
+    ps: Sequence[str],
+    ss: Sequence[int],
+    deltas: Sequence[torch.Tensor],
+    gen: GenSettings,
+    shape: tuple[int, ...],
+) -> np.ndarray:
+    """Images (len(deltas), len(ps), H, W, 3), one block per raw direction (d,) added."""
+    if not deltas:
+        return np.zeros((0, *shape), np.uint8)
+    conds, uncs = zip(*(_embeds(pipe, ps, gen, delta=d) for d in deltas), strict=True)
+    return generate(
+        pipe,
+        torch.cat(conds),
+        torch.cat(uncs),
+        list(ss) * len(deltas),
+        gen.steps,
+        gen.guidance_scale,
+        gen.batch_size,
+        gen.height,
+    ).reshape(len(deltas), *shape)
+
+
+def discover_directions(
+    pipe: Any,
+    names: Sequence[str],
+    deltas: Sequence[torch.Tensor],
+    base: np.ndarray,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    gen: GenSettings,
+    scorer: Scorer,
+    vocabulary: Mapping[str, str],
+    min_consistency: float,
+    min_effect: float,
+) -> pd.DataFrame:
+    """`discover_attributes` for raw directions (the controls): one row per name (column
+    `direction`), steering = adding deltas[i] (d,) at the chosen tokens. base: the unsteered
+    images (P*S, H, W, 3) of the same prompts and seeds."""
+    ps, ss = _grid(prompts, seeds)
+    attrs = list(vocabulary)
+    text_emb = scorer.texts([vocabulary[a] for a in attrs])
+    base_emb = scorer.images(base)
+    flat = _generate_directions(pipe, ps, ss, deltas, gen, base.shape)
+    rows = [
+        {"direction": n, **_attribute_row(scorer.images(img), base_emb, text_emb, attrs)}
+        | {"norm": float(d.norm())}
+        for n, d, img in zip(names, deltas, flat, strict=True)
+    ]
+    cols = ["direction", "attribute", "effect", "consistency", "runner_up", "preservation", "norm"]
+    return keep_and_rank(pd.DataFrame(rows, columns=cols), min_consistency, min_effect)
+
+
+def concept_directions(
+    acts: np.ndarray, prompt_of_row: np.ndarray, prompts: Sequence[str], words: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Each word's text-embedding direction at the site (d,): the mean activation over the tokens
+    of corpus prompts containing the word minus over the others' (words in every or no prompt
+    are left out). acts: (rows, d); prompt_of_row: (rows,) prompt index."""
+    tokens = [set(p.lower().split()) for p in prompts]
+    x = np.asarray(acts, dtype=np.float32)
+    out = {}
+    for w in words:
+        has = np.array([w.lower() in t for t in tokens])[np.asarray(prompt_of_row)]
+        if has.all() or not has.any():
+            continue
+        out[w] = x[has].mean(0) - x[~has].mean(0)
+    return out
+
+
+def random_directions(n: int, d: int, seed: int) -> np.ndarray:
+    """n isotropic random unit directions (n, d), seeded."""
+    g = np.random.default_rng([int(seed), 4099]).standard_normal((n, d))
+    return (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
+
+
+def scaled(direction: np.ndarray | torch.Tensor, norm: float) -> torch.Tensor:
+    """direction rescaled to the given norm, float32 tensor (d,)."""
+    t = torch.as_tensor(np.asarray(direction, dtype=np.float32))
+    return t * (float(norm) / t.norm().clamp_min(1e-12))
+
+
+def projection_concepts(
+    acts: np.ndarray,
+    prompt_of_row: np.ndarray,
+    prompts: Sequence[str],
+    words: Sequence[str],
+    directions: np.ndarray,
+) -> list[str]:
+    """The input-side concept of each direction (m, d) by the latents' procedure: per prompt the
+    max projection over its tokens, then the word with the largest prompt contrast."""
+    proj = torch.from_numpy(np.asarray(acts, dtype=np.float32) @ directions.T)  # (rows, m)
+    per_prompt = torch.full((len(prompts), proj.shape[1]), -torch.inf)
+    idx = torch.from_numpy(np.array(prompt_of_row, dtype=np.int64))[:, None].expand_as(proj)
+    per_prompt.scatter_reduce_(0, idx, proj, reduce="amax")
+    per_prompt[torch.isinf(per_prompt)] = 0.0
+    contrast = word_contrast(per_prompt.numpy(), prompts, words)  # (words, m)
+    return [words[i] for i in contrast.argmax(0)]
+
+
+CONTROL_COLUMNS = [
+    "sae",
+    "condition",
+    "concept",
+    "prompt",
+    "seed",
+    "scored",
+    "effect",
+    "colour_effect",
+    "norm",
+]
+
+
+def score_blocks(
+    blocks: Mapping[tuple[str, str], np.ndarray],
+    base: np.ndarray,
+    ps: Sequence[str],
+    ss: Sequence[int],
+    texts: Mapping[str, str],
+    scorer: Scorer,
+    colours: Mapping[str, Sequence[int]] | None,
+) -> pd.DataFrame:
+    """Long table: for every image block {(condition, steered concept): (P*S, H, W, 3)}, every
+    (prompt, seed) and every scored concept of `texts`, the CLIP-score change vs the unsteered
+    image (effect) and, for a colour, the change of its pixel fraction (colour_effect)."""
+    names = list(texts)
+    text_emb = scorer.texts([texts[c] for c in names])
+    base_clip = clip_scores(scorer.images(base), text_emb).numpy()  # (P*S, C)
+    base_col = colour_fractions(base, colours) if colours else {}
+    parts = []
+    for (condition, concept), imgs in blocks.items():
+        eff = clip_scores(scorer.images(imgs), text_emb).numpy() - base_clip
+        col = colour_fractions(imgs, colours) if colours else {}
+        for k, scored in enumerate(names):
+            ce = col[scored] - base_col[scored] if scored in col else np.full(len(ps), np.nan)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "condition": condition,
+                        "concept": concept,
+                        "prompt": list(ps),
+                        "seed": list(ss),
+                        "scored": scored,
+                        "effect": eff[:, k],
+                        "colour_effect": ce,
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True)
+
+
+def steering_controls(
+    pipe: Any,
+    sae_name: str,
+    deltas: Mapping[str, Mapping[str, torch.Tensor]],
+    latent_images: Mapping[str, np.ndarray],
+    base: np.ndarray,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    gen: GenSettings,
+    scorer: Scorer,
+    texts: Mapping[str, str],
+    colours: Mapping[str, Sequence[int]] | None = None,
+) -> pd.DataFrame:
+    """The steering controls at one strength (the largest): for every condition {condition:
+    {concept: raw direction (d,)}} (random direction, random latent, text direction; each
+    norm-matched to the concept latent's change) generate the same prompts and seeds, and score
+    them with the concept latent's own images (`latent_images` {concept: (P*S, H, W, 3)},
+    condition "latent") against every concept of `texts` (`score_blocks`). base: unsteered images
+    (P*S, H, W, 3). Returns the long table (CONTROL_COLUMNS)."""
+    ps, ss = _grid(prompts, seeds)
+    keys = [(cond, c) for cond, per in deltas.items() for c in per]
+    flat = _generate_directions(pipe, ps, ss, [deltas[k][c] for k, c in keys], gen, base.shape)
+    blocks = {("latent", c): img for c, img in latent_images.items()}
+    blocks |= dict(zip(keys, flat, strict=True))
+    table = score_blocks(blocks, base, ps, ss, texts, scorer, colours)
+    norms = {k: float(deltas[k[0]][k[1]].norm()) for k in keys}
+    table["norm"] = [
+        norms.get(k, np.nan) for k in zip(table["condition"], table["concept"], strict=True)
+    ]
+    table.insert(0, "sae", sae_name)
+    return table[CONTROL_COLUMNS]

@@ -8,24 +8,165 @@ the images are scored against every concept (CLIP) and, in the world, by pixel c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.diffusion.experiment import Experiment, run_steering_experiment, world_colours
 from saeprobe.io import atomic_write_csv, atomic_write_json
 from saeprobe.plots import save_figure
-from saeprobe.plots.diffusion import effect_curves, steering_effect, steering_grid
+from saeprobe.plots.diffusion import (
+    effect_curves,
+    steering_controls_figure,
+    steering_effect,
+    steering_grid,
+)
+from saeprobe.stats import Estimate, bootstrap
+
+# case -> the condition whose own-concept effect is compared with the random direction's
+CASE_CONDITIONS = {MEASURED: "latent", POSITIVE: "text_direction", NEGATIVE: "random_latent"}
+REFERENCE = "random_direction"
 
 
-def steering_task(exp: Experiment, settings: Mapping[str, Any], out: Mapping[str, str]) -> None:
+def own_effects(controls: pd.DataFrame, condition: str, column: str = "effect") -> pd.DataFrame:
+    """Per (concept, prompt, seed) the condition's change of its own concept's score minus the
+    random direction's (column `diff`), from the long controls table of one SAE (columns
+    condition, concept, prompt, seed, scored and `column`)."""
+    own = controls[controls["scored"] == controls["concept"]]
+    keys = ["concept", "prompt", "seed"]
+    a = own[own["condition"] == condition].set_index(keys)[column]
+    b = own[own["condition"] == REFERENCE].set_index(keys)[column]
+    both = pd.concat({"steered": a, "reference": b}, axis=1, join="inner").dropna()
+    return both.assign(diff=both["steered"] - both["reference"]).reset_index()
+
+
+def specificity_matrix(controls: pd.DataFrame, condition: str = "latent") -> pd.DataFrame:
+    """Steered concept x scored concept: mean CLIP-score change over prompts and seeds."""
+    sub = controls[controls["condition"] == condition]
+    return sub.pivot_table(index="concept", columns="scored", values="effect", aggfunc="mean")
+
+
+def _specificity_units(controls: pd.DataFrame, condition: str) -> pd.DataFrame:
+    """Per (concept, prompt, seed): own-concept effect minus the mean effect on the others."""
+    sub = controls[controls["condition"] == condition]
+    own = sub["scored"] == sub["concept"]
+    keys = ["concept", "prompt", "seed"]
+    diag = sub[own].set_index(keys)["effect"]
+    off = sub[~own].groupby(keys)["effect"].mean()
+    top = sub.loc[sub.groupby(keys)["effect"].idxmax()].set_index(keys)["scored"]
+    out = pd.concat({"diag": diag, "off": off, "top": top}, axis=1, join="inner").reset_index()
+    return out.assign(spec=out["diag"] - out["off"], hit=out["top"] == out["concept"])
+
+
+def concept_mean(x: np.ndarray, g: np.ndarray) -> float:
+    """Mean over concepts of the per-concept mean of x (n,); g (n,): each row's concept."""
+    return float(np.mean([x[g == k].mean() for k in np.unique(g)]))
+
+
+def case_estimates(controls: pd.DataFrame, condition: str, seed: int) -> dict[str, Estimate]:
+    """The steering statistics of one condition (one SAE's controls table): effect_minus_random
+    (judged) = mean over concepts of the mean paired (prompt, seed) difference of own-concept
+    CLIP-score change vs the norm-matched random direction, bootstrap over (prompt, seed) units
+    within concepts; beside it (not judged) the same for the pixel fraction of colour concepts
+    and for specificity (own-concept change minus the mean change of the other concepts; the
+    random direction's is subtracted because scored concepts differ in how any change moves
+    them), and the fraction of images whose largest change is the steered concept."""
+    nan = Estimate(math.nan)
+    out: dict[str, Estimate] = {}
+    for name, column in (
+        ("effect_minus_random", "effect"),
+        ("colour_minus_random", "colour_effect"),
+    ):
+        d = own_effects(controls, condition, column)
+        if d.empty:
+            out[name] = nan
+            continue
+        g = d["concept"].to_numpy()
+        out[name] = bootstrap(concept_mean, [d["diff"].to_numpy(), g], seed, strata=g)
+    units = _specificity_units(controls, condition)
+    ref = _specificity_units(controls, REFERENCE)
+    keys = ["concept", "prompt", "seed"]
+    paired = units.merge(ref[[*keys, "spec"]], on=keys, suffixes=("", "_ref"))
+    if units.empty or paired.empty:
+        out["specificity_minus_random"] = out["top_is_steered"] = nan
+        return out
+    g = paired["concept"].to_numpy()
+    d = (paired["spec"] - paired["spec_ref"]).to_numpy()
+    out["specificity_minus_random"] = bootstrap(concept_mean, [d, g], seed, strata=g)
+    out["top_is_steered"] = Estimate(float(units["hit"].mean()))
+    out["n_concepts"] = Estimate(float(units["concept"].nunique()))
+    return out
+
+
+def steering_evidence(controls: pd.DataFrame, primary: str | None, seed: int) -> list[dict]:
+    """Evidence rows of the steering claim from the controls table (`steering_controls` rows of
+    every SAE; column `primary` marks the judged SAE). Site: `{model}/{site}` of the SAE id."""
+    rows: list[dict] = []
+    if controls.empty:
+        return rows
+    for sae, sub in controls.groupby("sae", sort=False):
+        site, name = str(sae).rsplit("/", 1)
+        judged = bool(sub["primary"].iloc[0]) if "primary" in sub else name == primary
+        cases = CASE_CONDITIONS if judged else {f"{SENSITIVITY}{name}": "latent"}
+        for case, condition in cases.items():
+            if not (sub["condition"] == condition).any():
+                continue
+            strength = sub["strength"].iloc[0] if "strength" in sub else math.nan
+            note = f"{condition} vs norm-matched random direction, strength {strength:g}"
+            rows += evidence_rows(
+                "steering", site, case, case_estimates(sub, condition, seed), note
+            )
+    return rows
+
+
+def steering_task(
+    exp: Experiment,
+    settings: Mapping[str, Any],
+    out: Mapping[str, str],
+    primary: str | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """Run steering (settings: `diffusion.steering`) and write `out`: table, latents (JSON),
-    grid, effect and preservation figures (PNG, and `*_pdf`)."""
+    controls and specificity tables, grid, effect, controls and preservation figures (PNG, and
+    `*_pdf`). Returns the claim's evidence rows."""
     colours = world_colours(exp.vocab) if exp.world else None
     device = exp.pipe.text_encoder.device
-    table, chosen, images = run_steering_experiment(
-        exp.pipe, exp.saes, settings, exp.generation, exp.scorer, colours, device, exp.gate
+    table, chosen, images, controls = run_steering_experiment(
+        exp.pipe,
+        exp.saes,
+        settings,
+        exp.generation,
+        exp.scorer,
+        colours,
+        device,
+        exp.gate,
+        primary,
+        seed,
     )
     atomic_write_csv(out["table"], table)
+    atomic_write_csv(out["controls"], controls)
+    spec = (
+        [
+            specificity_matrix(g, cond)
+            .reset_index()
+            .melt(id_vars="concept", value_name="effect")
+            .assign(sae=sae, condition=cond)
+            for sae, g in controls.groupby("sae", sort=False)
+            for cond in dict.fromkeys(g["condition"])
+        ]
+        if not controls.empty
+        else []
+    )
+    atomic_write_csv(
+        out["specificity"],
+        pd.concat(spec, ignore_index=True)
+        if spec
+        else pd.DataFrame(columns=["sae", "condition", "concept", "scored", "effect"]),
+    )
     atomic_write_json(out["latents"], chosen)
     steered = set(table["concept"])
     grid_concepts = [c for c in settings["grid_concepts"] if c in steered]
@@ -46,3 +187,5 @@ def steering_task(exp: Experiment, settings: Mapping[str, Any], out: Mapping[str
         "Preservation vs strength (mean ± sd over prompts x seeds; points: images)",
     )
     save_figure(fig, out["preservation"], out["preservation_pdf"])
+    save_figure(steering_controls_figure(controls), out["controls_fig"], out["controls_fig_pdf"])
+    return steering_evidence(controls, primary, seed)

@@ -195,3 +195,50 @@ def samples_grid(
     return image_rows(
         rows, list(colours), f"World diffusion model, prompt 'a {{colour}} {{shape}}'\n{summary}"
     )
+
+
+CONDITION_LABELS = {
+    "latent": "concept latent (measured)",
+    "text_direction": "text direction (positive)",
+    "random_latent": "random latent (negative)",
+    "random_direction": "random direction (reference)",
+}
+
+
+def steering_controls_figure(controls: pd.DataFrame) -> plt.Figure:
+    """Left: each concept's own CLIP-score change at the largest strength under the concept
+    latent, the controls and the norm-matched random direction (mean ± 95% CI over prompts x
+    seeds). Right: the concept latents' specificity matrix (steered x scored concept)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
+    if controls.empty:
+        fig.suptitle("Steering controls: not run", fontsize=9)
+        return fig
+    sae = controls.loc[controls["primary"].astype(bool), "sae"]
+    sae = sae.iloc[0] if len(sae) else controls["sae"].iloc[0]
+    sub = controls[controls["sae"] == sae]
+    own = sub[sub["scored"] == sub["concept"]].assign(
+        condition=lambda t: t["condition"].map(CONDITION_LABELS).fillna(t["condition"])
+    )
+    order = [c for c in CONDITION_LABELS.values() if c in set(own["condition"])]
+    sns.pointplot(
+        data=own,
+        x="concept",
+        y="effect",
+        hue="condition",
+        hue_order=order,
+        dodge=0.5,
+        linestyle="none",
+        errorbar=("ci", 95),
+        ax=axes[0, 0],
+    )
+    axes[0, 0].axhline(0, color="grey", lw=0.8, ls=":")
+    axes[0, 0].set_ylabel("own-concept CLIP score change vs unsteered")
+    axes[0, 0].legend(fontsize=7)
+    lat = sub[sub["condition"] == "latent"]
+    matrix = lat.pivot_table(index="concept", columns="scored", values="effect", aggfunc="mean")
+    sns.heatmap(matrix, cmap="RdBu_r", center=0, annot=True, fmt=".2f", ax=axes[0, 1])
+    axes[0, 1].set_xlabel("scored concept")
+    axes[0, 1].set_ylabel("steered concept (its latent)")
+    fig.suptitle(f"Steering controls ({sae}, strength {sub['strength'].iloc[0]:g})", fontsize=9)
+    fig.tight_layout()
+    return fig
