@@ -280,8 +280,10 @@ def sae_sites() -> list[tuple[str, str]]:
 
 
 def judged_sae_sites() -> list[tuple[str, str]]:
-    """The (model, site)s whose SAEs are evaluated and judged: all but the controls'."""
+    """The (model, site)s whose SAEs are evaluated and judged: all but the controls' (an
+    untrained copy of a vision model, a shuffled-caption multimodal LLM)."""
     controls = set(untrained_controls().values())
+    controls |= set(config.get("mllm", {}).get("negatives", {}).values())
     return [(m, s) for m, s in sae_sites() if m not in controls]
 
 

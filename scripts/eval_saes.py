@@ -36,7 +36,7 @@ with job(snakemake) as j:
         Path(inputs.train) / p.site,
         Path(inputs.held_out) / p.site,
         quality,
-        p.site,
+        f"{p.model_name}/{p.site}",
         snakemake.output.evidence,
         device=j.device,
         seed=j.seed,

@@ -28,4 +28,4 @@ with job(snakemake) as j:
     evidence = ontology_claim(
         sites, p.id_dataset, hierarchy, p.primary, p.settings, p.seed, j.device
     )
-    write_evidence(snakemake.output.evidence, evidence)
+    write_evidence(snakemake.output.evidence, evidence, model=p.model)

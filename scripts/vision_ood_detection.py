@@ -40,4 +40,4 @@ with job(snakemake) as j:
             [n for n in p.sae_names if n != p.primary],
             seed=p.seed,
         )
-    write_evidence(snakemake.output.evidence, rows)
+    write_evidence(snakemake.output.evidence, rows, model=p.model)

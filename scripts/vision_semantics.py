@@ -33,4 +33,4 @@ with job(snakemake) as j:
     )
     atomic_write_csv(out.units, table)
     save_figure(top_image_grid(panels), out.grid_png, out.grid_pdf)
-    write_evidence(out.evidence, evidence)
+    write_evidence(out.evidence, evidence, model=p.model)

@@ -175,9 +175,10 @@ CLAIMS: dict[str, Claim] = {
             "the same prompt and seed (mean over the concepts the generator can render, equal "
             "weight; paired bootstrap CI of the difference above 0); positive: the concept's "
             "text-embedding direction (mean activation of corpus prompts with the word minus "
-            "without), same norm; negative: a random alive latent picked for no concept, same "
-            "norm; the pixel-colour change, specificity over the other concepts and the "
-            "top-concept rate are shown beside",
+            "without), same norm; negative: the latents of the other concepts, scored on this "
+            "concept (by construction not about it); a random alive latent picked for no "
+            "concept, the pixel-colour change, specificity over the other concepts and the "
+            "top-concept rate are shown beside, not judged",
             {"effect_minus_random": Test(above=0.0)},
             ("steering_controls.png", "steering_effect.png", "steering_grid.png"),
         ),
@@ -323,8 +324,15 @@ def judge(evidence: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def write_evidence(path: str | Path, rows: Iterable[Mapping]) -> pd.DataFrame:
-    """Write evidence rows (from `evidence_rows`) to `path`, columns in EVIDENCE_COLUMNS order."""
+def write_evidence(
+    path: str | Path, rows: Iterable[Mapping], model: str | None = None
+) -> pd.DataFrame:
+    """Write evidence rows (from `evidence_rows`) to `path`, columns in EVIDENCE_COLUMNS order;
+    with `model`, a bare site name becomes "{model}/{site}" (sites of different models are
+    judged apart)."""
     table = pd.DataFrame(list(rows), columns=EVIDENCE_COLUMNS)
+    if model is not None and len(table):
+        bare = ~table["site"].astype(str).str.contains("/")
+        table.loc[bare, "site"] = model + "/" + table.loc[bare, "site"].astype(str)
     atomic_write_csv(path, table)
     return table

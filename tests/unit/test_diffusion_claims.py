@@ -62,13 +62,28 @@ def test_broken_steering_evaluation_never_holds(broken: str, tmp_path) -> None:
         t.loc[lat, "concept"] = t.loc[lat, "concept"].map(mapping)
     v = verdict(steering_evidence(t, "topk-w128-k4", 0), tmp_path)
     assert v != HOLDS
-    if broken != "zero_effect":  # all-zero effects also fail the positive: inconclusive
+    if broken == "random_latent_as_concept":
         assert v == FAILS
+    if broken == "shuffled_labels":  # each latent now raises another concept: the negative
+        assert v == INCONCLUSIVE  # (other concepts' latents) catches it
 
 
-def test_steering_negative_that_is_the_concept_latent_is_inconclusive(tmp_path) -> None:
-    t = controls_table({**GOOD, "random_latent": 0.1})
+def test_steering_negative_with_unspecific_latents_is_inconclusive(tmp_path) -> None:
+    """Latents that raise every concept's score alike: the other concepts' latents raise this
+    one too, so the negative control passes and the verdict cannot be "holds"."""
+    t = controls_table(GOOD)
+    lat = t["condition"] == "latent"
+    t.loc[lat, "effect"] = t.loc[lat, "effect"].where(
+        t.loc[lat, "scored"] == t.loc[lat, "concept"], 0.1
+    )
     assert verdict(steering_evidence(t, "topk-w128-k4", 0), tmp_path) == INCONCLUSIVE
+
+
+def test_a_random_latent_is_reported_not_judged(tmp_path) -> None:
+    t = controls_table({**GOOD, "random_latent": 0.1})
+    rows = steering_evidence(t, "topk-w128-k4", 0)
+    assert verdict(rows, tmp_path) == HOLDS
+    assert any(r["case"] == "reported:random_latent" for r in rows)
 
 
 def test_other_saes_are_sensitivity_rows_only(tmp_path) -> None:
@@ -78,7 +93,13 @@ def test_other_saes_are_sensitivity_rows_only(tmp_path) -> None:
     )
     rows = steering_evidence(pd.concat([t, other]), "topk-w128-k4", 0)
     cases = {r["case"] for r in rows}
-    assert cases == {"measured", "positive", "negative", "sensitivity:other"}
+    assert cases == {
+        "measured",
+        "positive",
+        "negative",
+        "reported:random_latent",
+        "sensitivity:other",
+    }
 
 
 def test_permutation_null_of_naming() -> None:

@@ -27,8 +27,16 @@ from saeprobe.plots.diffusion import (
 )
 from saeprobe.stats import Estimate, bootstrap
 
-# case -> the condition whose own-concept effect is compared with the random direction's
-CASE_CONDITIONS = {MEASURED: "latent", POSITIVE: "text_direction", NEGATIVE: "random_latent"}
+# case -> the condition whose own-concept effect is compared with the random direction's.
+# The negative is the other concepts' latents scored on this concept (`mismatched_effects`):
+# by construction not about it. A random SAE latent is reported beside, not judged: it is a
+# real feature of the encoder and may legitimately move a concept's score.
+CASE_CONDITIONS = {
+    MEASURED: "latent",
+    POSITIVE: "text_direction",
+    NEGATIVE: "mismatched_latent",
+    "reported:random_latent": "random_latent",
+}
 REFERENCE = "random_direction"
 
 
@@ -40,6 +48,25 @@ def own_effects(controls: pd.DataFrame, condition: str, column: str = "effect") 
     keys = ["concept", "prompt", "seed"]
     a = own[own["condition"] == condition].set_index(keys)[column]
     b = own[own["condition"] == REFERENCE].set_index(keys)[column]
+    both = pd.concat({"steered": a, "reference": b}, axis=1, join="inner").dropna()
+    return both.assign(diff=both["steered"] - both["reference"]).reset_index()
+
+
+def mismatched_effects(controls: pd.DataFrame, column: str = "effect") -> pd.DataFrame:
+    """Per (concept, prompt, seed) the mean change of the concept's score when steering with
+    the latents of the OTHER concepts, minus the random direction's change of it (column
+    `diff`), from the long controls table of one SAE."""
+    keys = ["concept", "prompt", "seed"]
+    steered = controls[
+        (controls["condition"] == "latent") & (controls["scored"] != controls["concept"])
+    ]
+    steered = steered[steered["scored"].isin(set(controls["concept"]))]
+    a = steered.groupby(["scored", "prompt", "seed"])[column].mean()
+    a.index = a.index.set_names(keys)
+    own = controls[
+        (controls["condition"] == REFERENCE) & (controls["scored"] == controls["concept"])
+    ]
+    b = own.set_index(keys)[column]
     both = pd.concat({"steered": a, "reference": b}, axis=1, join="inner").dropna()
     return both.assign(diff=both["steered"] - both["reference"]).reset_index()
 
@@ -81,12 +108,17 @@ def case_estimates(controls: pd.DataFrame, condition: str, seed: int) -> dict[st
         ("effect_minus_random", "effect"),
         ("colour_minus_random", "colour_effect"),
     ):
-        d = own_effects(controls, condition, column)
+        if condition == "mismatched_latent":
+            d = mismatched_effects(controls, column) if column in controls else pd.DataFrame()
+        else:
+            d = own_effects(controls, condition, column)
         if d.empty:
             out[name] = nan
             continue
         g = d["concept"].to_numpy()
         out[name] = bootstrap(concept_mean, [d["diff"].to_numpy(), g], seed, strata=g)
+    if condition == "mismatched_latent":
+        return out
     units = _specificity_units(controls, condition)
     ref = _specificity_units(controls, REFERENCE)
     keys = ["concept", "prompt", "seed"]
@@ -113,10 +145,12 @@ def steering_evidence(controls: pd.DataFrame, primary: str | None, seed: int) ->
         judged = bool(sub["primary"].iloc[0]) if "primary" in sub else name == primary
         cases = CASE_CONDITIONS if judged else {f"{SENSITIVITY}{name}": "latent"}
         for case, condition in cases.items():
-            if not (sub["condition"] == condition).any():
+            source = "latent" if condition == "mismatched_latent" else condition
+            if not (sub["condition"] == source).any():
                 continue
             strength = sub["strength"].iloc[0] if "strength" in sub else math.nan
-            note = f"{condition} vs norm-matched random direction, strength {strength:g}"
+            what = "other concepts' latents" if condition == "mismatched_latent" else condition
+            note = f"{what} vs norm-matched random direction, strength {strength:g}"
             rows += evidence_rows(
                 "steering", site, case, case_estimates(sub, condition, seed), note
             )
