@@ -390,6 +390,30 @@ def nuisance_labels(labels: np.ndarray, seed: int) -> np.ndarray:
 
 
 UNTRAINED = NEGATIVE + ":untrained"
+NUISANCE_DRAWS = 20
+
+
+def nuisance_difference(
+    sae: np.ndarray, rand: np.ndarray, labels: np.ndarray, top_n: int, seed: int
+) -> Estimate:
+    """Mean purity of the SAE's units minus random directions' on NUISANCE_DRAWS independent
+    nuisance labels (`nuisance_labels`), with a normal interval from the spread over the draws.
+
+    Units share top images, so a bootstrap over units on one draw is overconfident: one
+    shuffle that happens to put equal labels on a few popular images counts once per unit.
+    Independent draws make the interval honest. sae: (n_images, width) codes; rand:
+    (n_images, m) random-direction projections; labels: (n_images,) leaf labels."""
+    top_sae, top_rand = top_images(sae, top_n, True), top_images(rand, top_n, False)
+    full_sae = top_sae.valid.sum(axis=1) >= min(top_n, sae.shape[0])
+    diffs = []
+    for k in range(NUISANCE_DRAWS):
+        nuisance = nuisance_labels(labels, seed + k)
+        p_sae = purity(nuisance, top_sae, top_n)[0][full_sae]
+        p_rand = purity(nuisance, top_rand, top_n)[0]
+        diffs.append(np.nanmean(p_sae) - np.nanmean(p_rand))
+    d = np.asarray(diffs)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    return Estimate(float(d.mean()), float(d.mean() - half), float(d.mean() + half))
 
 
 def purity_advantage(
@@ -428,7 +452,8 @@ def semantics_evidence(
     width) and class-mean directions project the centred activations.
     measured: `purity_advantage` of the primary SAE; positive: class-mean directions of
     the leaf labels minus random; negative: the primary SAE minus random directions, both on a
-    nuisance label (`nuisance_labels` unless `nuisance` (n_images,) is given); negative
+    nuisance label (`nuisance_difference` over independent draws, unless `nuisance`
+    (n_images,) is given); negative
     `UNTRAINED` (with `untrained` = (raw (m, d'), primary SAE codes (m, w'), leaf labels (m,))
     of the same site of an untrained copy of the model): `purity_advantage` there, so the
     measured case's code on a model that learnt nothing; sensitivity: every other SAE minus
@@ -441,7 +466,6 @@ def semantics_evidence(
     rand = centred @ random_directions(raw.shape[1], codes[primary].shape[1], seed)
     classes = np.unique(labels)
     means = centred @ group_mean_directions(raw, [labels == c for c in classes])
-    nuisance = nuisance_labels(labels, seed) if nuisance is None else np.asarray(nuisance)
 
     def pur(x: np.ndarray, on: np.ndarray, positive: bool) -> np.ndarray:
         return full_purity(x, on, top_n, positive)
@@ -463,11 +487,18 @@ def semantics_evidence(
         site,
         NEGATIVE,
         {
-            "purity_minus_random": mean_difference(
-                pur(codes[primary], nuisance, True), pur(rand, nuisance, False), seed
+            "purity_minus_random": (
+                nuisance_difference(codes[primary], rand, labels, top_n, seed)
+                if nuisance is None
+                else mean_difference(
+                    pur(codes[primary], np.asarray(nuisance), True),
+                    pur(rand, np.asarray(nuisance), False),
+                    seed,
+                )
             )
         },
-        "primary SAE vs random directions on a shuffled (nuisance) label",
+        "primary SAE vs random directions on shuffled (nuisance) labels"
+        + (f", {NUISANCE_DRAWS} draws" if nuisance is None else ""),
     )
     if untrained is not None:
         u_raw, u_sae, u_labels = untrained
