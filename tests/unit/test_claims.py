@@ -191,3 +191,13 @@ def test_every_negative_control_must_fail_and_every_positive_pass():
     assert table["negative"] == pytest.approx(-0.1)  # the plain negative's value is reported
     a_positive_fails = _rows(0.2, 0.3, -0.1) + extra(POSITIVE + ":other", -0.2)
     assert judge(pd.DataFrame(a_positive_fails))["verdict"].tolist() == [INCONCLUSIVE]
+
+
+def test_sites_of_different_models_are_judged_apart(tmp_path):
+    """Two models with a site of the same name ("L0_all") must not be pooled into one."""
+    a = write_evidence(tmp_path / "a.csv", _rows(0.2, 0.3, -0.1, "L0_all"), model="m1")
+    b = write_evidence(tmp_path / "b.csv", _rows(-0.2, 0.3, -0.1, "L0_all"), model="m2")
+    claims = judge(pd.concat([a, b], ignore_index=True)).set_index("site")["verdict"]
+    assert claims.to_dict() == {"m1/L0_all": HOLDS, "m2/L0_all": FAILS}
+    kept = write_evidence(tmp_path / "c.csv", _rows(0.2, 0.3, -0.1, "m3/L0"), model="m1")
+    assert set(kept["site"]) == {"m3/L0"}
