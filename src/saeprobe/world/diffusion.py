@@ -8,7 +8,7 @@ term (0 in the default: a plain autoencoder in AutoencoderKL's format), and a sm
 VAE's GroupNorms use few groups (`vae_norm_groups`): with one channel per group the norm
 removes each channel's mean over the image, the level that carries the colour, and the
 reconstructions merge yellow into orange and cyan into blue. The UNet cross-attends to the text
-encoder's last hidden states at every level (`attend_finest`; else the coarse levels only) and,
+encoder's last hidden states at its coarse levels (`attend_finest`: at the finest too) and,
 with `pooled_text` (diffusers' addition_embed_type="text"), also adds an attention-pooled text
 embedding to its time embedding, so the prompt reaches every ResNet block. Uniform v-loss
 (`snr_gamma` 0) keeps the weight of the noisiest timesteps, where the shape is decided; min-SNR
@@ -80,7 +80,7 @@ class WorldDiffusionConfig(FromConfig):
     kl_weight: float = 1.0e-5
     unet_channels: tuple[int, ...] = (64, 128)
     attention_head_dim: int = 8
-    attend_finest: bool = True
+    attend_finest: bool = False
     pooled_text: bool = True
     unet_steps: int = 300
     batch_size: int = 128
