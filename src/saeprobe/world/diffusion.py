@@ -1,17 +1,22 @@
 """A tiny Stable Diffusion trained on the synthetic world, saved as a diffusers pipeline.
 
 `StableDiffusionPipeline` in miniature: the world CLIP's text tower converted to a
-`CLIPTextModel` (saeprobe.world.hf_text, frozen), a tiny `AutoencoderKL` (32 px -> 8x8x4
-latents: three encoder blocks, no mid-block attention) trained briefly on world images with
-MSE + a small KL term, and a small `UNet2DConditionModel` trained with a `DDPMScheduler` and
-classifier-free caption dropout. The UNet cross-attends to the text encoder's last hidden states
-at its coarse levels and, with `pooled_text` (diffusers' addition_embed_type="text"), also adds an
-attention-pooled text embedding to its time embedding, so the prompt reaches every ResNet block:
-that is what lets it learn to follow the prompted colour in a few hundred CPU steps. Sampling
-uses `DDIMScheduler` with leading timesteps as SD does (DPM-Solver++ and trailing steps start at
-alpha_bar ~ 0 under the cosine schedule, where epsilon prediction is ill-posed). Captions are
-re-drawn every step from the image's attributes (saeprobe.world.clip.CaptionSampler), so prompts
-without a colour ("a triangle") or a shape ("a red shape") are in-distribution.
+`CLIPTextModel` (saeprobe.world.hf_text, frozen), a tiny `AutoencoderKL` (32 px -> 8x8 latents:
+three encoder blocks, no mid-block attention) trained briefly on world images with MSE + a KL
+term (0 in the default: a plain autoencoder in AutoencoderKL's format), and a small
+`UNet2DConditionModel` trained with a `DDPMScheduler` and classifier-free caption dropout. The
+VAE's GroupNorms use few groups (`vae_norm_groups`): with one channel per group the norm
+removes each channel's mean over the image, the level that carries the colour, and the
+reconstructions merge yellow into orange and cyan into blue. The UNet cross-attends to the text
+encoder's last hidden states at its coarse levels (`attend_finest`: at the finest too) and,
+with `pooled_text` (diffusers' addition_embed_type="text"), also adds an attention-pooled text
+embedding to its time embedding, so the prompt reaches every ResNet block. Uniform v-loss
+(`snr_gamma` 0) keeps the weight of the noisiest timesteps, where the shape is decided; min-SNR
+weights all but drop them. Sampling uses `DDIMScheduler` with leading timesteps as SD does
+(DPM-Solver++ and trailing steps start at alpha_bar ~ 0 under the cosine schedule, where epsilon
+prediction is ill-posed). Captions are re-drawn every step from the image's attributes
+(saeprobe.world.clip.CaptionSampler), so prompts without a colour ("a triangle") or a shape
+("a red shape") are in-distribution.
 
 Both stages checkpoint to `{out_dir}.partial/{vae,unet}/` (`saeprobe.training`: weights and
 Adam state) every `checkpoint_every` steps; the batch order and noise of step `s` are a pure
@@ -67,6 +72,7 @@ class WorldDiffusionConfig(FromConfig):
     config_key = "diffusion.world_model"
 
     vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_norm_groups: int = 1
     latent_channels: int = 4
     vae_steps: int = 300
     vae_batch_size: int = 64
@@ -74,6 +80,7 @@ class WorldDiffusionConfig(FromConfig):
     kl_weight: float = 1.0e-5
     unet_channels: tuple[int, ...] = (64, 128)
     attention_head_dim: int = 8
+    attend_finest: bool = False
     pooled_text: bool = True
     unet_steps: int = 300
     batch_size: int = 128
@@ -111,7 +118,7 @@ def build_vae(cfg: WorldDiffusionConfig, image_size: int) -> AutoencoderKL:
         block_out_channels=tuple(cfg.vae_channels),
         layers_per_block=1,
         latent_channels=cfg.latent_channels,
-        norm_num_groups=8,
+        norm_num_groups=cfg.vae_norm_groups,
         sample_size=image_size,
         mid_block_add_attention=False,
     )
@@ -119,10 +126,12 @@ def build_vae(cfg: WorldDiffusionConfig, image_size: int) -> AutoencoderKL:
 
 def build_unet(cfg: WorldDiffusionConfig, latent_size: int, text_dim: int) -> UNet2DConditionModel:
     """A small UNet2DConditionModel on (B, latent_channels, latent_size, latent_size) latents
-    with cross-attention to (B, ctx, text_dim) text states at every level but the finest."""
+    with cross-attention to (B, ctx, text_dim) text states at every level (`attend_finest`) or
+    at every level but the finest."""
     n = len(cfg.unet_channels)
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
-    up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    first = "CrossAttn" if cfg.attend_finest else ""
+    down = (f"{first}DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    up = ("CrossAttnUpBlock2D",) * (n - 1) + (f"{first}UpBlock2D",)
     torch.manual_seed(cfg.seed + 1)
     return UNet2DConditionModel(
         sample_size=latent_size,
