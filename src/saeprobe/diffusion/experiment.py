@@ -377,7 +377,9 @@ def attribute_controls(
     vocabulary: Mapping[str, str],
     seed: int,
 ) -> pd.DataFrame:
-    """Discovery run on `settings["controls"]` directions of each kind, all of norm `norm` (the
+    """Discovery run on `settings["controls"]` directions of each kind (null: as many as the
+    `top_n` latents examined, so that the controls' permutation tests have the measured case's
+    power: k kept directions cannot reach p < 0.05 below k = 4), all of norm `norm` (the
     median change of the examined latents): positive = text-embedding directions of concepts
     drawn (seeded) from `positive_words` (the concepts the gate shows the generator renders;
     all concept words without a gate) (`concept_directions`; input concept: the concept by
@@ -387,10 +389,11 @@ def attribute_controls(
     rng = np.random.default_rng([int(seed), 4127])
     text = concept_directions(acts, prompt_of_row, prompts, positive_words)
     eligible = [w for w in positive_words if w in text]
-    n = min(int(settings["controls"]), len(eligible))
+    count = int(settings.get("controls") or settings["top_n"])
+    n = min(count, len(eligible))
     chosen = sorted(rng.choice(len(eligible), size=n, replace=False).tolist()) if n else []
     pos = [eligible[i] for i in chosen]
-    rand = random_directions(int(settings["controls"]), acts.shape[1], seed + 1)
+    rand = random_directions(count, acts.shape[1], seed + 1)
     args = (settings["prompts"], settings["seeds"], gen, scorer, vocabulary)
     thresholds = (settings["min_consistency"], settings["min_effect"])
     parts = []
