@@ -250,7 +250,19 @@ def sae_train(model: str) -> dict:
 
 
 def sae_sweep(model: str) -> dict:
-    return canonical(sae_override(model).get("sweep", config["sae"]["sweep"]))
+    """The model's SAE sweep; an untrained control without a sweep of its own trains only
+    the primary SAE of the model it controls (the one the verdict compares it with)."""
+    override = sae_override(model)
+    measured = controlled_by(model)
+    if "sweep" not in override and measured is not None:
+        name = sae_primary(measured)
+        return canonical({name: sae_sweep(measured)[name]})
+    return canonical(override.get("sweep", config["sae"]["sweep"]))
+
+
+def controlled_by(model: str) -> str | None:
+    """The vision model whose untrained control `model` is (None if it is none's)."""
+    return next((m for m, c in untrained_controls().items() if c == model), None)
 
 
 def sae_names(model: str) -> list[str]:
@@ -262,6 +274,8 @@ def sae_primary(model: str) -> str:
     override = sae_override(model)
     if "primary" in override:
         return override["primary"]
+    if "sweep" not in override and controlled_by(model) is not None:
+        return sae_primary(controlled_by(model))
     if "sweep" not in override and "primary" in config["sae"]:
         return config["sae"]["primary"]
     return sae_names(model)[0]  # a sweep of one (checked by saeprobe.config)
