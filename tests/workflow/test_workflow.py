@@ -127,7 +127,10 @@ def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path)
     sae_jobs = {"train_saes", "eval_saes", "sae_quality_table"}
     downstream = {f"vision_{task}" for task in VISION_TASKS} | {f"{t}_table" for t in VISION_TASKS}
     assert sae_jobs <= jobs.keys() <= sae_jobs | downstream | SUMMARY_JOBS
-    assert jobs["train_saes"] == len(config["sae"]["sites"]["world_clip"])
+    # the world CLIP's sweep, and its untrained control, which trains the same primary SAE
+    control = config["vision"]["semantics"]["untrained_controls"]["world_clip"]
+    sites = config["sae"]["sites"]
+    assert jobs["train_saes"] == len(sites["world_clip"]) + len(sites[control])
 
 
 def test_every_family_trains_through_the_saes_target(smoke_run: Path, tmp_path: Path) -> None:
