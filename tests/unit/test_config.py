@@ -131,8 +131,10 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
             ["vision.semantics.untrained_controls.world_clip", "L1_cls", "L2_cls"],
         ),
         (
-            lambda c: c["sae"]["overrides"]["world_clip_untrained"].update(
-                sweep={"topk-w128-k8": {"arch": "topk", "width": 128, "k": 8}}
+            lambda c: c["sae"]["overrides"].update(
+                world_clip_untrained={
+                    "sweep": {"topk-w128-k8": {"arch": "topk", "width": 128, "k": 8}}
+                }
             ),
             ["vision.semantics.untrained_controls.world_clip", "primary SAE"],
         ),
