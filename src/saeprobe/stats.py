@@ -54,6 +54,11 @@ def bootstrap(
     for b in range(n_boot):
         idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
         draws[b] = statistic(*(a[idx] for a in arrays))
+    return _percentile_estimate(value, draws)
+
+
+def _percentile_estimate(value: float, draws: np.ndarray) -> Estimate:
+    """`value` with the central (1 - ALPHA) percentile interval of its finite bootstrap draws."""
     draws = draws[np.isfinite(draws)]
     if draws.size == 0:
         return Estimate(value)
@@ -120,8 +125,4 @@ def bootstrap_difference(
     for i in range(n_boot):
         ia, ib = rng.integers(0, na, na), rng.integers(0, nb, nb)
         draws[i] = statistic(*(x[ia] for x in a)) - statistic(*(x[ib] for x in b))
-    draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
-        return Estimate(value)
-    lo, hi = np.quantile(draws, [ALPHA / 2, 1 - ALPHA / 2])
-    return Estimate(value, float(lo), float(hi))
+    return _percentile_estimate(value, draws)

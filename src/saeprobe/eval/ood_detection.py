@@ -36,7 +36,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
@@ -51,14 +50,15 @@ from saeprobe.eval.features import (
 )
 from saeprobe.eval.probes import LinearProbe, fit_probe
 from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
+from saeprobe.stats import auroc as rank_auroc
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    """AUROC with OOD as positive; scores: higher = more OOD (NaN when a score is missing)."""
+    """AUROC with OOD as positive (`saeprobe.stats.auroc`); scores: higher = more OOD (NaN
+    when a score is missing)."""
     if not (np.isfinite(id_scores).all() and np.isfinite(ood_scores).all()):
         return float("nan")
-    y = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
-    return float(roc_auc_score(y, np.r_[id_scores, ood_scores]))
+    return rank_auroc(np.asarray(id_scores), np.asarray(ood_scores))
 
 
 def fpr_at_95_tpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
