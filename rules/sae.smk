@@ -60,6 +60,7 @@ rule eval_saes:
         site=lambda wc: wc.site,
         sae_dirs=lambda wc: sae_dir_map(wc.model, wc.site),
         primary=lambda wc: sae_primary(wc.model),
+        controls=lambda wc: (wc.model, wc.site) in judged_sae_sites(),
         sae=lambda wc: sae_sweep(wc.model)[sae_primary(wc.model)],
         train=lambda wc: sae_train(wc.model),
         model=lambda wc: model_spec(wc.model),

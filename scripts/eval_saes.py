@@ -1,8 +1,10 @@
 """Quality metrics of every SAE of one site (NMSE, L0, dead/dense, downstream_recovered), and
 the evidence for the reconstruction claim (primary SAE, planted and Gaussian controls).
 
-params: model_name, site, sae_dirs ({name: dir}), primary, sae (the primary's sweep entry),
-train (the site's SAE training settings), model, dataset, downstream, batch_size, seed, device.
+params: model_name, site, sae_dirs ({name: dir}), primary, controls (train the claim's control
+SAEs: off for a control model's own sites, which are not judged), sae (the primary's sweep
+entry), train (the site's SAE training settings), model, dataset, downstream, batch_size, seed,
+device.
 input: the sweep marker, the train / held_out activation stores, and for vision models the
 hierarchy. output: quality (one row per SAE), evidence.
 """
@@ -40,4 +42,5 @@ with job(snakemake) as j:
         snakemake.output.evidence,
         device=j.device,
         seed=j.seed,
+        controls=bool(p.controls),
     )

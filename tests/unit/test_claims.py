@@ -201,3 +201,22 @@ def test_sites_of_different_models_are_judged_apart(tmp_path):
     assert claims.to_dict() == {"m1/L0_all": HOLDS, "m2/L0_all": FAILS}
     kept = write_evidence(tmp_path / "c.csv", _rows(0.2, 0.3, -0.1, "m3/L0"), model="m1")
     assert set(kept["site"]) == {"m3/L0"}
+
+
+def test_claims_figure_shows_every_control_and_no_sensitivity_row():
+    from saeprobe.plots.claims import claims_figure
+
+    def extra(case: str, v: float) -> list[dict]:
+        e = Estimate(v, v - 0.01, v + 0.01)
+        return evidence_rows("semantics", "m/L0", case, {"purity_minus_random": e})
+
+    rows = _rows(0.2, 0.3, -0.1) + extra(NEGATIVE + ":untrained", -0.05)
+    rows += extra("sensitivity:other_sae", 0.7)
+    evidence = pd.DataFrame(rows)
+    fig = claims_figure(evidence, judge(evidence))
+    ax = fig.axes[0]
+    points = sorted(
+        float(line.get_xdata()[0]) for line in ax.lines if line.get_marker() not in ("None", "")
+    )
+    assert points == pytest.approx([-0.1, -0.05, 0.2, 0.3])
+    assert [t.get_text() for t in ax.texts] == ["untrained"]

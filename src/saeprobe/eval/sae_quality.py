@@ -494,8 +494,10 @@ def write_reconstruction_evidence(
     out: str | Path,
     device: torch.device,
     seed: int = 0,
+    controls: bool = True,
 ) -> pd.DataFrame:
-    """`reconstruction_evidence` of one site, written to the CSV `out`.
+    """`reconstruction_evidence` of one site, written to the CSV `out` (`controls`: train the
+    claim's control SAEs; off for sites that are not judged).
 
     sae_dirs: {name: SAE directory} of the sweep; sae_settings: the primary's SAEConfig keys;
     train_settings: the site's TrainConfig keys; train_store / eval_store: the activation-store
@@ -531,5 +533,6 @@ def write_reconstruction_evidence(
         site,
         seed,
         device,
+        controls,
     )
     return write_evidence(out, rows)

@@ -54,22 +54,41 @@ def _n_sites(evidence: pd.DataFrame, key: str) -> int:
     return int(evidence.loc[evidence["claim"] == key, "site"].nunique())
 
 
+def _case_kind(case: str) -> str | None:
+    """MEASURED, POSITIVE or NEGATIVE for a case (`negative:untrained` is a NEGATIVE); None for
+    the reported-only cases (sensitivity, reported)."""
+    kind = case.split(":", 1)[0]
+    return kind if kind in CASE_STYLE else None
+
+
 def _panel(ax: plt.Axes, key: str, ev: pd.DataFrame, verdicts: pd.DataFrame) -> None:
     claim = CLAIMS[key]
     stat = claim.primary_statistic
-    ev = ev[ev["statistic"] == stat]
+    ev = ev[(ev["statistic"] == stat) & ev["case"].map(_case_kind).notna()]
     sites = list(dict.fromkeys(ev["site"]))
     verdict = verdicts.set_index("site")["verdict"].to_dict()
+    order = list(CASE_STYLE)
     for i, site in enumerate(sites):
-        for j, (case, (_, colour, marker)) in enumerate(CASE_STYLE.items()):
-            r = ev[(ev["site"] == site) & (ev["case"] == case)]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            y = i + (j - 1) * 0.22
+        rows = ev[ev["site"] == site]
+        rank = [order.index(_case_kind(c)) for c in rows["case"]]
+        rows = rows.iloc[np.argsort(rank, kind="stable")]
+        offsets = np.linspace(-0.3, 0.3, len(rows)) if len(rows) > 1 else [0.0]
+        for y_off, (_, r) in zip(offsets, rows.iterrows(), strict=True):
+            _, colour, marker = CASE_STYLE[_case_kind(r["case"])]
+            y = i + y_off
             if math.isfinite(r["ci_low"]):
                 ax.plot([r["ci_low"], r["ci_high"]], [y, y], color=colour, lw=2, alpha=0.6)
             ax.plot([r["value"]], [y], marker=marker, color=colour, linestyle="")
+            if ":" in r["case"]:
+                ax.annotate(
+                    r["case"].split(":", 1)[1],
+                    (r["value"], y),
+                    xytext=(4, 0),
+                    textcoords="offset points",
+                    fontsize=6,
+                    va="center",
+                    color=colour,
+                )
     test = claim.tests[stat]
     for x in (test.above, test.below):
         if x is not None:
