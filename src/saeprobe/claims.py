@@ -96,15 +96,16 @@ CLAIMS: dict[str, Claim] = {
             "reconstruction",
             "SAEs reconstruct faithfully",
             "on held-out activations the primary SAE's gain over PCA with round(L0) components "
-            "(NMSE_PCA - NMSE_SAE) exceeds the gain of the same SAE config trained on the site's "
-            "Gaussian twin (same mean and covariance), i.e. the SAE exploits structure beyond "
-            "the covariance (bootstrap CI of the difference above 0); its NMSE is below 0.2 "
+            "(NMSE_PCA - NMSE_SAE) exceeds the mean gain of the same SAE config trained on three "
+            "draws of the site's Gaussian twin (same mean and covariance), i.e. the SAE exploits "
+            "structure beyond the covariance (interval of the difference above 0: bootstrap over "
+            "eval rows joined with the twins' training noise, a t interval); its NMSE is below 0.2 "
             "(upper CI bound), at most 30% of its latents are dead and 20% dense (active on > 10% "
             "of inputs), and it recovers over 90% of downstream accuracy where that is measured "
             "(NaN = not run, skipped); positive: a planted sparse dictionary (as many unit atoms "
             "as latents, k-sparse, the site's dimension and variance) against its own twin, "
             "which must also recover the atoms (mean best decoder cosine > 0.9); negative: a "
-            "second Gaussian draw against the first, where no structure gain may show",
+            "fourth Gaussian draw against the three, where no structure gain may show",
             {
                 "structure_gain": Test(above=0.0),
                 "nmse": Test(below=0.2),

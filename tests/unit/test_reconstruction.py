@@ -37,7 +37,7 @@ def site() -> tuple[np.ndarray, np.ndarray]:
     """A site with sparse structure and a decaying spectrum: (train (4000, 32), eval (1000, 32))."""
     torch.set_num_threads(1)
     x = planted_sparse(N_TRAIN + 1000, D, WIDTH, K, seed=3).x.astype(np.float64)
-    x = x @ np.diag(np.geomspace(3.0, 0.1, D))
+    x = x @ np.diag(np.geomspace(3.0, 0.5, D))
     return x[:N_TRAIN], x[N_TRAIN:]
 
 
@@ -141,3 +141,31 @@ def test_gaussian_site_matches_covariance(site):
     assert x.shape == (1000, D) and atoms.shape == (WIDTH, D)
     total = lambda a: ((a - a.mean(0)) ** 2).sum(1).mean()  # noqa: E731
     assert abs(total(x) / total(site[0]) - 1) < 0.05
+
+
+def _terms(gain: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """gain_terms-like rows whose gain over PCA is `gain`, with little eval noise."""
+    rng = np.random.default_rng(seed)
+    dev = np.ones(n)
+    err_pca = 0.6 + 0.01 * rng.standard_normal(n)
+    return err_pca, err_pca - gain + 0.01 * rng.standard_normal(n), dev, np.zeros(4)
+
+
+def test_training_noise_widens_the_structure_gain_interval():
+    twins = quality.Twins(tuple(_terms(g, seed=i) for i, g in enumerate((0.0, 0.02, 0.04))))
+    sd = float(np.std(twins.gains, ddof=1))
+    assert sd == pytest.approx(0.02, rel=0.1)
+    expected = 4.302653 * sd * math.sqrt(1 + 1 / 3)  # t(0.975, 2) * sd * sqrt(1 + 1/3)
+    assert twins.noise_halfwidth() == pytest.approx(expected, rel=1e-4)
+    # another draw of the same Gaussian differs by training noise: eval rows alone call it a
+    # significant gain, the twins' spread does not
+    other_draw = _terms(0.05, seed=7)
+    eval_only = quality.structure_gain(other_draw, twins, 0, noise=0.0)
+    assert eval_only.ci_low > 0
+    negative = quality.reconstruction_estimates(other_draw, twins, 0)["structure_gain"]
+    assert negative.ci_low < 0 < negative.ci_high
+    assert negative.value == pytest.approx(0.03, abs=1e-3)
+    # structure far beyond the noise still shows
+    real = quality.reconstruction_estimates(_terms(0.4, seed=8), twins, 0)["structure_gain"]
+    assert real.ci_low > 0.2
+    assert quality.Twins((twins.terms[0],)).noise_halfwidth() == 0.0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats as scipy_stats
 
 from saeprobe.activations import ActivationStore
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
@@ -239,6 +240,7 @@ CLAIM = "reconstruction"
 DENSE_THRESHOLD = 0.1  # a latent active on more than this fraction of inputs is dense
 CONTROL_ROWS = 20_000  # training rows of each control (at least; see `control_rows`)
 CONTROL_EVAL_ROWS = 10_000
+TWIN_DRAWS = 3  # Gaussian twins per site: their spread is the training noise of a gain
 PCA_FIT_ROWS = 100_000
 PLANTED_NOISE = 0.05  # isotropic noise norm relative to the planted signal's rms norm
 
@@ -320,29 +322,69 @@ def _nmse(err: np.ndarray, dev: np.ndarray) -> float:
     return float(err.sum() / dev.sum())
 
 
+@dataclass(frozen=True)
+class Twins:
+    """`gain_terms` of SAEs of one config trained on independent draws of a Gaussian twin. Their
+    gains differ by training noise alone (data draw and initialisation), which no bootstrap over
+    eval rows sees."""
+
+    terms: tuple[tuple[np.ndarray, ...], ...]
+
+    @property
+    def gains(self) -> np.ndarray:
+        """(draws,) each twin's gain over PCA."""
+        return np.array([_gain(*t[:3]) for t in self.terms])
+
+    def noise_halfwidth(self) -> float:
+        """Half-width of a 95% t interval for one new training run's gain minus the twins' mean
+        gain: t(0.975, draws - 1) * sd * sqrt(1 + 1 / draws); 0 with a single draw."""
+        g = self.gains
+        if len(g) < 2:
+            return 0.0
+        t = float(scipy_stats.t.ppf(0.975, len(g) - 1))
+        return t * float(g.std(ddof=1)) * math.sqrt(1 + 1 / len(g))
+
+
+def structure_gain(
+    terms: tuple[np.ndarray, ...], twins: Twins, seed: int, noise: float
+) -> Estimate:
+    """The gain of `terms` over PCA minus the twins' mean gain. Its interval joins the bootstrap
+    over eval rows (against the first twin) and the training noise `noise` (a half-width, e.g.
+    `Twins.noise_halfwidth`) in quadrature."""
+    boot = bootstrap_difference(_gain, list(terms[:3]), list(twins.terms[0][:3]), seed)
+    value = _gain(*terms[:3]) - float(twins.gains.mean())
+    if not math.isfinite(boot.ci_low):
+        return Estimate(value)
+    low = math.hypot(boot.value - boot.ci_low, noise)
+    high = math.hypot(boot.ci_high - boot.value, noise)
+    return Estimate(value, value - low, value + high)
+
+
 def reconstruction_estimates(
     terms: tuple[np.ndarray, ...],
-    twin: tuple[np.ndarray, ...] | None,
+    twins: Twins | None,
     seed: int,
     downstream: float = float("nan"),
+    noise: float | None = None,
 ) -> dict[str, Estimate]:
     """The claim's statistics from `gain_terms` of an SAE on its held-out rows and, if given,
-    of the same SAE config trained on the Gaussian twin of its data (`gaussian_site`).
+    of the same SAE config trained on draws of the Gaussian twin of its data (`gaussian_site`).
 
-    structure_gain: the SAE's gain over PCA at matched L0 minus the twin's gain (bootstrap over
-    both eval sets, resampled independently): what the SAE gains from structure beyond the
-    covariance, which an overcomplete adaptive code partly gains on any data. nmse and
-    pca_nmse_minus_sae_nmse carry (paired) bootstrap intervals; dead / dense fractions (latents
-    never active / active on more than DENSE_THRESHOLD of the rows) and downstream_recovered
-    are point values; l0, pca_nmse and the twin's gain are reported only.
+    structure_gain: the SAE's gain over PCA at matched L0 minus the twins' mean gain
+    (`structure_gain`; `noise` defaults to the twins' own spread): what the SAE gains from
+    structure beyond the covariance, which an overcomplete adaptive code partly gains on any
+    data. nmse and pca_nmse_minus_sae_nmse carry (paired) bootstrap intervals; dead / dense
+    fractions (latents never active / active on more than DENSE_THRESHOLD of the rows) and
+    downstream_recovered are point values; l0, pca_nmse and the twins' mean gain and spread are
+    reported only.
     """
     err_pca, err, dev, freq = terms
     out = {}
-    if twin is not None:
-        out["structure_gain"] = bootstrap_difference(
-            _gain, [err_pca, err, dev], list(twin[:3]), seed
-        )
-        out["twin_gain"] = Estimate(_gain(*twin[:3]))
+    if twins is not None:
+        noise = twins.noise_halfwidth() if noise is None else noise
+        out["structure_gain"] = structure_gain(terms, twins, seed, noise)
+        out["twin_gain"] = Estimate(float(twins.gains.mean()))
+        out["training_noise_halfwidth"] = Estimate(noise)
     l0 = float(freq.sum())
     return out | {
         "nmse": bootstrap(_nmse, [err, dev], seed),
@@ -424,16 +466,16 @@ def reconstruction_evidence(
 
     saes: name -> trained SAE of the sweep (the `primary` one is `measured`, the others are
     sensitivity rows); sae_cfg / train_cfg: the primary's config and the site's schedule, used
-    to train every control SAE: the site's Gaussian twin (the Gaussian of its mean and
-    covariance; structure_gain of every case is measured against a twin), a planted
-    sparse-dictionary site and its own twin (positive), and a second draw of the site's twin
-    (negative: a Gaussian has no structure beyond its covariance, so its structure_gain over the
-    first draw must not be significant). Each has the site's dimension, control_rows training
-    rows (fewer than the site's SAE saw on a large site, which favours the site's SAE) and as
-    many held-out rows as x_eval (capped); x_fit (rows, d): the SAEs'
-    training activations (PCA fit, control statistics); x_eval (n, d): held-out activations;
-    n_train: rows the SAEs were trained on; downstream: name -> downstream_recovered (NaN when
-    not measured).
+    to train every control SAE: TWIN_DRAWS draws of the site's Gaussian twin (the Gaussian of
+    its mean and covariance; structure_gain of every case is measured against their mean gain,
+    its interval widened by their spread: the training noise), a planted sparse-dictionary site
+    and its own twin (positive), and a further draw of the site's twin (negative: a Gaussian has
+    no structure beyond its covariance, so its structure_gain must not be significant). Each
+    has the site's dimension, control_rows training rows (fewer than the site's SAE saw on a
+    large site, which favours the site's SAE) and as many held-out rows as x_eval (capped);
+    x_fit (rows, d): the SAEs' training activations (PCA fit, control statistics); x_eval
+    (n, d): held-out activations; n_train: rows the SAEs were trained on; downstream: name ->
+    downstream_recovered (NaN when not measured).
     """
     n_atoms = sae_cfg.width
     k = sae_cfg.k if sae_cfg.arch in K_ARCHITECTURES and sae_cfg.k else None
@@ -445,35 +487,40 @@ def reconstruction_evidence(
         sae = train_control(g[:n], sae_cfg, train_cfg, seed + draw, device)
         return gain_terms(sae, PCA.fit(g[:n]), g[n:])
 
-    twin = twin_terms(x_fit, 0) if controls else None
+    # seed offsets of the Gaussian draws: the site's twins 0, 3, 4...; the negative 1; the
+    # planted site's twin 2
+    draws = [0, *range(3, TWIN_DRAWS + 2)]
+    twins = Twins(tuple(twin_terms(x_fit, d) for d in draws)) if controls else None
     rows, pca = [], PCA.fit(x_fit)
     for name, sae in saes.items():
         ds = float(downstream.get(name, float("nan")))
         note = "" if math.isfinite(ds) else "downstream not run (skipped, not a pass)"
         case = MEASURED if name == primary else f"{SENSITIVITY}{name}"
-        est = reconstruction_estimates(gain_terms(sae, pca, x_eval), twin, seed, ds)
+        est = reconstruction_estimates(gain_terms(sae, pca, x_eval), twins, seed, ds)
         rows += evidence_rows(CLAIM, site, case, est, note=f"sae={name}; {note}".strip("; "))
-    if not controls:
+    if twins is None:
         return rows
+    noise = twins.noise_halfwidth()
     k = k or max(1, round(_l0(rows, MEASURED)))  # an L1 SAE: its measured sparsity
     x, atoms = planted_site(x_fit, n + n_eval, n_atoms, k, seed)
     planted = train_control(x[:n], sae_cfg, train_cfg, seed, device)
-    est = reconstruction_estimates(
-        gain_terms(planted, PCA.fit(x[:n]), x[n:]), twin_terms(x[:n], 2), seed
-    )
+    planted_twin = Twins((twin_terms(x[:n], 2),))
+    terms = gain_terms(planted, PCA.fit(x[:n]), x[n:])
+    est = reconstruction_estimates(terms, planted_twin, seed, noise=noise)
     est["atoms_recovered"] = Estimate(atoms_recovered(atoms, planted))
     rows += evidence_rows(
         CLAIM, site, POSITIVE, est, note=f"planted: {n_atoms} atoms, k={k}, {n} training rows"
     )
     g = gaussian_site(x_fit, n + n_eval, seed + 1)
     gauss = train_control(g[:n], sae_cfg, train_cfg, seed + 1, device)
-    est = reconstruction_estimates(gain_terms(gauss, PCA.fit(g[:n]), g[n:]), twin, seed)
+    est = reconstruction_estimates(gain_terms(gauss, PCA.fit(g[:n]), g[n:]), twins, seed)
     rows += evidence_rows(
         CLAIM,
         site,
         NEGATIVE,
         est,
-        note=f"a second Gaussian of the site's covariance against the first, {n} training rows",
+        note=f"a further Gaussian of the site's covariance against the first {TWIN_DRAWS}, "
+        f"{n} training rows",
     )
     return rows
 
