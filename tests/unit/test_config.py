@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from snakemake.utils import update_config
 from snakemake_run import ROOT, run_snakemake
 
 from saeprobe.config import (
@@ -25,11 +26,19 @@ from saeprobe.config import (
 )
 
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+# overlays, given after a base config (`--configfile BASE OVERLAY`), are checked merged on it
+OVERLAY_BASES = {"world_b.yaml": "config.yaml", "rehearsal.yaml": "configs/paper.yaml"}
 CONFIGS = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 
 
 def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    """A shipped config as snakemake sees it: an overlay merged on its base."""
+    config = yaml.safe_load(path.read_text())
+    if path.name in OVERLAY_BASES:
+        base = load(ROOT / OVERLAY_BASES[path.name])
+        update_config(base, config)
+        return base
+    return config
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
