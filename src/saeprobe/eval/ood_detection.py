@@ -31,7 +31,8 @@ in-distribution sample taken for OOD (it must not). The controls test the detect
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ from saeprobe.eval.features import (
     sae_codes,
     site_layer,
 )
-from saeprobe.eval.probes import LinearProbe, fit_probe
+from saeprobe.eval.probes import NO_FIT, LinearProbe, ProbeFit, fit_probe
 from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
 from saeprobe.stats import auroc as rank_auroc
 
@@ -152,6 +153,7 @@ def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
 # -- the task on a model's sites --
 
 FEATURE_SCORES = ("msp", "energy", "mahalanobis", "knn")
+HEAD_SCORES = ("msp", "energy")  # the scores of the linear head
 ORACLE = "oracle"
 Scores = dict[tuple[str, str], dict[str, np.ndarray]]
 
@@ -166,10 +168,19 @@ def feature_scores(
     val_fraction: float,
     seed: int,
     device: torch.device | str = "cpu",
+    probe_options: Mapping[str, Any] | None = None,
+    fits: dict[str, ProbeFit] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
-    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes."""
-    probe = fit_probe(x_train, y, n_classes, weight_decays, val_fraction, seed, device=device)
+    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes.
+    probe_options: fit_probe's max_iter, grad_tol, std_floor; fits, when given, gets the
+    head's final fit under each score that uses it (msp, energy)."""
+    probe = fit_probe(
+        x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
+        **(probe_options or {}),
+    )  # fmt: skip
+    if fits is not None:
+        fits.update({score: probe.fit for score in HEAD_SCORES})
     mahalanobis = MahalanobisScore(x_train, y, n_classes)
     knn = KNNScore(x_train, knn_k, device=device)
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in FEATURE_SCORES}
@@ -212,18 +223,25 @@ def site_scores(
     train: SiteData,
     evals: dict[str, SiteData],
     fit: dict,
+    fits: dict[tuple[str, str], ProbeFit] | None = None,
 ) -> Scores:
-    """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes."""
+    """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes; `fits`,
+    when given, gets the linear head's final fit under (features, score) of the head's scores."""
     classes = sorted(set(train.labels))
     y = class_ids(train.labels, classes)
     scores: Scores = {}
     raw = {d: data.raw for d, data in evals.items()}
-    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit).items():
+    head: dict[str, ProbeFit] = {}
+    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit, fits=head).items():
         scores[(RAW, score)] = by
+    if fits is not None:
+        fits.update({(RAW, score): f for score, f in head.items()})
     for sae_name, sae in sites.load_saes(site, fit["device"]).items():
         codes_train = sae_codes(sae, train)
         codes = {d: sae_codes(sae, data) for d, data in evals.items()}
-        per = feature_scores(codes_train, y, len(classes), codes, **fit)
+        per = feature_scores(codes_train, y, len(classes), codes, **fit, fits=head)
+        if fits is not None:
+            fits.update({(sae_name, score): f for score, f in head.items()})
         profile = ProfileScore(codes_train, y, len(classes))
         per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
         per["activation_mass"] = {d: -c.sum(axis=1) for d, c in codes.items()}
@@ -240,11 +258,15 @@ def score_rows(
     others: Sequence[str],
     scores: Scores,
     oracles: dict[str, tuple[np.ndarray, np.ndarray]],
+    fits: Mapping[tuple[str, str], ProbeFit] | None = None,
 ) -> list[dict]:
-    """Table rows: AUROC and FPR@95 of every (features, score) and set, then the oracles."""
+    """Table rows: AUROC and FPR@95 of every (features, score) and set, then the oracles;
+    the probe_* columns hold the linear head's final fit (`fits`; empty for other scores)."""
     base = {"model": model, "site": site, "layer": site_layer(site), "id_dataset": id_dataset}
     rows = []
+    no_fit = {column: float("nan") for column in NO_FIT.columns()}
     for (features, score), by_dataset in scores.items():
+        fit = (fits or {}).get((features, score))
         id_scores = by_dataset[id_dataset]
         for ood in others:
             ood_scores = by_dataset[ood]
@@ -258,6 +280,7 @@ def score_rows(
                     "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
                     "n_id": len(id_scores),
                     "n_ood": len(ood_scores),
+                    **(fit.columns() if fit is not None else no_fit),
                 }
             )
     for ood, (id_scores, ood_scores) in oracles.items():
@@ -271,6 +294,7 @@ def score_rows(
                 "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
                 "n_id": len(id_scores),
                 "n_ood": len(ood_scores),
+                **no_fit,
             }
         )
     return rows
@@ -288,6 +312,7 @@ def ood_detection(
     seed: int,
     device: torch.device,
     controls: Sequence[str] = (),
+    probe_options: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Scores], dict[str, dict[str, float]]]:
     """Every score per site, features and eval set (ood_datasets and the `controls`, e.g. a
     far-OOD set and a fresh ID sample, all against id_dataset).
@@ -302,6 +327,7 @@ def ood_detection(
         "val_fraction": val_fraction,
         "seed": seed,
         "device": device,
+        "probe_options": probe_options,
     }
     rows: list[dict] = []
     all_scores: dict[str, Scores] = {}
@@ -309,10 +335,11 @@ def ood_detection(
     for site in sites.sites:
         train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
         evals = {d: load_site(sites.activation_dir(d), site) for d in [id_dataset, *others]}
-        scores = site_scores(sites, site, train, evals, fit)
+        fits: dict[tuple[str, str], ProbeFit] = {}
+        scores = site_scores(sites, site, train, evals, fit, fits)
         raw_id = evals[id_dataset].raw
         oracles = {d: oracle_scores(raw_id, evals[d].raw, seed) for d in others}
-        rows += score_rows(sites.model, site, id_dataset, others, scores, oracles)
+        rows += score_rows(sites.model, site, id_dataset, others, scores, oracles, fits)
         all_scores[site] = scores
         all_oracles[site] = {d: auroc(*pair) for d, pair in oracles.items()}
     return pd.DataFrame(rows), all_scores, all_oracles

@@ -144,6 +144,8 @@ def generalization(table: pd.DataFrame) -> plt.Figure:
 def generalization_topk(table: pd.DataFrame) -> plt.Figure:
     """Probe accuracy against the number of units kept (top-k by F statistic), per test set."""
     data = table[~_controls(table)].copy()
+    if "selection" in data:  # per-class sparse probes are a different axis
+        data = data[data["selection"].fillna("all") != "per_class"]
     data["kind"] = np.where(data["features"] == "raw", "raw", "SAE")
     grid = sns.relplot(
         data=data,
