@@ -26,6 +26,8 @@ with job(snakemake) as j:
         seed=p.seed,
         device=j.device,
         controls=[d for d in (far, fresh) if d is not None],
+        knn_bank=s.get("knn_bank"),
+        ood_groups=s.get("ood_groups", {}),
     )
     atomic_write_csv(snakemake.output[0], table)
     rows = []

@@ -7,7 +7,8 @@ The four standard scores run on raw activations and on SAE codes alike (like for
 - `mahalanobis`: the minimum over classes of the Mahalanobis distance to the class mean
   under the shared (tied) covariance of the training features;
 - `knn`: the distance of the L2-normalised feature to its k-th nearest neighbour among the
-  normalised training features (Sun et al. 2022).
+  normalised training features (Sun et al. 2022); the bank is all the training images used
+  (`max_train_images`) or a seeded subset of `knn_bank` of them.
 Scores only an SAE has:
 - SAE `recon_error`: relative squared reconstruction error ||x - x_hat||^2 / ||x||^2;
 - SAE `activation_mass`: minus the sum of the image's SAE codes (in-distribution inputs are
@@ -19,6 +20,9 @@ accepted at the threshold that accepts 95% of in-distribution images. The `oracl
 OOD set is a supervised upper reference: a linear probe told ID from that set on raw
 activations, AUROC cross-validated over two folds. A low oracle means the backbone does not
 separate the set (no score can); a high oracle with a low score means the score is at fault.
+OOD groups (`ood_groups`: near, far or legacy per set, as OpenOOD v1.5 splits ImageNet's sets)
+are reported apart, never averaged together: each row carries its set's `ood_group`, and each
+group gets rows `<group> (mean)` (the mean AUROC and FPR@95 over its sets).
 
 Evidence (claim `ood_detection`, per site): the pre-registered `primary_score` on the primary
 SAE's codes, ID vs the measured near-OOD set: `auroc` (bootstrap CI, resampling ID and OOD
@@ -170,11 +174,13 @@ def feature_scores(
     device: torch.device | str = "cpu",
     probe_options: Mapping[str, Any] | None = None,
     fits: dict[str, ProbeFit] | None = None,
+    knn_bank: int | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
     (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes.
     probe_options: fit_probe's max_iter, grad_tol, std_floor; fits, when given, gets the
-    head's final fit under each score that uses it (msp, energy)."""
+    head's final fit under each score that uses it (msp, energy); knn_bank: the kNN bank's size
+    (a seeded subset of x_train; None: all of it)."""
     probe = fit_probe(
         x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
         **(probe_options or {}),
@@ -182,7 +188,7 @@ def feature_scores(
     if fits is not None:
         fits.update({score: probe.fit for score in HEAD_SCORES})
     mahalanobis = MahalanobisScore(x_train, y, n_classes)
-    knn = KNNScore(x_train, knn_k, device=device)
+    knn = KNNScore(x_train[knn_bank_rows(len(x_train), knn_bank, seed)], knn_k, device=device)
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in FEATURE_SCORES}
     for name, x in evals.items():
         per = head_scores(probe, x)
@@ -191,6 +197,33 @@ def feature_scores(
         for score, values in per.items():
             out[score][name] = values
     return out
+
+
+def knn_bank_rows(n: int, size: int | None, seed: int) -> np.ndarray:
+    """(m,) sorted rows of the n training images that form the kNN bank: a seeded subset of
+    `size` of them, all when size is None or at least n."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([int(seed), 7411]).choice(n, size, replace=False))
+
+
+def group_means(rows: Sequence[dict], groups: Mapping[str, str]) -> list[dict]:
+    """Per (site, features, score) and OOD group, one row `<group> (mean)`: the mean AUROC and
+    FPR@95 over the group's sets (rows: score_rows' rows; groups: OOD set -> group)."""
+    if not groups:
+        return []
+    table = pd.DataFrame(rows)
+    table = table[table["ood_dataset"].isin(list(groups))].copy()
+    if table.empty:
+        return []
+    table["ood_group"] = table["ood_dataset"].map(groups)
+    keys = ["model", "site", "layer", "id_dataset", "features", "score", "ood_group"]
+    means = table.groupby(keys, sort=False).agg(
+        auroc=("auroc", "mean"), fpr95=("fpr95", "mean"), n_id=("n_id", "first"),
+        n_ood=("n_ood", "sum"), n_sets=("ood_dataset", "nunique"),
+    ).reset_index()  # fmt: skip
+    means["ood_dataset"] = means["ood_group"] + " (mean)"
+    return means.to_dict("records")
 
 
 def oracle_scores(
@@ -313,9 +346,12 @@ def ood_detection(
     device: torch.device,
     controls: Sequence[str] = (),
     probe_options: Mapping[str, Any] | None = None,
+    knn_bank: int | None = None,
+    ood_groups: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Scores], dict[str, dict[str, float]]]:
     """Every score per site, features and eval set (ood_datasets and the `controls`, e.g. a
-    far-OOD set and a fresh ID sample, all against id_dataset).
+    far-OOD set and a fresh ID sample, all against id_dataset); ood_groups: OOD set -> near,
+    far or legacy (module docstring).
 
     Returns the table (AUROC, FPR@95 and the oracle rows), per site the scores
     {(features, score): {dataset: (n,)}} and per site the oracle AUROC {dataset: auroc}.
@@ -328,7 +364,9 @@ def ood_detection(
         "seed": seed,
         "device": device,
         "probe_options": probe_options,
+        "knn_bank": knn_bank,
     }
+    groups = dict(ood_groups or {})
     rows: list[dict] = []
     all_scores: dict[str, Scores] = {}
     all_oracles: dict[str, dict[str, float]] = {}
@@ -339,7 +377,10 @@ def ood_detection(
         scores = site_scores(sites, site, train, evals, fit, fits)
         raw_id = evals[id_dataset].raw
         oracles = {d: oracle_scores(raw_id, evals[d].raw, seed) for d in others}
-        rows += score_rows(sites.model, site, id_dataset, others, scores, oracles, fits)
+        site_rows = score_rows(sites.model, site, id_dataset, others, scores, oracles, fits)
+        for row in site_rows:
+            row["ood_group"] = groups.get(row["ood_dataset"], "")
+        rows += site_rows + group_means(site_rows, groups)
         all_scores[site] = scores
         all_oracles[site] = {d: auroc(*pair) for d, pair in oracles.items()}
     return pd.DataFrame(rows), all_scores, all_oracles

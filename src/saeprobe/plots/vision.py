@@ -81,6 +81,17 @@ def purity_by_level(table: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+def _ood_columns(table: pd.DataFrame) -> list[str]:
+    """OOD sets ordered by group (near, far, legacy, none), each group's mean row last."""
+    group = table.get("ood_group", pd.Series("", index=table.index)).fillna("").astype(str)
+    rank = {"near": 0, "far": 1, "legacy": 2}
+    pairs = set(zip(table["ood_dataset"], group, strict=True))
+    return [
+        d
+        for d, _ in sorted(pairs, key=lambda p: (rank.get(p[1], 3), p[0].endswith("(mean)"), p[0]))
+    ]
+
+
 def ood_auroc(table: pd.DataFrame) -> plt.Figure:
     """AUROC of every OOD score, raw-feature baselines vs SAE scores, per OOD set and site."""
     data = table.copy()
@@ -92,6 +103,7 @@ def ood_auroc(table: pd.DataFrame) -> plt.Figure:
         x="auroc",
         hue="kind",
         col="ood_dataset",
+        col_order=_ood_columns(data),
         row="site",
         kind="bar",
         estimator="mean",
