@@ -1,4 +1,5 @@
-"""Task ontology for one model: LCH heights and coverage against raw, PCA and random units."""
+"""Task ontology for one model: LCH heights, specificity against a label-permutation null and
+coverage, width-matched against raw, PCA and random units."""
 
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
@@ -22,6 +23,9 @@ with job(snakemake) as j:
         max_train=p.max_train,
         seed=p.seed,
         device=j.device,
+        null_draws=p.settings["null_draws"],
+        alpha=p.settings["alpha"],
+        width_match=p.settings["width_match"],
     )
     atomic_write_csv(snakemake.output.metrics, metrics)
     atomic_write_csv(snakemake.output.units, units)

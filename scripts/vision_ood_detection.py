@@ -20,9 +20,14 @@ with job(snakemake) as j:
         max_train=p.max_train,
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
+        probe_options={
+            k: p.probe[k] for k in ("max_iter", "grad_tol", "std_floor") if k in p.probe
+        },
         seed=p.seed,
         device=j.device,
         controls=[d for d in (far, fresh) if d is not None],
+        knn_bank=s.get("knn_bank"),
+        ood_groups=s.get("ood_groups", {}),
     )
     atomic_write_csv(snakemake.output[0], table)
     rows = []

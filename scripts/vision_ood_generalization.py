@@ -18,6 +18,9 @@ with job(snakemake) as j:
         max_train=p.max_train,
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
+        probe_options={
+            k: p.probe[k] for k in ("max_iter", "grad_tol", "std_floor") if k in p.probe
+        },
         mask_to_present=p.settings["mask_to_present"],
         seed=p.seed,
         device=j.device,
@@ -26,6 +29,7 @@ with job(snakemake) as j:
         spurious=SpuriousSettings(**p.settings.get("spurious", {})),
         control_dataset=p.id_dataset,
         naming_levels=p.attributes,
+        per_class_k=p.settings.get("per_class_k", []),
     )
     atomic_write_csv(snakemake.output[0], table)
     write_evidence(snakemake.output.evidence, evidence)

@@ -427,6 +427,16 @@ def _vision_problems(config: dict) -> list[str]:
     for key in ("far_dataset", "fresh_id_dataset"):
         if key in ood:
             datasets.append((f"ood_detection.{key}", ood[key]))
+    known = {
+        *ood.get("ood_datasets", []),
+        *(ood[k] for k in ("far_dataset", "fresh_id_dataset") if k in ood),
+    }
+    for name in ood.get("ood_groups", {}):
+        if name not in known:
+            problems.append(
+                f"config key 'vision.ood_detection.ood_groups.{name}': '{name}' is not one of "
+                "'vision.ood_detection.ood_datasets' (or its far / fresh controls)"
+            )
     if "measured_dataset" in ood and ood["measured_dataset"] not in ood.get("ood_datasets", []):
         problems.append(
             "config key 'vision.ood_detection.measured_dataset': "

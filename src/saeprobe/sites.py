@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 # Row modalities of a multimodal store, by their int8 code (an activation store's `modality`).
 MODALITIES = ("image", "text")
+# prefix of a caption token's word that continues the previous token's word (a word split into
+# several tokenizer pieces; saeprobe.backbones.mllm.piece_words)
+CONTINUATION = "##"
 
 FAMILIES = {
     "world": "vision",

@@ -123,6 +123,10 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
             lambda c: c["vision"]["ood_detection"].update(measured_dataset="world_id_fresh"),
             ["vision.ood_detection.measured_dataset", "ood_datasets"],
         ),
+        (
+            lambda c: c["vision"]["ood_detection"].update(ood_groups={"world_ood_x": "near"}),
+            ["vision.ood_detection.ood_groups.world_ood_x", "ood_datasets"],
+        ),
         (lambda c: c["world"].update(ood_colours=["red", "white"]), ["world.ood_colours", "red"]),
         (lambda c: c["world"].update(near_ood_shapes=["star"]), ["world.near_ood_shapes", "star"]),
         (lambda c: c["vision"].update(models=["dino"]), ["vision.models[0]", "sae.sites"]),

@@ -251,3 +251,50 @@ def test_a_tie_with_the_null_counts_as_extreme():
     d = np.zeros((3, 6))
     _, summary = cm.match_concepts(d, d, names, {n: "x" for n in names}, m=2, n_null=100)
     assert all(r["p_value"] == 1.0 for r in summary if "p_value" in r)
+
+
+def _piece_tokenizer():
+    """A tiny sentencepiece-style tokenizer: "giraffe" is two pieces, "gir" + "affe"."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [("<unk>", 0.0), ("\u2581a", -1.0), ("\u2581gir", -2.0), ("affe", -2.0),
+             ("\u2581red", -1.0), ("s", -3.0), ("\u2581", -5.0), (",", -2.0)]  # fmt: skip
+    tok = Tokenizer(Unigram(vocab, unk_id=0))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_a_concept_split_into_pieces_is_matched_as_a_token_sequence():
+    from saeprobe.backbones.mllm import piece_words
+
+    tokenizer = _piece_tokenizer()
+    captions = ["a red giraffe, a giraffes", "a red a"]
+    rows, n = [], 0
+    for e, caption in enumerate(captions):
+        ids = tokenizer(caption, add_special_tokens=False)["input_ids"]
+        for p, w in enumerate(piece_words(tokenizer, ids)):
+            rows.append({"example": e, "modality": "text", "position": 10 + p, "word": w})
+        n += len(ids)
+    tokens = pd.DataFrame(rows)
+    assert tokens["word"].tolist()[:5] == ["a", "red", "gir", "##affe", ","]
+    whole = cm.caption_words(
+        tokens["example"].to_numpy(), tokens["position"].to_numpy(),
+        tokens["word"].to_numpy(), np.ones(n, bool),
+    )  # fmt: skip
+    assert whole.tolist()[:9] == ["a", "red", "giraffe", "giraffe", ",", "a"] + ["giraffes"] * 3
+    # codes: latent 0 fires on every piece of "giraffe", latent 1 on "red"
+    codes = np.zeros((n, 2), np.float32)
+    codes[np.isin(whole, ["giraffe", "giraffes"]), 0] = 1.0
+    codes[whole == "red", 1] = 1.0
+    sums = cm.accumulate(
+        [(torch.from_numpy(codes), np.arange(n))], tokens, [{"giraffe"}, {"red"}],
+        ["giraffe", "red"], width=2,
+    )  # fmt: skip
+    assert sums.concept_txt_n.tolist() == [5.0, 2.0]  # 2 + 3 pieces; the single-piece word twice
+    np.testing.assert_allclose(sums.concept_txt_sum[0], [5.0, 0.0])
+    # a tokenizer without word markers (the world's word-level one) marks no continuation
+    ids = tokenizer("a giraffe", add_special_tokens=False)["input_ids"]
+    assert piece_words(tokenizer, ids, markers=False) == ["a", "gir", "affe"]

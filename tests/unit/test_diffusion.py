@@ -133,6 +133,26 @@ def test_token_mask_selects_prompt_tokens() -> None:
     assert token_mask(am, [1, 2]).nonzero().tolist() == [[0, 1], [0, 2], [1, 1]]
     with pytest.raises(ValueError):
         token_mask(am, [9])
+    assert token_mask(am, "sequence").all()  # start token and padding too
+    with pytest.raises(ValueError, match="sequence"):
+        token_mask(am, "padding")
+
+
+def test_steering_the_whole_sequence_changes_the_padding_states() -> None:
+    d, ctx = 4, 6
+    layer = torch.nn.Identity()
+    encoder = torch.nn.Module()
+    encoder.text_model = torch.nn.Module()
+    encoder.text_model.encoder = torch.nn.Module()
+    encoder.text_model.encoder.layers = torch.nn.ModuleList([layer])
+    am = torch.tensor([[1, 1, 1, 0, 0, 0]])
+    h = torch.zeros(1, ctx, d)
+    delta = torch.ones(d)
+    for tokens, changed in (("all", [1, 2]), ("sequence", list(range(ctx)))):
+        with steer(encoder, 0, token_mask(am, tokens), delta=delta):
+            out = layer(h)
+        moved = (out != 0).any(dim=-1)[0].nonzero()[:, 0].tolist()
+        assert moved == changed, tokens
 
 
 def _sae(d: int, width: int = 8) -> torch.nn.Module:

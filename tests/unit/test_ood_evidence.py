@@ -10,6 +10,8 @@ from saeprobe.claims import FAILS, HOLDS, INCONCLUSIVE, judge
 from saeprobe.eval.features import RAW
 from saeprobe.eval.ood_detection import (
     bootstrap_aurocs,
+    group_means,
+    knn_bank_rows,
     ood_evidence,
     oracle_scores,
 )
@@ -104,3 +106,26 @@ def test_oracle_separates_a_shifted_set_and_not_a_fresh_sample() -> None:
     is_ood = np.r_[np.zeros(400, bool), np.ones(200, bool)]
     assert auroc_from_labels(is_ood, np.concatenate(oracle_scores(x_id, shifted, 0))) > 0.7
     assert abs(auroc_from_labels(is_ood, np.concatenate(oracle_scores(x_id, fresh, 0))) - 0.5) < 0.1
+
+
+def test_ood_groups_are_averaged_apart_and_the_knn_bank_is_a_seeded_subset() -> None:
+    rows = [
+        {"model": "m", "site": "s", "layer": 1, "id_dataset": "id", "features": "raw",
+         "score": "knn", "ood_dataset": d, "auroc": a, "fpr95": f, "n_id": 10, "n_ood": 5}
+        for d, a, f in (("ssb", 0.6, 0.8), ("ninco", 0.8, 0.6), ("inat", 0.99, 0.05),
+                        ("sun", 0.9, 0.3), ("other", 0.1, 1.0))
+    ]  # fmt: skip
+    groups = {"ssb": "near", "ninco": "near", "inat": "far", "sun": "legacy"}
+    means = pd.DataFrame(group_means(rows, groups)).set_index("ood_dataset")
+    assert set(means.index) == {"near (mean)", "far (mean)", "legacy (mean)"}
+    assert means.loc["near (mean)", "auroc"] == pytest.approx(0.7)
+    assert means.loc["near (mean)", "fpr95"] == pytest.approx(0.7)
+    assert means.loc["near (mean)", "n_sets"] == 2 and means.loc["near (mean)", "n_ood"] == 10
+    assert means.loc["far (mean)", "auroc"] == pytest.approx(0.99)  # never mixed with near
+    assert group_means(rows, {}) == []
+    bank = knn_bank_rows(1000, 100, seed=0)
+    assert len(bank) == 100 and len(set(bank)) == 100 and (np.diff(bank) > 0).all()
+    np.testing.assert_array_equal(bank, knn_bank_rows(1000, 100, seed=0))
+    assert not np.array_equal(bank, knn_bank_rows(1000, 100, seed=1))
+    np.testing.assert_array_equal(knn_bank_rows(50, None, seed=0), np.arange(50))
+    np.testing.assert_array_equal(knn_bank_rows(50, 80, seed=0), np.arange(50))

@@ -248,17 +248,41 @@ def test_pca_and_random_directions() -> None:
 # -- data: WordNet, downloads ----------------------------------------------------------------
 
 
-def test_wordnet_keeps_the_first_hypernym(tmp_path: Path) -> None:
-    (tmp_path / "is_a.txt").write_text(
-        "n00001740 n00002000\nn00002000 n01\nn00001740 n00003000\nn00003000 n01\nn00003000 n02\n"
-    )
+def test_wordnet_keeps_the_deepest_hypernym_whatever_the_file_order(tmp_path: Path) -> None:
+    # n01 (dog) has two hypernyms: n00002000 (animal, under n00004000) and n00003000 (thing,
+    # right under entity); the deeper one wins in either file order
+    lines = [
+        "n00001740 n00004000",
+        "n00004000 n00002000",
+        "n00003000 n01",
+        "n00002000 n01",
+        "n00001740 n00003000",
+        "n00003000 n02",
+    ]
     (tmp_path / "words.txt").write_text(
-        "n00001740\tentity\nn00002000\tanimal, beast\nn00003000\tthing\nn01\tdog\nn02\tcar\n"
+        "n00001740\tentity\nn00002000\tanimal, beast\nn00003000\tthing\nn00004000\torganism\n"
+        "n01\tdog\nn02\tcar\n"
     )
-    tree = read_wordnet(tmp_path / "is_a.txt", tmp_path / "words.txt")
+    trees = []
+    for order in (lines, lines[::-1]):
+        (tmp_path / "is_a.txt").write_text("\n".join(order) + "\n")
+        trees.append(read_wordnet(tmp_path / "is_a.txt", tmp_path / "words.txt"))
+    tree = trees[0]
+    assert trees[1] == tree
     assert tree.parent("n01") == "n00002000"
     assert tree.names["n00002000"] == "animal"
     assert tree.lowest_common_ancestor(["n01", "n02"]) == "n00001740"
+
+
+def test_wordnet_ties_go_to_the_smallest_wnid_and_cycles_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "words.txt").write_text("n00001740\tentity\n")
+    (tmp_path / "is_a.txt").write_text(
+        "n00001740 n00009\nn00001740 n00005\nn00009 n01\nn00005 n01\n"
+    )
+    assert read_wordnet(tmp_path / "is_a.txt", tmp_path / "words.txt").parent("n01") == "n00005"
+    (tmp_path / "is_a.txt").write_text("n00001740 n00005\nn00007 n00008\nn00008 n00007\n")
+    with pytest.raises(ValueError, match="cycle"):
+        read_wordnet(tmp_path / "is_a.txt", tmp_path / "words.txt")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from saeprobe.backbones.collector import Collector, ListBatch, SiteRows, list_batches
 from saeprobe.data.pairs import Examples, load_examples
-from saeprobe.sites import MODALITIES
+from saeprobe.sites import CONTINUATION, MODALITIES
 
 IMAGE_TOKEN = "<image>"
 PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows
@@ -31,6 +31,26 @@ WORD_MARKERS = "\u2581\u0120"  # sentencepiece and byte-level BPE word-start mar
 def clean_word(token: str) -> str:
     """A token's word: lower-cased, without the tokenizer's word-start marker."""
     return token.strip().lstrip(WORD_MARKERS).strip().lower()
+
+
+def uses_word_markers(tokenizer: Any) -> bool:
+    """Whether the tokenizer marks word starts (sentencepiece's or byte-level BPE's marker)."""
+    return any(t[:1] in WORD_MARKERS for t in tokenizer.get_vocab() if t)
+
+
+def piece_words(tokenizer: Any, token_ids: Sequence[int], markers: bool | None = None) -> list[str]:
+    """Each token's word (`clean_word`); with a tokenizer that marks word starts, a piece that
+    continues a word (no marker, starts with a letter or digit) is CONTINUATION + its text, so
+    a word split into several pieces ("giraffe" = "gir" + "##affe" in Llama's vocabulary) can
+    be put back together in caption order (`saeprobe.eval.crossmodal.caption_words`)."""
+    pieces = tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
+    markers = uses_word_markers(tokenizer) if markers is None else markers
+    out = []
+    for piece in pieces:
+        word = clean_word(piece)
+        continues = markers and piece[:1] not in WORD_MARKERS and piece[:1].isalnum()
+        out.append(CONTINUATION + word if continues and word else word)
+    return out
 
 
 def image_features_per_image(model: LlavaForConditionalGeneration) -> int:
@@ -170,8 +190,7 @@ class MLLMCollector(Collector):
         }
 
     def token_words(self, token_ids: Sequence[int]) -> list[str]:
-        words = self.processor.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
-        return [clean_word(w) for w in words]
+        return piece_words(self.processor.tokenizer, token_ids)
 
     def describe(self) -> dict:
         cfg = self.model.config.text_config

@@ -6,7 +6,9 @@ block. The same code serves Stable Diffusion's CLIPTextModel and the world's con
 
 Tokens: "all" = every non-padding prompt token after the start token (the start token's state
 is the same for every prompt: position 0 under a causal mask), "eot" = the end-of-text token,
-or a list of positions (those inside the prompt).
+"sequence" = every position of the context, start token and padding included (the UNet
+cross-attends to all of them: Stable Diffusion's 77), or a list of positions (those inside the
+prompt).
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ def token_mask(attention_mask: Tensor, tokens: Tokens) -> Tensor:
         return am & (pos > 0)
     if tokens == "eot":
         return pos == (length - 1)
+    if tokens == "sequence":
+        return torch.ones(n, ctx, dtype=torch.bool)
     if isinstance(tokens, str):
-        raise ValueError(f"tokens: expected 'all', 'eot' or a list of positions, got {tokens!r}")
+        raise ValueError(
+            f"tokens: expected 'all', 'eot', 'sequence' or a list of positions, got {tokens!r}"
+        )
     mask = torch.zeros(n, ctx, dtype=torch.bool)
     for p in tokens:
         if not 0 <= int(p) < ctx:

@@ -27,7 +27,8 @@ as a caption word, e.g. a colour or a shape name):
 
 * D_img[c, j] = mean of z_j over image tokens of examples whose image has c
   - mean of z_j over image tokens of examples without c;
-* D_txt[c, j] = mean of z_j over text tokens whose word is c (or c + "s")
+* D_txt[c, j] = mean of z_j over text tokens whose word is c (or c + "s"; a word the
+  tokenizer split into several pieces counts with all its tokens, `caption_words`)
   - mean of z_j over text tokens whose word is another concept of c's attribute (e.g. "red"
   against the other colour words; all other text tokens when c's attribute has no other
   concept). Contrasting within the attribute removes what all words of a kind share (their
@@ -70,6 +71,7 @@ from saeprobe.data.pairs import concept_sets
 from saeprobe.io import atomic_save_npy, atomic_write_csv, atomic_write_json
 from saeprobe.sae import load_sae
 from saeprobe.sae.site import MODALITY_SCALE
+from saeprobe.sites import CONTINUATION
 from saeprobe.stats import Estimate, null_estimate
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,31 @@ class CrossmodalSums:
     word_n: np.ndarray  # (V,)
 
 
+def caption_words(
+    example: np.ndarray, position: np.ndarray, word: np.ndarray, text: np.ndarray
+) -> np.ndarray:
+    """(n,) each token's whole word: a text token whose word starts with CONTINUATION (a piece
+    continuing the previous token's word, `saeprobe.backbones.mllm.piece_words`) is joined with
+    the token before it in the same example, and every piece of the word gets the joined word;
+    other tokens keep theirs. example, position, word, text: (n,) per token (text: bool)."""
+    out = np.asarray(word).astype(object).copy()
+    rows = np.flatnonzero(text)
+    if not len(rows):
+        return out
+    rows = rows[np.lexsort((position[rows], example[rows]))]
+    pieces = out[rows].astype(str)
+    follows = np.r_[False, (example[rows][1:] == example[rows][:-1])
+                    & (position[rows][1:] == position[rows][:-1] + 1)]  # fmt: skip
+    joins = np.char.startswith(pieces, CONTINUATION) & follows
+    if not joins.any():
+        return out
+    stripped = np.where(joins, np.char.lstrip(pieces, "#"), pieces)
+    group = np.cumsum(~joins)
+    joined = pd.Series(stripped).groupby(group).transform(lambda p: "".join(p)).to_numpy()
+    out[rows] = joined
+    return out
+
+
 def accumulate(
     chunks: Iterable[tuple[Tensor, np.ndarray]],
     tokens: pd.DataFrame,
@@ -113,7 +140,7 @@ def accumulate(
 ) -> CrossmodalSums:
     """Accumulate CrossmodalSums from (codes (b, W), row indices (b,)) chunks.
 
-    tokens: the extraction's token table (example, modality, word) indexed by row;
+    tokens: the extraction's token table (example, modality, word, position) indexed by row;
     example_concepts[e]: the concepts of example e's image; concepts: those to match.
     max_words: the most frequent caption words tracked for the figures.
     """
@@ -130,9 +157,11 @@ def accumulate(
     text_words = pd.Series(word[modality == "text"]).value_counts()
     words = sorted(text_words.index[:max_words])
     w_index = {w: i for i, w in enumerate(words)}
+    position = tokens["position"].to_numpy() if "position" in tokens else np.arange(len(tokens))
+    whole = caption_words(example, position, word, modality == "text").astype(str)
     word_concept = np.full(len(tokens), -1)
     for c, i in c_index.items():
-        word_concept[(modality == "text") & np.isin(word, [c, c + "s"])] = i
+        word_concept[(modality == "text") & np.isin(whole, [c, c + "s"])] = i
     word_id = np.array([w_index.get(w, -1) for w in word])
     z = dict(
         sum_img=np.zeros(width),

@@ -8,14 +8,28 @@ the same site), over the in-distribution images and the hierarchy pruned to thei
   holds the labels of at least a fraction tau of the top images (tau = 1: the strict lowest
   common ancestor of all of them). Ties at equal depth go to the node holding more images.
 - height: the LCH's height in the pruned hierarchy (0 = a leaf class).
-- a unit is *pure* when its LCH is not the root.
+- a unit is *pure* when its LCH is not the root. On WordNet this saturates: the ImageNet
+  classes hang under a long chain (entity > physical entity > object > whole > ...), so the
+  LCH of almost any set of images is below the root and every feature set is ~100% pure.
+- *specific*: a unit whose LCH is lower than chance puts it. The null is a label permutation:
+  the LCH height of as many images drawn at random from the labelled images (`null_draws`
+  draws per number of valid top images); the unit's p is (1 + #{null height <= its height}) /
+  (1 + null_draws), and it is specific when p <= alpha. The null knows the tree's shape and the
+  class frequencies, so a deep root chain or an unbalanced tree moves it too.
 - coverage: the fraction of internal non-root nodes of the pruned hierarchy that are the LCH of
   at least one pure unit (`coverage_internal`); `coverage_leaves` is the same over leaves.
-Metrics: n_units, n_scored (units with enough active images), frac_pure (of n_scored),
-mean_height (over pure units), height_frac_h{h} (fraction of scored units whose LCH has height
-h; the root counts as its own height), coverage_internal, coverage_leaves.
-PCA directions are the principal axes of the training activations (as many as the site's
-dimension); random directions are seeded standard-normal vectors (as many as the widest SAE).
+Width matching: the metrics are taken over `n_matched` units, a seeded sample of each set's
+scored units of the size of the raw width (the site's dimension; all of them when fewer), so a
+16,384-latent SAE and 1,024 raw neurons are compared on equal numbers (coverage grows with the
+count). n_units and n_scored count the whole set.
+Metrics: n_units, n_scored (units with enough active images), n_matched, frac_specific,
+height_gain (mean over matched units of the null's mean LCH height minus the unit's; 0 = like
+chance, in tree levels), frac_pure (of matched), mean_height (over pure matched units),
+height_frac_h{h} (fraction of matched units whose LCH has height h; the root counts as its own
+height) beside null_height_frac_h{h} (the same for random sets of `top_n` images),
+coverage_internal, coverage_leaves.
+PCA directions are the principal axes of the training activations and random directions are
+seeded standard-normal vectors, as many as the site's dimension.
 """
 
 from __future__ import annotations
@@ -80,8 +94,70 @@ def unit_hypernyms(
     return out
 
 
-def ontology_metrics(hierarchy: Hierarchy, hypernyms: Sequence[str | None]) -> dict[str, float]:
-    """The module's metrics from each unit's LCH (None = not scored)."""
+def null_heights(
+    hierarchy: Hierarchy, labels: np.ndarray, size: int, tau: float, draws: int, seed: int
+) -> np.ndarray:
+    """(draws,) LCH heights of `size` images drawn at random (without replacement) from the
+    labelled images (n_images,): the label-permutation null of a unit with `size` top images."""
+    rng = np.random.default_rng([int(seed), 6151, size])
+    labels = np.asarray(labels)
+    size = min(size, len(labels))
+    return np.array(
+        [
+            hierarchy.height(
+                lowest_common_hypernym(
+                    hierarchy, labels[rng.choice(len(labels), size, replace=False)].tolist(), tau
+                )
+            )
+            for _ in range(draws)
+        ]
+    )
+
+
+class HeightNull:
+    """The label-permutation null of LCH heights, drawn once per number of top images."""
+
+    def __init__(
+        self, hierarchy: Hierarchy, labels: np.ndarray, tau: float, draws: int, seed: int
+    ) -> None:
+        self.hierarchy, self.labels, self.tau = hierarchy, np.asarray(labels), tau
+        self.draws, self.seed = draws, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def heights(self, size: int) -> np.ndarray:
+        """(draws,) null heights for units with `size` valid top images."""
+        if size not in self._cache:
+            self._cache[size] = null_heights(
+                self.hierarchy, self.labels, size, self.tau, self.draws, self.seed
+            )
+        return self._cache[size]
+
+    def p_value(self, height: int, size: int) -> float:
+        """Chance of an LCH this low or lower: (1 + #{null <= height}) / (1 + draws)."""
+        null = self.heights(size)
+        return float((1 + (null <= height).sum()) / (1 + len(null)))
+
+
+def width_matched(scored: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """(m,) sorted indices of a seeded sample of `count` of the `scored` (units,) bool units
+    (all of them when count is None or there are fewer)."""
+    units = np.flatnonzero(scored)
+    if count is None or len(units) <= count:
+        return units
+    return np.sort(np.random.default_rng([int(seed), 6163]).choice(units, count, replace=False))
+
+
+def ontology_metrics(
+    hierarchy: Hierarchy,
+    hypernyms: Sequence[str | None],
+    sizes: Sequence[int] | None = None,
+    null: HeightNull | None = None,
+    top_n: int | None = None,
+    alpha: float = 0.05,
+) -> dict[str, float]:
+    """The module's metrics from each unit's LCH (None = not scored), over the units given
+    (the caller width-matches); sizes: each unit's number of valid top images, and `null`,
+    give frac_specific, height_gain and null_height_frac_h{h} (for sets of top_n images)."""
     scored = [h for h in hypernyms if h is not None]
     pure = [h for h in scored if h != hierarchy.root]
     internal = [n for n in hierarchy.nodes if n != hierarchy.root and not hierarchy.is_leaf(n)]
@@ -99,10 +175,48 @@ def ontology_metrics(hierarchy: Hierarchy, hypernyms: Sequence[str | None]) -> d
         ),
         "coverage_leaves": sum(n in hit for n in leaves) / len(leaves),
     }
+    if null is not None and sizes is not None:
+        pairs = [(hierarchy.height(h), int(m)) for h, m in zip(hypernyms, sizes, strict=True) if h]
+        p = [null.p_value(h, m) for h, m in pairs]
+        gain = [float(null.heights(m).mean()) - h for h, m in pairs]
+        metrics["frac_specific"] = float(np.mean(np.array(p) <= alpha)) if p else float("nan")
+        metrics["height_gain"] = float(np.mean(gain)) if gain else float("nan")
     heights = Counter(hierarchy.height(h) for h in scored)
+    null_counts = Counter(null.heights(top_n).tolist()) if null and top_n else None
     for h in range(hierarchy.height(hierarchy.root) + 1):
         metrics[f"height_frac_h{h}"] = heights.get(h, 0) / len(scored) if scored else float("nan")
+        if null_counts is not None:
+            metrics[f"null_height_frac_h{h}"] = null_counts.get(h, 0) / null.draws
     return metrics
+
+
+def feature_set_metrics(
+    hierarchy: Hierarchy,
+    labels: np.ndarray,
+    x: np.ndarray,
+    positive_only: bool,
+    top_n: int,
+    tau: float,
+    min_active: int,
+    null: HeightNull,
+    width: int | None,
+    seed: int,
+    alpha: float = 0.05,
+) -> tuple[dict[str, float], list[str | None], np.ndarray, np.ndarray]:
+    """The metrics of one feature set x (n_images, units) over `width` matched units (None:
+    all), with every unit's LCH (None: not scored), its number of valid top images (units,)
+    and the matched units' indices (m,)."""
+    top = top_images(x, top_n, positive_only)
+    lchs = unit_hypernyms(hierarchy, labels, top, tau, min_active)
+    sizes = top.valid.sum(axis=1)
+    scored = np.array([h is not None for h in lchs])
+    matched = width_matched(scored, width, seed)
+    metrics = ontology_metrics(
+        hierarchy, [lchs[j] for j in matched], sizes[matched], null, top_n, alpha
+    )
+    metrics["n_units"], metrics["n_scored"] = float(len(lchs)), float(scored.sum())
+    metrics["n_matched"] = float(len(matched))
+    return metrics, lchs, sizes, matched
 
 
 def pca_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,11 +241,14 @@ def ontology(
     max_train: int | None,
     seed: int,
     device: torch.device,
+    null_draws: int = 1000,
+    alpha: float = 0.05,
+    width_match: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ontology metrics (ontology module) per site and feature set, with the per-unit LCHs.
 
     Returns (metrics: model, layer, site, features, metric, value; units: model, site,
-    features, latent, lch, lch_name, height).
+    features, latent, lch, lch_name, height, p_specific, matched).
     """
     metric_rows, unit_rows = [], []
     for site in sites.sites:
@@ -141,7 +258,7 @@ def ontology(
         raw = data.raw
         train_raw = load_site(sites.activation_dir(train_dataset), site, max_train, seed).raw
         saes = sites.load_saes(site, device)
-        width = max((sae.width for sae in saes.values()), default=raw.shape[1])
+        width = raw.shape[1]
         axes, mean = pca_directions(train_raw)
         sets: list[tuple[str, np.ndarray, bool]] = [
             (RAW, raw, False),
@@ -149,10 +266,15 @@ def ontology(
             ("random", (raw - mean) @ random_directions(raw.shape[1], width, seed), False),
         ]
         sets += [(name, sae_codes(sae, data), True) for name, sae in saes.items()]
+        null = HeightNull(pruned, labels, tau, null_draws, seed)
         for features, x, positive in sets:
-            top = top_images(x, top_n, positive)
-            lchs = unit_hypernyms(pruned, labels, top, tau, min_active)
-            for metric, value in ontology_metrics(pruned, lchs).items():
+            metrics, lchs, sizes, matched = feature_set_metrics(
+                pruned, labels, x, positive, top_n, tau, min_active, null,
+                width if width_match else None, seed, alpha,
+            )  # fmt: skip
+            in_match = np.zeros(len(lchs), bool)
+            in_match[matched] = True
+            for metric, value in metrics.items():
                 metric_rows.append(
                     {
                         "model": sites.model,
@@ -173,6 +295,10 @@ def ontology(
                         "lch": lch or "",
                         "lch_name": pruned.names[lch] if lch else "",
                         "height": pruned.height(lch) if lch else -1,
+                        "p_specific": null.p_value(pruned.height(lch), int(sizes[latent]))
+                        if lch
+                        else float("nan"),
+                        "matched": bool(in_match[latent]),
                     }
                 )
     return pd.DataFrame(metric_rows), pd.DataFrame(unit_rows)

@@ -7,7 +7,8 @@ The four standard scores run on raw activations and on SAE codes alike (like for
 - `mahalanobis`: the minimum over classes of the Mahalanobis distance to the class mean
   under the shared (tied) covariance of the training features;
 - `knn`: the distance of the L2-normalised feature to its k-th nearest neighbour among the
-  normalised training features (Sun et al. 2022).
+  normalised training features (Sun et al. 2022); the bank is all the training images used
+  (`max_train_images`) or a seeded subset of `knn_bank` of them.
 Scores only an SAE has:
 - SAE `recon_error`: relative squared reconstruction error ||x - x_hat||^2 / ||x||^2;
 - SAE `activation_mass`: minus the sum of the image's SAE codes (in-distribution inputs are
@@ -19,6 +20,9 @@ accepted at the threshold that accepts 95% of in-distribution images. The `oracl
 OOD set is a supervised upper reference: a linear probe told ID from that set on raw
 activations, AUROC cross-validated over two folds. A low oracle means the backbone does not
 separate the set (no score can); a high oracle with a low score means the score is at fault.
+OOD groups (`ood_groups`: near, far or legacy per set, as OpenOOD v1.5 splits ImageNet's sets)
+are reported apart, never averaged together: each row carries its set's `ood_group`, and each
+group gets rows `<group> (mean)` (the mean AUROC and FPR@95 over its sets).
 
 Evidence (claim `ood_detection`, per site): the pre-registered `primary_score` on the primary
 SAE's codes, ID vs the measured near-OOD set: `auroc` (bootstrap CI, resampling ID and OOD
@@ -31,7 +35,8 @@ in-distribution sample taken for OOD (it must not). The controls test the detect
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +53,7 @@ from saeprobe.eval.features import (
     sae_codes,
     site_layer,
 )
-from saeprobe.eval.probes import LinearProbe, fit_probe
+from saeprobe.eval.probes import NO_FIT, LinearProbe, ProbeFit, fit_probe
 from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
 from saeprobe.stats import auroc as rank_auroc
 
@@ -152,6 +157,7 @@ def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
 # -- the task on a model's sites --
 
 FEATURE_SCORES = ("msp", "energy", "mahalanobis", "knn")
+HEAD_SCORES = ("msp", "energy")  # the scores of the linear head
 ORACLE = "oracle"
 Scores = dict[tuple[str, str], dict[str, np.ndarray]]
 
@@ -166,12 +172,23 @@ def feature_scores(
     val_fraction: float,
     seed: int,
     device: torch.device | str = "cpu",
+    probe_options: Mapping[str, Any] | None = None,
+    fits: dict[str, ProbeFit] | None = None,
+    knn_bank: int | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
-    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes."""
-    probe = fit_probe(x_train, y, n_classes, weight_decays, val_fraction, seed, device=device)
+    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes.
+    probe_options: fit_probe's max_iter, grad_tol, std_floor; fits, when given, gets the
+    head's final fit under each score that uses it (msp, energy); knn_bank: the kNN bank's size
+    (a seeded subset of x_train; None: all of it)."""
+    probe = fit_probe(
+        x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
+        **(probe_options or {}),
+    )  # fmt: skip
+    if fits is not None:
+        fits.update({score: probe.fit for score in HEAD_SCORES})
     mahalanobis = MahalanobisScore(x_train, y, n_classes)
-    knn = KNNScore(x_train, knn_k, device=device)
+    knn = KNNScore(x_train[knn_bank_rows(len(x_train), knn_bank, seed)], knn_k, device=device)
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in FEATURE_SCORES}
     for name, x in evals.items():
         per = head_scores(probe, x)
@@ -180,6 +197,33 @@ def feature_scores(
         for score, values in per.items():
             out[score][name] = values
     return out
+
+
+def knn_bank_rows(n: int, size: int | None, seed: int) -> np.ndarray:
+    """(m,) sorted rows of the n training images that form the kNN bank: a seeded subset of
+    `size` of them, all when size is None or at least n."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([int(seed), 7411]).choice(n, size, replace=False))
+
+
+def group_means(rows: Sequence[dict], groups: Mapping[str, str]) -> list[dict]:
+    """Per (site, features, score) and OOD group, one row `<group> (mean)`: the mean AUROC and
+    FPR@95 over the group's sets (rows: score_rows' rows; groups: OOD set -> group)."""
+    if not groups:
+        return []
+    table = pd.DataFrame(rows)
+    table = table[table["ood_dataset"].isin(list(groups))].copy()
+    if table.empty:
+        return []
+    table["ood_group"] = table["ood_dataset"].map(groups)
+    keys = ["model", "site", "layer", "id_dataset", "features", "score", "ood_group"]
+    means = table.groupby(keys, sort=False).agg(
+        auroc=("auroc", "mean"), fpr95=("fpr95", "mean"), n_id=("n_id", "first"),
+        n_ood=("n_ood", "sum"), n_sets=("ood_dataset", "nunique"),
+    ).reset_index()  # fmt: skip
+    means["ood_dataset"] = means["ood_group"] + " (mean)"
+    return means.to_dict("records")
 
 
 def oracle_scores(
@@ -212,18 +256,25 @@ def site_scores(
     train: SiteData,
     evals: dict[str, SiteData],
     fit: dict,
+    fits: dict[tuple[str, str], ProbeFit] | None = None,
 ) -> Scores:
-    """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes."""
+    """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes; `fits`,
+    when given, gets the linear head's final fit under (features, score) of the head's scores."""
     classes = sorted(set(train.labels))
     y = class_ids(train.labels, classes)
     scores: Scores = {}
     raw = {d: data.raw for d, data in evals.items()}
-    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit).items():
+    head: dict[str, ProbeFit] = {}
+    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit, fits=head).items():
         scores[(RAW, score)] = by
+    if fits is not None:
+        fits.update({(RAW, score): f for score, f in head.items()})
     for sae_name, sae in sites.load_saes(site, fit["device"]).items():
         codes_train = sae_codes(sae, train)
         codes = {d: sae_codes(sae, data) for d, data in evals.items()}
-        per = feature_scores(codes_train, y, len(classes), codes, **fit)
+        per = feature_scores(codes_train, y, len(classes), codes, **fit, fits=head)
+        if fits is not None:
+            fits.update({(sae_name, score): f for score, f in head.items()})
         profile = ProfileScore(codes_train, y, len(classes))
         per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
         per["activation_mass"] = {d: -c.sum(axis=1) for d, c in codes.items()}
@@ -240,11 +291,15 @@ def score_rows(
     others: Sequence[str],
     scores: Scores,
     oracles: dict[str, tuple[np.ndarray, np.ndarray]],
+    fits: Mapping[tuple[str, str], ProbeFit] | None = None,
 ) -> list[dict]:
-    """Table rows: AUROC and FPR@95 of every (features, score) and set, then the oracles."""
+    """Table rows: AUROC and FPR@95 of every (features, score) and set, then the oracles;
+    the probe_* columns hold the linear head's final fit (`fits`; empty for other scores)."""
     base = {"model": model, "site": site, "layer": site_layer(site), "id_dataset": id_dataset}
     rows = []
+    no_fit = {column: float("nan") for column in NO_FIT.columns()}
     for (features, score), by_dataset in scores.items():
+        fit = (fits or {}).get((features, score))
         id_scores = by_dataset[id_dataset]
         for ood in others:
             ood_scores = by_dataset[ood]
@@ -258,6 +313,7 @@ def score_rows(
                     "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
                     "n_id": len(id_scores),
                     "n_ood": len(ood_scores),
+                    **(fit.columns() if fit is not None else no_fit),
                 }
             )
     for ood, (id_scores, ood_scores) in oracles.items():
@@ -271,6 +327,7 @@ def score_rows(
                 "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
                 "n_id": len(id_scores),
                 "n_ood": len(ood_scores),
+                **no_fit,
             }
         )
     return rows
@@ -288,9 +345,13 @@ def ood_detection(
     seed: int,
     device: torch.device,
     controls: Sequence[str] = (),
+    probe_options: Mapping[str, Any] | None = None,
+    knn_bank: int | None = None,
+    ood_groups: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Scores], dict[str, dict[str, float]]]:
     """Every score per site, features and eval set (ood_datasets and the `controls`, e.g. a
-    far-OOD set and a fresh ID sample, all against id_dataset).
+    far-OOD set and a fresh ID sample, all against id_dataset); ood_groups: OOD set -> near,
+    far or legacy (module docstring).
 
     Returns the table (AUROC, FPR@95 and the oracle rows), per site the scores
     {(features, score): {dataset: (n,)}} and per site the oracle AUROC {dataset: auroc}.
@@ -302,17 +363,24 @@ def ood_detection(
         "val_fraction": val_fraction,
         "seed": seed,
         "device": device,
+        "probe_options": probe_options,
+        "knn_bank": knn_bank,
     }
+    groups = dict(ood_groups or {})
     rows: list[dict] = []
     all_scores: dict[str, Scores] = {}
     all_oracles: dict[str, dict[str, float]] = {}
     for site in sites.sites:
         train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
         evals = {d: load_site(sites.activation_dir(d), site) for d in [id_dataset, *others]}
-        scores = site_scores(sites, site, train, evals, fit)
+        fits: dict[tuple[str, str], ProbeFit] = {}
+        scores = site_scores(sites, site, train, evals, fit, fits)
         raw_id = evals[id_dataset].raw
         oracles = {d: oracle_scores(raw_id, evals[d].raw, seed) for d in others}
-        rows += score_rows(sites.model, site, id_dataset, others, scores, oracles)
+        site_rows = score_rows(sites.model, site, id_dataset, others, scores, oracles, fits)
+        for row in site_rows:
+            row["ood_group"] = groups.get(row["ood_dataset"], "")
+        rows += site_rows + group_means(site_rows, groups)
         all_scores[site] = scores
         all_oracles[site] = {d: auroc(*pair) for d, pair in oracles.items()}
     return pd.DataFrame(rows), all_scores, all_oracles

@@ -3,9 +3,13 @@
 Multinomial logistic-regression probes (saeprobe.eval.probes: L2 penalty tuned on a held-out
 part of the in-distribution training images, then refit on all of them) on the raw
 activations and on each SAE's codes of a site, trained in distribution and tested on the
-in-distribution test set and on shifted sets; with all units, and with the top-k units by
-ANOVA F. `mask_to_present` restricts predictions to the classes present in a test set (the
-200-class subsets of ImageNet-R and -A).
+in-distribution test set and on shifted sets; with all units, with the top-k units by
+ANOVA F (one global ranking), and with k units per class (`per_class_k`: each class's weights
+restricted to its own k units, ranked one-vs-rest; with 1,000 classes a global top-k of a few
+hundred leaves most classes without a unit of their own). Every probe's final fit is reported
+(probe_loss, probe_grad_norm, probe_iters, probe_converged; saeprobe.eval.probes; empty on
+the controls' rows). `mask_to_present` restricts predictions to the classes present in a test
+set (the 200-class subsets of ImageNet-R and -A).
 
 Evidence for the claim (saeprobe.claims, statistic `accuracy_gain`: accuracy of the treated
 features minus the reference's, a paired bootstrap over test images):
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,7 +55,7 @@ from saeprobe.eval.features import (
     sae_codes,
     site_layer,
 )
-from saeprobe.eval.probes import fit_probe, rank_features
+from saeprobe.eval.probes import NO_FIT, STD_FLOOR, fit_probe, per_class_mask, rank_features
 from saeprobe.eval.semantics import purity, top_images
 from saeprobe.stats import Estimate, bootstrap
 
@@ -69,6 +73,7 @@ class ProbeSettings:
     val_fraction: float
     seed: int
     device: torch.device
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ def ood_generalization(
     spurious: SpuriousSettings | None = None,
     control_dataset: str | None = None,
     naming_levels: Sequence[str] = (),
+    per_class_k: Sequence[int] = (),
+    probe_options: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Probe accuracy on every test set, for raw and SAE features, all units and top-k units,
     and the claim's evidence rows (module docstring).
@@ -121,10 +128,12 @@ def ood_generalization(
     saw are left out and counted in `n_unseen`. shifted: the test sets of the measured case;
     primary: the judged SAE (None: no evidence); spurious: the planted controls (None: absent),
     tested on `control_dataset` (one of test_datasets, in distribution); naming_levels: image
-    columns besides the leaf label that compete to name latents.
+    columns besides the leaf label that compete to name latents; per_class_k: the per-class
+    sparse probes' k; probe_options: fit_probe's max_iter, grad_tol, std_floor.
     """
     rows, evidence = [], []
-    settings = ProbeSettings(weight_decays, val_fraction, seed, device)
+    options = dict(probe_options or {})
+    settings = ProbeSettings(weight_decays, val_fraction, seed, device, options)
     for site in sites.sites:
         train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
         tests = {d: load_site(sites.activation_dir(d), site) for d in test_datasets}
@@ -138,12 +147,23 @@ def ood_generalization(
             x_tests = {d: (t.raw if sae is None else sae_codes(sae, t)) for d, t in tests.items()}
             ranking = rank_features(x_train, y)
             decays = list(weight_decays)
-            for k in [None, *[k for k in top_k if k < x_train.shape[1]]]:
-                cols = slice(None) if k is None else ranking[:k]
+            selections = [(None, "all"), *[(k, "global") for k in top_k if k < x_train.shape[1]]]
+            selections += [(k, "per_class") for k in per_class_k if k < x_train.shape[1]]
+            for k, selection in selections:
+                mask = None
+                if selection == "per_class":
+                    full_mask = per_class_mask(
+                        x_train, y, len(classes), k, options.get("std_floor", STD_FLOOR)
+                    )
+                    cols = np.flatnonzero(full_mask.any(axis=1))
+                    mask = full_mask[cols]
+                else:
+                    cols = slice(None) if k is None else ranking[:k]
                 probe = fit_probe(
-                    x_train[:, cols], y, len(classes), decays, val_fraction, seed, device=device
-                )
-                decays = [probe.weight_decay]  # top-k probes reuse the full probe's penalty
+                    x_train[:, cols], y, len(classes), decays, val_fraction, seed, device=device,
+                    mask=mask, **options,
+                )  # fmt: skip
+                decays = [probe.weight_decay]  # sparse probes reuse the full probe's penalty
                 hits, strata = [], []
                 for i, (dataset, data) in enumerate(tests.items()):
                     target = class_ids(data.labels, classes)
@@ -160,7 +180,8 @@ def ood_generalization(
                             "layer": site_layer(site),
                             "features": features,
                             "k": "all" if k is None else str(k),
-                            "n_features": x_train.shape[1] if k is None else k,
+                            "selection": selection,
+                            "n_features": x_train.shape[1] if k is None else len(probe.std),
                             "train_dataset": train_dataset,
                             "test_dataset": dataset,
                             "view": "",
@@ -171,6 +192,7 @@ def ood_generalization(
                             "n": int(seen.sum()),
                             "n_unseen": int((~seen).sum()),
                             "weight_decay": probe.weight_decay,
+                            **probe.fit.columns(),
                         }
                     )
                 if k is None and hits:
@@ -308,7 +330,7 @@ def _probe_correct(
     """(n_test,) 1.0 where the probe is right, and the penalty it chose."""
     model = fit_probe(
         x_train, y, n_classes, weight_decays or probe.weight_decays, probe.val_fraction,
-        probe.seed, device=probe.device,
+        probe.seed, device=probe.device, **probe.options,
     )  # fmt: skip
     return (model.predict(x_test) == y_test).astype(np.float64), model.weight_decay
 
@@ -456,6 +478,8 @@ def spurious_controls(
                 "n_unseen": 0,
                 "weight_decay": float("nan"),
                 "n_removed": n_removed,
+                "selection": "all",
+                **{column: float("nan") for column in NO_FIT.columns()},
             }
         )
     seed = probe.seed

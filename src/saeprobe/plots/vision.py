@@ -81,6 +81,17 @@ def purity_by_level(table: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+def _ood_columns(table: pd.DataFrame) -> list[str]:
+    """OOD sets ordered by group (near, far, legacy, none), each group's mean row last."""
+    group = table.get("ood_group", pd.Series("", index=table.index)).fillna("").astype(str)
+    rank = {"near": 0, "far": 1, "legacy": 2}
+    pairs = set(zip(table["ood_dataset"], group, strict=True))
+    return [
+        d
+        for d, _ in sorted(pairs, key=lambda p: (rank.get(p[1], 3), p[0].endswith("(mean)"), p[0]))
+    ]
+
+
 def ood_auroc(table: pd.DataFrame) -> plt.Figure:
     """AUROC of every OOD score, raw-feature baselines vs SAE scores, per OOD set and site."""
     data = table.copy()
@@ -92,6 +103,7 @@ def ood_auroc(table: pd.DataFrame) -> plt.Figure:
         x="auroc",
         hue="kind",
         col="ood_dataset",
+        col_order=_ood_columns(data),
         row="site",
         kind="bar",
         estimator="mean",
@@ -144,6 +156,8 @@ def generalization(table: pd.DataFrame) -> plt.Figure:
 def generalization_topk(table: pd.DataFrame) -> plt.Figure:
     """Probe accuracy against the number of units kept (top-k by F statistic), per test set."""
     data = table[~_controls(table)].copy()
+    if "selection" in data:  # per-class sparse probes are a different axis
+        data = data[data["selection"].fillna("all") != "per_class"]
     data["kind"] = np.where(data["features"] == "raw", "raw", "SAE")
     grid = sns.relplot(
         data=data,
@@ -191,8 +205,10 @@ def ontology_heights(units: pd.DataFrame) -> plt.Figure:
 
 
 def ontology_coverage(metrics: pd.DataFrame) -> plt.Figure:
-    """Coverage of internal hierarchy nodes and fraction of pure units, against the baselines."""
-    data = metrics[metrics["metric"].isin(["coverage_internal", "coverage_leaves", "frac_pure"])]
+    """Coverage of internal hierarchy nodes, fraction of specific units (LCH lower than the
+    label-permutation null) and of pure units, against the baselines (width-matched)."""
+    shown = ["frac_specific", "coverage_internal", "coverage_leaves", "frac_pure"]
+    data = metrics[metrics["metric"].isin(shown)]
     grid = sns.catplot(
         data=data,
         x="features",
