@@ -247,18 +247,19 @@ def write_jpegs(out: Path, n: int, size: tuple[int, int] = (500, 375), seed: int
 
 
 def decode_rate(paths: list[Path], draft: bool, image_size: int = 224) -> float:
-    """Images per second of one worker (this process, one thread): open, decode, resize the
-    shorter side to image_size and center crop, as the ImageNet loader does (ViT-L/14)."""
+    """Images per CPU second of one worker (this process, one thread): open, decode, resize the
+    shorter side to image_size and center crop, as the ImageNet loader does (ViT-L/14). CPU
+    time, not wall time: a loader worker has a core of its own, this shared machine does not."""
     import torch
 
     from saeprobe.data.preprocess import PreprocessParams, load_image
 
     torch.set_num_threads(1)
     params = PreprocessParams(image_size, image_size, (0.5,) * 3, (0.5,) * 3)
-    start = time.perf_counter()
+    start = time.process_time()
     for path in paths:
         load_image(path, params, draft_mode=draft)
-    return len(paths) / (time.perf_counter() - start)
+    return len(paths) / (time.process_time() - start)
 
 
 def main() -> None:
