@@ -110,6 +110,28 @@ class ActivationStore:
                 pos += len(part)
         return out
 
+    def take(
+        self, rows: np.ndarray, dtype: np.dtype | type = np.float32, block: int = 65536
+    ) -> np.ndarray:
+        """The given rows (sorted ascending store positions), as (len(rows), dim) `dtype`.
+
+        Reads only the shards and row ranges that hold them, `block` rows at a time, so a subset
+        of a large store never costs the whole store's memory.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self) or np.any(np.diff(rows) < 0)):
+            raise ValueError(f"{self.path}: take() needs sorted rows in [0, {len(self)})")
+        out = np.empty((len(rows), self.dim), dtype=dtype)
+        shard_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for i in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == i)
+            local = rows[where] - self._offsets[i]
+            for a in range(0, len(where), block):
+                part = local[a : a + block]
+                span = self.shard(i)[part[0] : part[-1] + 1]
+                out[where[a : a + block]] = span[part - part[0]]
+        return out
+
     def read_all(
         self, max_rows: int | None = None, dtype: np.dtype | type = np.float32
     ) -> np.ndarray:

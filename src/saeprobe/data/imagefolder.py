@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from saeprobe.data.base import ImageBatch, ImageDataset, SkippedImage
-from saeprobe.data.preprocess import PreprocessParams, transform_pil
+from saeprobe.data.preprocess import PreprocessParams, draft, transform_pil
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,20 @@ class _DecodeItems(Dataset):
     """Decodes one image per index in a DataLoader worker; errors are returned, not raised.
 
     An image whose header announces more than `max_pixels` pixels is refused before decoding.
+    With `draft`, JPEGs decode at a reduced scale where the resize target allows
+    (`preprocess.draft`).
     """
 
     def __init__(
-        self, root: Path, paths: list[str], params: PreprocessParams, max_pixels: int
+        self,
+        root: Path,
+        paths: list[str],
+        params: PreprocessParams,
+        max_pixels: int,
+        draft: bool = True,
     ) -> None:
         self.root, self.paths, self.params, self.max_pixels = root, paths, params, max_pixels
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,6 +89,8 @@ class _DecodeItems(Dataset):
                         f"{image.width} x {image.height} = {pixels} pixels, more than the "
                         f"{self.max_pixels} allowed (datasets.<name>.max_pixels)"
                     )
+                if self.draft:
+                    draft(image, self.params)
                 image.load()
                 return index, transform_pil(image, self.params), ""
         except Exception as err:  # any decode failure skips the image, never the run

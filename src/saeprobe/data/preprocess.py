@@ -8,6 +8,7 @@ photometric part (scale to [0, 1], normalise) batched on its device.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
@@ -94,6 +95,27 @@ def _crop(
     else:
         top, left = (height - size) // 2, (width - size) // 2
     return TF.crop(image, int(top), int(left), size, size)
+
+
+def draft(image: Image.Image, params: PreprocessParams) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), the smallest that
+    keeps both sides at least the resize target; call before the image is loaded. Other
+    formats, and JPEGs too small to shrink, are left alone. Decoding a large photograph this
+    way costs a fraction of the full decode; the resize that follows sees fewer pixels, so the
+    result differs from a full decode + resize by about a grey level (tests/unit/test_decode.py).
+    """
+    if image.format == "JPEG":
+        image.draft("RGB", (params.resize_size, params.resize_size))
+
+
+def load_image(path: str | Path, params: PreprocessParams, draft_mode: bool = True) -> torch.Tensor:
+    """Open, decode (JPEG draft mode when `draft_mode`), resize and crop one image file:
+    (3, image_size, image_size) uint8."""
+    with Image.open(path) as image:
+        if draft_mode:
+            draft(image, params)
+        image.load()
+        return transform_pil(image, params)
 
 
 def transform_pil(image: Image.Image, params: PreprocessParams) -> torch.Tensor:

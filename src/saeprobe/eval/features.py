@@ -7,7 +7,7 @@ image's tokens (raw activations before, SAE codes after encoding each token).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 
 from saeprobe.activations.store import ActivationStore
 from saeprobe.hierarchy import Hierarchy
-from saeprobe.sae.io import load_sae
+from saeprobe.sae.io import CFG, load_sae, read_json
 from saeprobe.sae.models import SAE
 
 
@@ -41,16 +41,22 @@ class SiteData:
     def labels(self) -> np.ndarray:
         return self.images["label"].astype(str).to_numpy()
 
-    def per_image(self, rows: np.ndarray) -> np.ndarray:
-        """Average row features over each image's tokens: (rows, k) -> (n_images, k) float32."""
-        if len(rows) == self.n_images and np.array_equal(
+    @property
+    def one_row_per_image(self) -> bool:
+        return len(self.image_of_row) == self.n_images and np.array_equal(
             self.image_of_row, np.arange(self.n_images)
-        ):
+        )
+
+    def per_image(self, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Average row features over each image's tokens: (rows, k) -> (n_images, k) float32.
+
+        Summed in float32, `chunk` rows at a time (no float64 copy of a patch-token site)."""
+        if self.one_row_per_image:
             return np.asarray(rows, dtype=np.float32)
-        out = np.zeros((self.n_images, rows.shape[1]), dtype=np.float64)
-        np.add.at(out, self.image_of_row, rows)
-        counts = np.bincount(self.image_of_row, minlength=self.n_images).clip(min=1)
-        return (out / counts[:, None]).astype(np.float32)
+        out = ImageMeans(self.image_of_row, self.n_images, rows.shape[1])
+        for start in range(0, len(rows), chunk):
+            out.add(start, rows[start : start + chunk])
+        return out.result()
 
     @property
     def raw(self) -> np.ndarray:
@@ -58,12 +64,34 @@ class SiteData:
         return self.per_image(self.tokens)
 
 
+class ImageMeans:
+    """Per-image means of row features accumulated chunk by chunk in float32.
+
+    image_of_row: (rows,) each row's image position; add(start, chunk) takes rows
+    [start, start + len(chunk)) of the (rows, k) features."""
+
+    def __init__(self, image_of_row: np.ndarray, n_images: int, k: int) -> None:
+        self.image_of_row = torch.from_numpy(np.asarray(image_of_row, dtype=np.int64))
+        self.sums = torch.zeros(n_images, k, dtype=torch.float32)
+        counts = torch.bincount(self.image_of_row, minlength=n_images).clamp_min(1)
+        self.counts = counts.to(torch.float32).unsqueeze(1)
+
+    def add(self, start: int, chunk: np.ndarray | torch.Tensor) -> None:
+        x = torch.as_tensor(chunk, dtype=torch.float32)
+        self.sums.index_add_(0, self.image_of_row[start : start + len(x)], x)
+
+    def result(self) -> np.ndarray:
+        """(n_images, k) float32."""
+        return self.sums.div_(self.counts).numpy()
+
+
 def load_site(
     activation_dir: str | Path, site: str, max_images: int | None = None, seed: int = 0
 ) -> SiteData:
     """Read `{activation_dir}/{site}` (a model's store on one dataset) into memory.
 
-    max_images keeps a seeded random subset of that many images (all rows of each).
+    max_images keeps a seeded random subset of that many images (all rows of each); only the
+    rows of the kept images are read from the store.
     """
     store = ActivationStore(Path(activation_dir) / site)
     images = store.examples().set_index("index", drop=False)
@@ -72,14 +100,14 @@ def load_site(
     if max_images is not None and max_images < len(present):
         rng = np.random.default_rng(seed)
         present = np.sort(rng.choice(present, size=max_images, replace=False))
-    keep = np.isin(image_index, present)
-    rows = np.flatnonzero(keep)
-    tokens = store.read_all(dtype=np.float32)[rows] if len(rows) < len(store) else store.read_all()
+        rows = np.flatnonzero(np.isin(image_index, present))
+        tokens = store.take(rows)
+    else:
+        rows = np.arange(len(store))
+        tokens = store.read_all(dtype=np.float32)
     position = np.searchsorted(present, image_index[rows])
     table = images.loc[present].reset_index(drop=True)
-    return SiteData(
-        tokens=np.asarray(tokens, dtype=np.float32), image_of_row=position, images=table
-    )
+    return SiteData(tokens=tokens, image_of_row=position, images=table)
 
 
 def iter_codes(sae: SAE, tokens: np.ndarray, chunk: int = 8192) -> Iterator[np.ndarray]:
@@ -91,10 +119,53 @@ def iter_codes(sae: SAE, tokens: np.ndarray, chunk: int = 8192) -> Iterator[np.n
             yield sae.encode(x).float().cpu().numpy()
 
 
-def sae_codes(sae: SAE, data: SiteData, chunk: int = 8192) -> np.ndarray:
-    """(n_images, width) float32 SAE codes per image (token codes averaged per image)."""
-    rows = np.concatenate(list(iter_codes(sae, data.tokens, chunk)), axis=0)
-    return data.per_image(rows)
+def sae_codes(
+    sae: SAE, data: SiteData, chunk: int = 8192, latents: np.ndarray | None = None
+) -> np.ndarray:
+    """(n_images, width) float32 SAE codes per image (token codes averaged per image), encoded
+    `chunk` tokens at a time; `latents` keeps only those columns, (n_images, len(latents))."""
+    width = int(sae.W_enc.shape[1]) if latents is None else len(latents)
+    one_row = data.one_row_per_image
+    out = np.empty((data.n_images, width), np.float32) if one_row else None
+    means = None if one_row else ImageMeans(data.image_of_row, data.n_images, width)
+    start = 0
+    for codes in iter_codes(sae, data.tokens, chunk):
+        if latents is not None:
+            codes = codes[:, latents]
+        if out is not None:
+            out[start : start + len(codes)] = codes
+        else:
+            means.add(start, codes)
+        start += len(codes)
+    return out if out is not None else means.result()
+
+
+class SaeCodes(Mapping):
+    """SAE name -> (n_images, width) float32 codes of one site, encoded when asked for.
+
+    Only the last SAE asked for is kept, so iterating over the SAEs of a site holds one code
+    matrix at a time (16,384 latents x 50,000 images is 3.3 GB)."""
+
+    def __init__(self, sites: ModelSites, site: str, data: SiteData, device: torch.device):
+        self.sites, self.site, self.data, self.device = sites, site, data, device
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.sites.sae_names:
+            raise KeyError(name)
+        if self._last is None or self._last[0] != name:
+            self._last = None
+            self._last = (
+                name,
+                sae_codes(self.sites.load_sae(self.site, name, self.device), self.data),
+            )
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sites.sae_names)
+
+    def __len__(self) -> int:
+        return len(self.sites.sae_names)
 
 
 def reconstruction_error(sae: SAE, data: SiteData, chunk: int = 8192) -> np.ndarray:
@@ -151,13 +222,17 @@ class ModelSites:
     def activation_dir(self, dataset: str) -> Path:
         return self.activations / self.model / dataset
 
+    def load_sae(self, site: str, name: str, device: torch.device) -> SAE:
+        sae = load_sae(self.saes / self.model / site / name, device=device)
+        sae.eval()
+        return sae
+
+    def sae_width(self, site: str, name: str) -> int:
+        """The SAE's width from its cfg.json (weights not loaded)."""
+        return int(read_json(self.saes / self.model / site / name / CFG)["width"])
+
     def load_saes(self, site: str, device: torch.device) -> dict[str, SAE]:
-        out = {}
-        for name in self.sae_names:
-            sae = load_sae(self.saes / self.model / site / name, device=device)
-            sae.eval()
-            out[name] = sae
-        return out
+        return {name: self.load_sae(site, name, device) for name in self.sae_names}
 
     def sae_id(self, site: str, features: str) -> str:
         return f"{self.model}/{site}/{features}"
@@ -210,7 +285,8 @@ def site_layer(site: str) -> str:
 def feature_sets(
     sites: ModelSites, site: str, data: SiteData, device: torch.device
 ) -> Iterator[tuple[str, np.ndarray, bool]]:
-    """(features name, (n_images, units) array, SAE codes?) for raw and every SAE."""
+    """(features name, (n_images, units) array, SAE codes?) for raw and every SAE, one SAE
+    encoded at a time (drop the array before asking for the next one)."""
     yield RAW, data.raw, False
-    for name, sae in sites.load_saes(site, device).items():
-        yield name, sae_codes(sae, data), True
+    for name in sites.sae_names:
+        yield name, sae_codes(sites.load_sae(site, name, device), data), True

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,8 @@ from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_
 from saeprobe.eval.features import (
     RAW,
     ModelSites,
+    SaeCodes,
+    SiteData,
     group_mean_directions,
     load_site,
     random_directions,
@@ -230,6 +232,27 @@ def pca_directions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # -- the task on a model's sites --
 
 
+def unit_sets(
+    sites: ModelSites,
+    site: str,
+    data: SiteData,
+    axes: np.ndarray,
+    mean: np.ndarray,
+    width: int,
+    seed: int,
+    device: torch.device,
+) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(features, (n_images, units) float32, SAE codes?) for raw units, PCA directions (axes
+    (d, d), mean (d,)), `width` random directions and every SAE, one matrix at a time."""
+    raw = data.raw
+    centred = raw - mean.astype(np.float32)
+    yield RAW, raw, False
+    yield "pca", centred @ axes.astype(np.float32), False
+    yield "random", centred @ random_directions(raw.shape[1], width, seed).astype(np.float32), False
+    for name in sites.sae_names:
+        yield name, sae_codes(sites.load_sae(site, name, device), data), True
+
+
 def ontology(
     sites: ModelSites,
     train_dataset: str,
@@ -257,21 +280,16 @@ def ontology(
         pruned = prune(hierarchy, labels)
         raw = data.raw
         train_raw = load_site(sites.activation_dir(train_dataset), site, max_train, seed).raw
-        saes = sites.load_saes(site, device)
         width = raw.shape[1]
         axes, mean = pca_directions(train_raw)
-        sets: list[tuple[str, np.ndarray, bool]] = [
-            (RAW, raw, False),
-            ("pca", (raw - mean) @ axes, False),
-            ("random", (raw - mean) @ random_directions(raw.shape[1], width, seed), False),
-        ]
-        sets += [(name, sae_codes(sae, data), True) for name, sae in saes.items()]
+        del train_raw
         null = HeightNull(pruned, labels, tau, null_draws, seed)
-        for features, x, positive in sets:
+        for features, x, positive in unit_sets(sites, site, data, axes, mean, width, seed, device):
             metrics, lchs, sizes, matched = feature_set_metrics(
                 pruned, labels, x, positive, top_n, tau, min_active, null,
                 width if width_match else None, seed, alpha,
             )  # fmt: skip
+            del x
             in_match = np.zeros(len(lchs), bool)
             in_match[matched] = True
             for metric, value in metrics.items():
@@ -444,7 +462,7 @@ def ontology_claim(
     out = []
     for site in sites.sites:
         data = load_site(sites.activation_dir(id_dataset), site)
-        codes = {name: sae_codes(sae, data) for name, sae in sites.load_saes(site, device).items()}
+        codes = SaeCodes(sites, site, data, device)
         out += ontology_evidence(
             site,
             data.raw,

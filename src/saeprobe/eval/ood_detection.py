@@ -35,7 +35,7 @@ in-distribution sample taken for OOD (it must not). The controls test the detect
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ from saeprobe.eval.features import (
     site_layer,
 )
 from saeprobe.eval.probes import NO_FIT, LinearProbe, ProbeFit, fit_probe
+from saeprobe.sae.models import SAE
 from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
 from saeprobe.stats import auroc as rank_auroc
 
@@ -78,21 +79,28 @@ def _normalise(x: np.ndarray) -> torch.Tensor:
 
 
 class KNNScore:
-    """k-th nearest-neighbour distance of normalised features to a normalised bank."""
+    """k-th nearest-neighbour distance of normalised features to a normalised bank.
+
+    The bank (n, d) is kept as given (float32, no normalised copy) with its inverse row norms;
+    cosines are the dot products scaled by them."""
 
     def __init__(
         self, bank: np.ndarray, k: int, chunk: int = 4096, device: torch.device | str = "cpu"
     ) -> None:
-        self.bank = _normalise(bank).to(device)
+        self.bank = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32)).to(device)
+        norms = torch.zeros(len(self.bank), dtype=torch.float32, device=self.bank.device)
+        for start in range(0, len(self.bank), chunk):
+            norms[start : start + chunk] = self.bank[start : start + chunk].norm(dim=1)
+        self.inverse_norms = 1 / norms.clamp_min(1e-12)
         self.k = min(k, len(bank))
         self.chunk = chunk
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x: (n, d) -> (n,) distance to the k-th nearest bank row."""
-        q = _normalise(x)
         out = []
-        for start in range(0, len(q), self.chunk):
-            sims = q[start : start + self.chunk].to(self.bank.device) @ self.bank.T
+        for start in range(0, len(x), self.chunk):
+            q = _normalise(x[start : start + self.chunk]).to(self.bank.device)
+            sims = (q @ self.bank.T) * self.inverse_norms
             kth = sims.topk(self.k, dim=1).values[:, -1]
             out.append(torch.sqrt((2 - 2 * kth).clamp_min(0)).cpu().numpy())
         return np.concatenate(out)
@@ -101,21 +109,34 @@ class KNNScore:
 class MahalanobisScore:
     """Minimum class-conditional Mahalanobis distance under a tied covariance (Lee et al. 2018)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int, ridge: float = 1e-6) -> None:
-        xt = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, n_classes: int, ridge: float = 1e-6, chunk: int = 8192
+    ) -> None:
+        """x: (n, d), y: (n,) class ids; sums in float64 over `chunk` rows at a time."""
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        means = torch.zeros(n_classes, xt.shape[1], dtype=torch.float64)
-        means.index_add_(0, yt, xt)
+        d = x.shape[1]
+        means = torch.zeros(n_classes, d, dtype=torch.float64)
+        for start in range(0, len(x), chunk):
+            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
+            means.index_add_(0, yt[start : start + chunk], xt)
         counts = torch.bincount(yt, minlength=n_classes).clamp_min(1).unsqueeze(1)
         self.means = means / counts
-        centred = xt - self.means[yt]
-        cov = centred.T @ centred / max(len(xt) - 1, 1)
-        cov += (
-            ridge
-            * cov.diagonal().mean().clamp_min(1e-12)
-            * torch.eye(cov.shape[0], dtype=cov.dtype)
-        )
-        self.precision = torch.linalg.pinv(cov, hermitian=True)
+        cov = torch.zeros(d, d, dtype=torch.float64)
+        for start in range(0, len(x), chunk):
+            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
+            centred = xt - self.means[yt[start : start + chunk]]
+            cov.addmm_(centred.T, centred)
+        cov /= max(len(x) - 1, 1)
+        cov.diagonal().add_(ridge * cov.diagonal().mean().clamp_min(1e-12))
+        # the ridge makes cov positive definite: a Cholesky inverse is the pseudo-inverse at
+        # a fraction of an eigendecomposition's cost (16,384 SAE latents: minutes, not hours)
+        factor, info = torch.linalg.cholesky_ex(cov)
+        if int(info) == 0:
+            del cov
+            self.precision = torch.cholesky_inverse(factor)
+        else:  # not numerically positive definite
+            self.precision = torch.linalg.pinv(cov, hermitian=True)
+        del factor
         self.present = torch.bincount(yt, minlength=n_classes) > 0
 
     def __call__(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -135,15 +156,21 @@ class ProfileScore:
     """Minus the best cosine between a code vector and the class-mean code vectors."""
 
     def __init__(self, codes: np.ndarray, y: np.ndarray, n_classes: int) -> None:
-        ct = torch.from_numpy(np.asarray(codes, dtype=np.float32))
+        ct = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float32))
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
         profiles = torch.zeros(n_classes, ct.shape[1])
         profiles.index_add_(0, yt, ct)
         present = torch.bincount(yt, minlength=n_classes) > 0
         self.profiles = _normalise(profiles[present].numpy())
 
-    def __call__(self, codes: np.ndarray) -> np.ndarray:
-        return -(_normalise(codes) @ self.profiles.T).max(dim=1).values.numpy()
+    def __call__(self, codes: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """codes: (n, width) -> (n,)."""
+        return np.concatenate(
+            [
+                -(_normalise(codes[a : a + chunk]) @ self.profiles.T).max(dim=1).values.numpy()
+                for a in range(0, len(codes), chunk)
+            ]
+        )
 
 
 def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -166,7 +193,7 @@ def feature_scores(
     x_train: np.ndarray,
     y: np.ndarray,
     n_classes: int,
-    evals: dict[str, np.ndarray],
+    evals: Mapping[str, np.ndarray],
     knn_k: int,
     weight_decays: Sequence[float],
     val_fraction: float,
@@ -175,12 +202,16 @@ def feature_scores(
     probe_options: Mapping[str, Any] | None = None,
     fits: dict[str, ProbeFit] | None = None,
     knn_bank: int | None = None,
+    extra: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
     (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes.
     probe_options: fit_probe's max_iter, grad_tol, std_floor; fits, when given, gets the
     head's final fit under each score that uses it (msp, energy); knn_bank: the kNN bank's size
-    (a seeded subset of x_train; None: all of it)."""
+    (a seeded subset of x_train; None: all of it).
+
+    Each eval set is read from `evals` once (a lazy mapping can encode one set at a time);
+    `extra` adds more scores {score: (m,)} of the same (m, d) array."""
     probe = fit_probe(
         x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
         **(probe_options or {}),
@@ -189,13 +220,17 @@ def feature_scores(
         fits.update({score: probe.fit for score in HEAD_SCORES})
     mahalanobis = MahalanobisScore(x_train, y, n_classes)
     knn = KNNScore(x_train[knn_bank_rows(len(x_train), knn_bank, seed)], knn_k, device=device)
-    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in FEATURE_SCORES}
-    for name, x in evals.items():
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name in evals:
+        x = evals[name]
         per = head_scores(probe, x)
         per["mahalanobis"] = mahalanobis(x)
         per["knn"] = knn(x)
+        if extra is not None:
+            per.update(extra(x))
+        del x
         for score, values in per.items():
-            out[score][name] = values
+            out.setdefault(score, {})[name] = values
     return out
 
 
@@ -250,6 +285,23 @@ def oracle_scores(
     return margin[: len(x_id)], margin[len(x_id) :]
 
 
+class EncodedSets(Mapping):
+    """Dataset -> (n_images, width) SAE codes of its SiteData, encoded on every access (none
+    kept, so a pass over the sets holds one set's codes at a time)."""
+
+    def __init__(self, sae: SAE, sets: Mapping[str, SiteData]) -> None:
+        self.sae, self.sets = sae, sets
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return sae_codes(self.sae, self.sets[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sets)
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+
 def site_scores(
     sites: ModelSites,
     site: str,
@@ -269,16 +321,21 @@ def site_scores(
         scores[(RAW, score)] = by
     if fits is not None:
         fits.update({(RAW, score): f for score, f in head.items()})
-    for sae_name, sae in sites.load_saes(site, fit["device"]).items():
+    for sae_name in sites.sae_names:
+        sae = sites.load_sae(site, sae_name, fit["device"])
         codes_train = sae_codes(sae, train)
-        codes = {d: sae_codes(sae, data) for d, data in evals.items()}
-        per = feature_scores(codes_train, y, len(classes), codes, **fit, fits=head)
+        profile = ProfileScore(codes_train, y, len(classes))
+
+        def sae_only(c: np.ndarray, profile: ProfileScore = profile) -> dict[str, np.ndarray]:
+            return {"activation_mass": -c.sum(axis=1), "profile": profile(c)}
+
+        codes = EncodedSets(sae, evals)
+        per = feature_scores(codes_train, y, len(classes), codes, extra=sae_only, **fit, fits=head)
+        del codes_train
         if fits is not None:
             fits.update({(sae_name, score): f for score, f in head.items()})
-        profile = ProfileScore(codes_train, y, len(classes))
         per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
-        per["activation_mass"] = {d: -c.sum(axis=1) for d, c in codes.items()}
-        per["profile"] = {d: profile(c) for d, c in codes.items()}
+        per = {s: per[s] for s in (*FEATURE_SCORES, "recon_error", "activation_mass", "profile")}
         for score, by in per.items():
             scores[(sae_name, score)] = by
     return scores

@@ -39,12 +39,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.activations.store import ActivationStore
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     RAW,
@@ -140,15 +142,14 @@ def ood_generalization(
         classes = sorted(set(train.labels))
         y = class_ids(train.labels, classes)
         correct: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # features -> (correct, strata)
-        saes = sites.load_saes(site, device)
-        feature_sets: list[tuple[str, Any]] = [(RAW, None), *saes.items()]
-        for features, sae in feature_sets:
+        for features in [RAW, *sites.sae_names]:
+            sae = None if features == RAW else sites.load_sae(site, features, device)
             x_train = train.raw if sae is None else sae_codes(sae, train)
-            x_tests = {d: (t.raw if sae is None else sae_codes(sae, t)) for d, t in tests.items()}
             ranking = rank_features(x_train, y)
             decays = list(weight_decays)
             selections = [(None, "all"), *[(k, "global") for k in top_k if k < x_train.shape[1]]]
             selections += [(k, "per_class") for k in per_class_k if k < x_train.shape[1]]
+            probes = []
             for k, selection in selections:
                 mask = None
                 if selection == "per_class":
@@ -164,16 +165,22 @@ def ood_generalization(
                     mask=mask, **options,
                 )  # fmt: skip
                 decays = [probe.weight_decay]  # sparse probes reuse the full probe's penalty
-                hits, strata = [], []
-                for i, (dataset, data) in enumerate(tests.items()):
-                    target = class_ids(data.labels, classes)
-                    seen = target >= 0
-                    present = np.unique(target[seen]) if mask_to_present else None
-                    pred = probe.predict(x_tests[dataset][seen][:, cols], present)
+                probes.append((k, selection, cols, probe))
+            n_features = x_train.shape[1]
+            del x_train
+            by_probe: dict[int, list[dict]] = {i: [] for i in range(len(probes))}
+            hits, strata = [], []
+            for i, (dataset, data) in enumerate(tests.items()):
+                x_test = data.raw if sae is None else sae_codes(sae, data)  # one set at a time
+                target = class_ids(data.labels, classes)
+                seen = target >= 0
+                present = np.unique(target[seen]) if mask_to_present else None
+                for j, (k, selection, cols, probe) in enumerate(probes):
+                    pred = probe.predict(x_test[seen][:, cols], present)
                     if k is None and dataset in shifted:
                         hits.append(pred == target[seen])
                         strata.append(np.full(int(seen.sum()), i))
-                    rows.append(
+                    by_probe[j].append(
                         {
                             "model": sites.model,
                             "site": site,
@@ -181,7 +188,7 @@ def ood_generalization(
                             "features": features,
                             "k": "all" if k is None else str(k),
                             "selection": selection,
-                            "n_features": x_train.shape[1] if k is None else len(probe.std),
+                            "n_features": n_features if k is None else len(probe.std),
                             "train_dataset": train_dataset,
                             "test_dataset": dataset,
                             "view": "",
@@ -195,19 +202,20 @@ def ood_generalization(
                             **probe.fit.columns(),
                         }
                     )
-                if k is None and hits:
-                    correct[features] = (np.concatenate(hits), np.concatenate(strata))
+                del x_test
+            rows += [row for j in range(len(probes)) for row in by_probe[j]]
+            if hits:
+                correct[features] = (np.concatenate(hits), np.concatenate(strata))
             log.info("ood_generalization %s/%s done", site, features)
         if primary is None:
             continue
         site_id = f"{sites.model}/{site}"
         evidence += measured_evidence(site_id, correct, primary, shifted, seed)
-        if primary in saes and spurious is not None:
-            train_all = load_site(sites.activation_dir(train_dataset), site)
+        if primary in sites.sae_names and spurious is not None:
             control_rows, control_evidence = spurious_controls(
-                train_all,
+                TrainImages(sites.activation_dir(train_dataset), site),
                 tests.get(control_dataset or ""),
-                saes[primary],
+                sites.load_sae(site, primary, device),
                 spurious,
                 settings,
                 naming_levels,
@@ -378,8 +386,29 @@ def _absent(note: str) -> list[dict]:
     ]
 
 
+class TrainImages:
+    """A site's training images, read from the store only when first needed: `images` (the
+    example table) without the activations, `data` the whole SiteData."""
+
+    def __init__(self, activation_dir: Path, site: str) -> None:
+        self.activation_dir, self.site = activation_dir, site
+        self._data: SiteData | None = None
+
+    @property
+    def images(self) -> pd.DataFrame:
+        if self._data is not None:
+            return self._data.images
+        return ActivationStore(self.activation_dir / self.site).examples()
+
+    @property
+    def data(self) -> SiteData:
+        if self._data is None:
+            self._data = load_site(self.activation_dir, self.site)
+        return self._data
+
+
 def spurious_controls(
-    train: SiteData,
+    train: SiteData | TrainImages,
     test: SiteData | None,
     sae: Any,
     spurious: SpuriousSettings,
@@ -402,6 +431,8 @@ def spurious_controls(
         return [], _absent(
             f"no {', '.join(missing) or 'test set'} column in the images: no planted control"
         )
+    if isinstance(train, TrainImages):
+        train = train.data
     attr = spurious.attribute
     classes = sorted(train.images[spurious.target].astype(str).unique())
     values_train = train.images[attr].astype(str).to_numpy()

@@ -31,6 +31,7 @@ import torch
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     ModelSites,
+    SaeCodes,
     feature_sets,
     group_mean_directions,
     level_labels,
@@ -54,11 +55,20 @@ class TopImages:
     valid: np.ndarray
 
 
-def top_images(features: np.ndarray, top_n: int, positive_only: bool) -> TopImages:
-    """Each unit's highest-activating images: features (n_images, units) -> TopImages."""
+def top_images(
+    features: np.ndarray, top_n: int, positive_only: bool, block: int = 1024
+) -> TopImages:
+    """Each unit's highest-activating images: features (n_images, units) -> TopImages.
+
+    Units are ranked `block` columns at a time (no transposed copy of the whole matrix)."""
     k = min(top_n, features.shape[0])
-    values, indices = torch.from_numpy(np.ascontiguousarray(features)).topk(k, dim=0)
-    values, indices = values.T.numpy(), indices.T.numpy()
+    units = features.shape[1]
+    values = np.empty((units, k), dtype=np.float32)
+    indices = np.empty((units, k), dtype=np.int64)
+    for a in range(0, units, block):
+        part = torch.from_numpy(np.ascontiguousarray(features[:, a : a + block], np.float32))
+        v, i = part.topk(k, dim=0)
+        values[a : a + block], indices[a : a + block] = v.T.numpy(), i.T.numpy()
     valid = values > 0 if positive_only else np.ones_like(values, dtype=bool)
     return TopImages(indices=indices, values=values, valid=valid)
 
@@ -241,6 +251,7 @@ def semantics(
             log.info(
                 "semantics %s/%s: median leaf purity %.3f", site, features, table["purity"].median()
             )
+            del x  # one SAE's codes at a time
     return pd.concat(frames, ignore_index=True)
 
 
@@ -329,10 +340,11 @@ def semantics_grid(
     panels: list[GridPanel] = []
     for site in sites.sites:
         data = load_site(sites.activation_dir(id_dataset), site)
-        codes = sae_codes(sites.load_saes(site, device)[grid_sae], data)  # (n_images, width)
         rows_of = table[(table["site"] == site) & (table["features"] == grid_sae)]
         chosen = grid_latents(rows_of, n_latents)
-        top = top_images(codes[:, chosen], n_images, positive_only=True)
+        sae = sites.load_sae(site, grid_sae, device)
+        codes = sae_codes(sae, data, latents=np.asarray(chosen, dtype=np.int64))
+        top = top_images(codes, n_images, positive_only=True)
         rows = []
         for j, latent in enumerate(chosen):
             keep = top.indices[j][top.valid[j]]
@@ -423,7 +435,8 @@ def purity_advantage(
     random directions' (`purity_minus_random`, judged), raw neurons minus random and SAE minus
     raw (reported). raw: (n_images, d); sae: (n_images, width) codes; labels: (n_images,)."""
     labels = np.asarray(labels).astype(str)
-    rand = (raw - raw.mean(axis=0)) @ random_directions(raw.shape[1], sae.shape[1], seed)
+    directions = random_directions(raw.shape[1], sae.shape[1], seed).astype(np.float32)
+    rand = (raw - raw.mean(axis=0)) @ directions
     p_rand = full_purity(rand, labels, top_n, False)
     p_raw = full_purity(raw, labels, top_n, False)
     p_sae = full_purity(sae, labels, top_n, True)
@@ -463,7 +476,8 @@ def semantics_evidence(
         raise KeyError(f"semantics: primary SAE {primary!r} not among {sorted(codes)}")
     labels = np.asarray(labels).astype(str)
     centred = raw - raw.mean(axis=0)
-    rand = centred @ random_directions(raw.shape[1], codes[primary].shape[1], seed)
+    width = codes[primary].shape[1]
+    rand = centred @ random_directions(raw.shape[1], width, seed).astype(np.float32)
     classes = np.unique(labels)
     means = centred @ group_mean_directions(raw, [labels == c for c in classes])
 
@@ -509,9 +523,9 @@ def semantics_evidence(
             purity_advantage(u_raw, u_sae, u_labels, top_n, seed),
             "primary SAE vs random directions of an untrained (random-init) copy of the model",
         )
-    for name, x in codes.items():
+    for name in codes:
         if name != primary:
-            diff = mean_difference(pur(x, labels, True), p_rand, seed)
+            diff = mean_difference(pur(codes[name], labels, True), p_rand, seed)
             rows += evidence_rows(
                 "semantics", site, SENSITIVITY + name, {"purity_minus_random": diff}
             )
@@ -532,12 +546,12 @@ def semantics_claim(
     rows = []
     for site in sites.sites:
         data = load_site(sites.activation_dir(id_dataset), site)
-        codes = {name: sae_codes(sae, data) for name, sae in sites.load_saes(site, device).items()}
+        codes = SaeCodes(sites, site, data, device)
         untrained = None
         if control is not None:
             c_sites, c_primary = control
             c_data = load_site(c_sites.activation_dir(id_dataset), site)
-            c_sae = c_sites.load_saes(site, device)[c_primary]
+            c_sae = c_sites.load_sae(site, c_primary, device)
             untrained = (c_data.raw, sae_codes(c_sae, c_data), c_data.labels)
         rows += semantics_evidence(
             site, data.raw, codes, primary, data.labels, top_n, seed, untrained=untrained

@@ -1,0 +1,322 @@
+"""Benchmark: the vision tasks at the paper's sizes, and image decoding throughput per worker.
+
+Mode `tasks` builds, from seeded random data on disk, what the vision tasks read at the paper's
+shapes (configs/paper.yaml): one model with `--sites` 1,024-d `cls` sites; activation stores
+(float16, as extraction writes them) of ImageNet-1k train (1.28M images, the SAE training
+rows), val (50k), seven OOD-detection sets and four shifted sets at their published sizes;
+`--saes` random-init SAEs of 16,384 latents per site (the sweep's architectures: topk,
+batchtopk, relu, matryoshka); a 1,000-class WordNet-shaped hierarchy. Activations are class
+means plus noise, so probes and hierarchies have something to find. Then it runs each vision
+task (semantics, ood_detection, ood_generalization, ontology: the library calls of their
+scripts, settings of configs/paper.yaml) in a subprocess of its own, one at a time, and records
+its wall time and peak resident memory (`os.wait4` rusage of that child). `--scale` multiplies
+every row count (the 100,000 training images the tasks subsample included) and keeps the
+widths; the table states the scale. The last line printed is a JSON list of the task records.
+
+Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
+measures one worker's decode + resize + center crop rate through
+`saeprobe.data.preprocess.load_image` with and without JPEG draft mode, and the workers needed
+for 2,000 images/s.
+
+  python benchmarks/paper_scale.py tasks --root /tmp/paper_scale --scale 0.05 --saes 2
+  python benchmarks/paper_scale.py decode --root /tmp/paper_scale/jpeg --size 1000x750
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRAIN = "imagenet_train"
+VAL = "imagenet_val"
+# published sizes of the OpenOOD / MOS sets and the shifted ImageNet test sets
+OOD = {
+    "inaturalist": 10000,
+    "sun": 10000,
+    "places": 10000,
+    "textures": 5640,
+    "imagenet_o": 2000,
+    "ninco": 5879,
+    "openimage_o": 17632,
+}
+SHIFTED = {"imagenet_v2": 10000, "imagenet_r": 30000, "imagenet_a": 7500, "imagenet_sketch": 25000}
+SIZES = {TRAIN: 1281167, VAL: 50000, **OOD, **SHIFTED}
+SUBSET_CLASSES = {"imagenet_r": 200, "imagenet_a": 200}  # the 200-class subsets
+MAX_TRAIN = 100000  # vision.max_train_images
+ARCHS = ("topk", "batchtopk", "relu", "matryoshka")
+MODEL = "vit"
+TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
+BLOCK = 65536
+
+
+def wnid(i: int) -> str:
+    return f"n{i:08d}"
+
+
+def hierarchy_parents(n_classes: int, branching: int = 10) -> dict[str, str | None]:
+    """A WordNet-shaped tree: root, then levels of `branching` children, the classes as leaves
+    (class i is wnid(i); internal nodes are named i{level}_{j})."""
+    parents: dict[str, str | None] = {"root": None}
+    level, nodes = 0, ["root"]
+    while len(nodes) * branching < n_classes:
+        level += 1
+        children = [f"i{level}_{j}" for j in range(len(nodes) * branching)]
+        parents.update({c: nodes[j // branching] for j, c in enumerate(children)})
+        nodes = children
+    parents.update({wnid(i): nodes[i % len(nodes)] for i in range(n_classes)})
+    return parents
+
+
+def write_store(
+    out: Path, sites: list[str], labels: np.ndarray, label_ids: np.ndarray, means: np.ndarray,
+    seed: int,
+) -> None:  # fmt: skip
+    """One dataset's stores in the extraction layout: examples.csv, per site float16 shards
+    of class mean + unit noise, example.npy, metadata.json."""
+    n, dim = len(labels), means.shape[1]
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"index": np.arange(n), "label": labels}).to_csv(out / "examples.csv", index=False)
+    (out / "extraction.json").write_text(json.dumps({"dataset": {}}))
+    for s, site in enumerate(sites):
+        d = out / site
+        d.mkdir(exist_ok=True)
+        rng = np.random.default_rng([seed, s])
+        shard = np.lib.format.open_memmap(d / "shard_00000.npy", "w+", np.float16, (n, dim))
+        total = np.zeros(dim)
+        for a in range(0, n, BLOCK):
+            ids = label_ids[a : a + BLOCK]
+            x = means[ids] + rng.standard_normal((len(ids), dim), dtype=np.float32)
+            shard[a : a + len(ids)] = x
+            total += x.sum(axis=0, dtype=np.float64)
+        shard.flush()
+        del shard
+        np.save(d / "example.npy", np.arange(n, dtype=np.int64))
+        meta = {
+            "dim": dim, "dtype": "float16", "site": site, "layer": int(site[1:].split("_")[0]),
+            "count": n, "mean": (total / max(n, 1)).tolist(),
+            "shards": [{"file": "shard_00000.npy", "rows": n}], "columns": ["example"],
+        }  # fmt: skip
+        (d / "metadata.json").write_text(json.dumps(meta))
+
+
+def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: int, seed: int):
+    """Write the stores, SAEs and hierarchy under root (skipped when root/built.json matches)."""
+    import torch
+
+    from saeprobe.sae.config import SAEConfig
+    from saeprobe.sae.io import save_sae
+    from saeprobe.sae.models import build_sae
+
+    spec = {"scale": scale, "sites": n_sites, "saes": n_saes, "width": width, "dim": dim}
+    marker = root / "built.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return
+    n_classes = 1000
+    sites = [f"L{11 + 6 * i}_cls" for i in range(n_sites)]
+    rng = np.random.default_rng(seed)
+    means = (1.5 * rng.standard_normal((n_classes, dim)) / math.sqrt(dim) * 8).astype(np.float32)
+    for s, (dataset, size) in enumerate(SIZES.items()):
+        n = max(round(size * scale), 20)
+        if dataset in OOD:
+            ids = rng.integers(0, n_classes, n)
+            labels = np.array([f"ood_{i}" for i in ids % 50])
+            ood_means = np.roll(means, 7, axis=1)[ids % 50] * 0.5
+            write_store(root / "activations" / MODEL / dataset, sites, labels, np.arange(n),
+                        ood_means, seed + 100 + s)  # fmt: skip
+            continue
+        ids = rng.integers(0, SUBSET_CLASSES.get(dataset, n_classes), n)
+        labels = np.array([wnid(i) for i in range(n_classes)])[ids]
+        write_store(root / "activations" / MODEL / dataset, sites, labels, ids, means, seed + s)
+    torch.manual_seed(seed)
+    for site in sites:
+        for arch in ARCHS[:n_saes]:
+            cfg = SAEConfig(arch=arch, width=width, k=32 if arch != "relu" else None)
+            if arch == "matryoshka":
+                cfg = SAEConfig(arch=arch, width=width, k=32,
+                                matryoshka_prefixes=[width // 8, width // 2, width])  # fmt: skip
+            save_sae(build_sae(cfg, dim).eval(), root / "saes" / MODEL / site / arch)
+    parents = hierarchy_parents(n_classes)
+    (root / "hierarchy.json").write_text(json.dumps(parents))
+    (root / "sites.json").write_text(json.dumps(sites))
+    marker.write_text(json.dumps(spec))
+
+
+def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> None:
+    """One vision task on the built data, as its script calls the library (configs/paper.yaml
+    settings; the semantics top-image grid, which reads the images, is left out)."""
+    import torch
+
+    from saeprobe.eval import ontology as ont
+    from saeprobe.eval import ood_detection as det
+    from saeprobe.eval import ood_generalization as gen
+    from saeprobe.eval import probes
+    from saeprobe.eval import semantics as sem
+    from saeprobe.eval.features import ModelSites
+    from saeprobe.hierarchy import Hierarchy
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if probe_iter is not None:  # fewer L-BFGS iterations: the same memory, less time
+        fit = probes.fit_probe
+
+        def fit_probe(*args, **kwargs):
+            kwargs["max_iter"] = probe_iter
+            return fit(*args, **kwargs)
+
+        det.fit_probe = gen.fit_probe = fit_probe
+    cpu = torch.device("cpu")
+    names = sorted(p.name for p in (root / "saes" / MODEL).glob("*/*") if p.is_dir())
+    names = [a for a in ARCHS if a in names]
+    sites = ModelSites(MODEL, json.loads((root / "sites.json").read_text()), names,
+                       root / "activations", root / "saes")  # fmt: skip
+    hierarchy = Hierarchy(json.loads((root / "hierarchy.json").read_text()))
+    max_train = max(round(MAX_TRAIN * scale), 20)
+    decays, val_fraction = [1e-5, 1e-4, 1e-3], 0.05
+    if task == "semantics":
+        sem.semantics(sites, VAL, hierarchy, [], None, top_n=16, min_active=8, device=cpu)
+        sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
+    elif task == "ood_detection":
+        _, scores, oracles = det.ood_detection(
+            sites, TRAIN, VAL, list(OOD), knn_k=50, max_train=max_train, weight_decays=decays,
+            val_fraction=val_fraction, seed=seed, device=cpu,
+        )  # fmt: skip
+        for site in sites.sites:
+            det.ood_evidence(scores[site], oracles[site], site, VAL, "ninco", "inaturalist",
+                             None, names[0], "knn", names[1:], seed)  # fmt: skip
+    elif task == "ood_generalization":
+        gen.ood_generalization(
+            sites, TRAIN, [VAL, *SHIFTED], top_k=[8, 32, 128, 512], max_train=max_train,
+            weight_decays=decays, val_fraction=val_fraction, mask_to_present=True, seed=seed,
+            device=cpu, shifted=list(SHIFTED), primary=names[0],
+            spurious=gen.SpuriousSettings(), control_dataset=VAL,
+        )  # fmt: skip
+    elif task == "ontology":
+        ont.ontology(sites, TRAIN, VAL, hierarchy, top_n=16, tau=0.9, min_active=8,
+                     max_train=max_train, seed=seed, device=cpu)  # fmt: skip
+        settings = {"min_active": 8, "null_trees": 200, "max_units": 4096}
+        ont.ontology_claim(sites, VAL, hierarchy, names[0], settings, seed, cpu)
+    else:
+        raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
+
+
+def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict:
+    """Run one task in a child process: wall time and peak RSS (MB) of that child."""
+    command = [sys.executable, __file__, "task", task, "--root", str(root), "--scale", str(scale)]
+    if probe_iter is not None:
+        command += ["--probe-iter", str(probe_iter)]
+    start = time.perf_counter()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
+    return {"task": task, "scale": scale, "wall_s": round(wall, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # fmt: skip
+
+
+# -- decoding --
+
+
+def write_jpegs(out: Path, n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> list[Path]:
+    """n JPEGs (quality 90) of smooth random content: upsampled noise plus gradients, which
+    compress like photographs (about 100-150 KB at 500 x 375) rather than like pure noise."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = out / f"{i:05d}.jpg"
+        paths.append(path)
+        if path.is_file():
+            continue
+        coarse = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize(size, Image.BICUBIC)
+        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (size[1], size[0], 3))
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return paths
+
+
+def decode_rate(paths: list[Path], draft: bool, image_size: int = 224) -> float:
+    """Images per CPU second of one worker (this process, one thread): open, decode, resize the
+    shorter side to image_size and center crop, as the ImageNet loader does (ViT-L/14). CPU
+    time, not wall time: a loader worker has a core of its own, this shared machine does not."""
+    import torch
+
+    from saeprobe.data.preprocess import PreprocessParams, load_image
+
+    torch.set_num_threads(1)
+    params = PreprocessParams(image_size, image_size, (0.5,) * 3, (0.5,) * 3)
+    start = time.process_time()
+    for path in paths:
+        load_image(path, params, draft_mode=draft)
+    return len(paths) / (time.process_time() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["tasks", "task", "decode"])
+    parser.add_argument("name", nargs="?", help="task mode: the task to run in this process")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/paper_scale"))
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--saes", type=int, default=4)
+    parser.add_argument("--width", type=int, default=16384)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument(
+        "--probe-iter",
+        type=int,
+        default=None,
+        help="L-BFGS iterations per probe fit (default: the library's)",
+    )
+    parser.add_argument("--images", type=int, default=400, help="decode mode: JPEGs to time")
+    parser.add_argument("--size", default="500x375", help="decode mode: JPEG width x height")
+    parser.add_argument("--repeats", type=int, default=3, help="decode mode: best of")
+    parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
+    args = parser.parse_args()  # fmt: skip
+    if args.mode == "task":
+        run_task(args.name, args.root, args.scale, args.probe_iter)
+        return
+    if args.mode == "decode":
+        width, height = (int(v) for v in args.size.split("x"))
+        paths = write_jpegs(args.root / args.size, args.images, (width, height))
+        decode_rate(paths, draft=False)  # warm the file cache
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):  # alternated, best of: the machine is shared
+            for draft in (False, True):
+                rates[draft].append(decode_rate(paths, draft))
+        records = []
+        for draft, measured in rates.items():
+            rate = max(measured)
+            records.append({"size": args.size, "draft": draft,
+                            "images_per_s_per_worker": round(rate, 1),
+                            "workers_for_2000": math.ceil(2000 / rate)})  # fmt: skip
+    else:
+        start = time.perf_counter()
+        build(args.root, args.scale, args.sites, args.saes, args.width, args.dim, seed=0)
+        print(f"built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        records = []
+        for task in args.tasks:
+            record = measure(task, args.root, args.scale, args.probe_iter)
+            record.update(sites=args.sites, saes=args.saes, width=args.width, dim=args.dim,
+                          probe_iter=args.probe_iter)  # fmt: skip
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            records.append(record)
+    if args.out is not None:
+        with open(args.out, "a") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in records)
+    print(json.dumps(records))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""benchmarks/paper_scale.py at a tiny size: it builds the paper's layout and every vision
+task runs on it; decoding with JPEG draft mode stays close to the full decode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from saeprobe.activations.store import ActivationStore
+from saeprobe.data.preprocess import PreprocessParams, load_image
+from saeprobe.eval.features import load_site
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("paper_scale", ROOT / "benchmarks/paper_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    bench = _benchmark()
+    root = tmp_path_factory.mktemp("paper_scale")
+    bench.build(root, scale=0.001, n_sites=1, n_saes=2, width=64, dim=16, seed=0)
+    return bench, root
+
+
+def test_build_writes_the_paper_layout_at_scale(built: tuple) -> None:
+    bench, root = built
+    site = json.loads((root / "sites.json").read_text())[0]
+    store = ActivationStore(root / "activations" / bench.MODEL / bench.TRAIN / site)
+    assert len(store) == round(bench.SIZES[bench.TRAIN] * 0.001) and store.dim == 16
+    assert store.dtype == np.float16
+    for dataset in [bench.VAL, *bench.OOD, *bench.SHIFTED]:
+        assert (root / "activations" / bench.MODEL / dataset / site / "metadata.json").is_file()
+    assert sorted(p.name for p in (root / "saes" / bench.MODEL / site).iterdir()) == [
+        "batchtopk",
+        "topk",
+    ]
+
+
+@pytest.mark.parametrize("task", ["semantics", "ood_detection", "ood_generalization", "ontology"])
+def test_every_vision_task_runs_on_the_built_data(built: tuple, task: str) -> None:
+    bench, root = built
+    bench.run_task(task, root, scale=0.001, probe_iter=3)
+
+
+def test_run_task_rejects_an_unknown_task(built: tuple) -> None:
+    bench, root = built
+    with pytest.raises(ValueError, match="--task"):
+        bench.run_task("nope", root, scale=0.001, probe_iter=3)
+
+
+def test_a_subset_reads_only_its_rows_and_matches_the_whole_store(built: tuple) -> None:
+    bench, root = built
+    site = json.loads((root / "sites.json").read_text())[0]
+    folder = root / "activations" / bench.MODEL / bench.TRAIN
+    subset = load_site(folder, site, max_images=100, seed=3)
+    whole = ActivationStore(folder / site).read_all()
+    np.testing.assert_array_equal(subset.tokens, whole[subset.images["index"].to_numpy()])
+    with pytest.raises(ValueError, match="sorted rows"):
+        ActivationStore(folder / site).take(np.array([5, 2]))
+
+
+def _photo(path: Path, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize(size, Image.BICUBIC).save(path, quality=90)
+
+
+def test_draft_decoding_stays_within_tolerance_of_the_full_decode(tmp_path: Path) -> None:
+    params = PreprocessParams(224, 224, (0.5,) * 3, (0.5,) * 3)
+    _photo(tmp_path / "big.jpg", (1000, 750))
+    with Image.open(tmp_path / "big.jpg") as image:
+        image.draft("RGB", (224, 224))
+        assert image.size == (500, 375)  # the draft does shrink this one
+    full = load_image(tmp_path / "big.jpg", params, draft_mode=False).float()
+    fast = load_image(tmp_path / "big.jpg", params, draft_mode=True).float()
+    assert fast.shape == full.shape == (3, 224, 224)
+    assert (fast - full).abs().mean() < 2.0  # grey levels of 255
+    # a different image is far outside that tolerance: the check can fail
+    other = torch.flip(full, dims=[2])
+    assert (other - full).abs().mean() > 10.0
+
+
+def test_draft_leaves_small_jpegs_and_other_formats_alone(tmp_path: Path) -> None:
+    params = PreprocessParams(224, 224, (0.5,) * 3, (0.5,) * 3)
+    _photo(tmp_path / "small.jpg", (400, 300))
+    Image.open(tmp_path / "small.jpg").save(tmp_path / "small.png")
+    for name in ("small.jpg", "small.png"):
+        full = load_image(tmp_path / name, params, draft_mode=False)
+        assert torch.equal(load_image(tmp_path / name, params, draft_mode=True), full)
+
+
+def test_decode_rate_counts_images_per_second(tmp_path: Path) -> None:
+    bench = _benchmark()
+    paths = bench.write_jpegs(tmp_path, 3)
+    assert all(p.stat().st_size > 10_000 for p in paths)
+    assert bench.decode_rate(paths, draft=True) > 0
