@@ -30,9 +30,9 @@ def write_sae_page(folder: str | Path, data: Mapping[str, Any], media_script: st
     root (the atlas root relative to the page), media (dataset name or None), roles ([[key,
     label, kind]]), absent (labels of roles no task produced), edges (histogram bin edges),
     latents ([{i, freq, mean, max, r: {role: value}, top: [[example, value]], tok: per top
-    example its rows' codes or None, h: [first bin, counts...], nn: [[latent, cosine]], strip: row in the strip sheet or None}]), texts
-    ({example: [token text per row, "" for image rows]} or None), strip (file, size, strengths,
-    prompt) or None. media_script: path of the dataset's media script relative to `folder`."""
+    example its rows' codes or None, h: [first bin, counts...], nn: [[latent, cosine]], strip:
+    row in the strip sheet or None}]), texts ({example: [token text per row, "" for image
+    rows]} or None), strip (file, size, strengths, prompt) or None. media_script: path of the dataset's media script relative to `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data.js").write_text(
