@@ -32,7 +32,8 @@ def write_sae_page(folder: str | Path, data: Mapping[str, Any], media_script: st
     latents ([{i, freq, mean, max, r: {role: value}, top: [[example, value]], tok: per top
     example its rows' codes or None, h: [first bin, counts...], nn: [[latent, cosine]], strip:
     row in the strip sheet or None}]), texts ({example: [token text per row, "" for image
-    rows]} or None), strip (file, size, strengths, prompt) or None. media_script: path of the dataset's media script relative to `folder`."""
+    rows]} or None), strip (file, size, strengths, prompt) or None.
+    media_script: path of the dataset's media script relative to `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data.js").write_text(
