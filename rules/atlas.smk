@@ -30,6 +30,12 @@ def atlas_tables() -> dict:
     if "vision" in config:
         models = config["vision"]["models"]
         tables["semantics"] = [res(f"vision/semantics/{m}.csv") for m in models]
+        tables["ood_detection"] = [
+            res(f"vision/ood_detection/{m}_latents.csv") for m in models
+        ]
+        tables["ood_generalization"] = [
+            res(f"vision/ood_generalization/{m}_latents.csv") for m in models
+        ]
         tables["ontology"] = [res(f"vision/ontology/{m}_units.csv") for m in models]
     if "diffusion" in config:
         tables["steering"] = [res("tables/steering.csv")]
