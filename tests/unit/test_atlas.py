@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saeprobe.atlas.build import AtlasSae, AtlasSettings, build_atlas
+from saeprobe.atlas.build import AtlasSae, AtlasSettings, build_atlas, token_texts
 from saeprobe.atlas.roles import latent_roles
 from saeprobe.atlas.stats import CodeChunk, accumulate, decoder_neighbours, top_token_codes
 from saeprobe.sae.config import SAEConfig
@@ -53,6 +53,12 @@ def test_decoder_neighbours_find_the_closest_direction_not_itself() -> None:
     assert (cos[:, 0] < 1.0).all() and (cos[:, 0] > 0.9).all()
 
 
+def test_tokens_are_shown_as_words() -> None:
+    assert token_texts(["a</w>", "semic", "ircle</w>"]) == ["a ", "semic", "ircle "]
+    assert token_texts(["\u2581a", "\u2581sq", "uare"]) == [" a", " sq", "uare"]
+    assert token_texts(["", "", "a", "star"]) == ["", "", "a ", "star "]
+
+
 def test_roles_come_only_from_the_tables_about_this_sae(tmp_path: Path) -> None:
     semantics = tmp_path / "semantics.csv"
     pd.DataFrame(
@@ -75,14 +81,22 @@ def test_roles_come_only_from_the_tables_about_this_sae(tmp_path: Path) -> None:
             "effect": [0.0, 0.1, 0.2, 0.4],
         }
     ).to_csv(steering, index=False)
-    tables = {"semantics": [semantics], "steering": [steering]}
+    attributes = tmp_path / "attributes.csv"
+    pd.DataFrame(
+        {"sae": "t/L0/c", "latent": [3, 5], "attribute": ["red", "star"], "effect": [0.3, 0.0],
+         "consistency": [0.9, 0.2], "kept": [True, False], "rank": [1, np.nan]}
+    ).to_csv(attributes, index=False)  # fmt: skip
+    tables = {"semantics": [semantics], "steering": [steering], "attributes": [attributes]}
     roles = latent_roles("m/L1/a", "m", "L1", "a", tables)
     assert roles.loc[0, "name"] == "circle" and roles.loc[0, "purity"] == 0.9
     assert pd.isna(roles.loc[1, "name"])
-    assert "steering_effect" not in roles
+    assert "steering_effect" not in roles and "attribute" not in roles
     text = latent_roles("t/L0/c", "t", "L0", "c", tables)
-    assert list(text.columns) == ["steering_concept", "steering_effect"]
     assert text.loc[3, "steering_effect"] == pytest.approx(0.3)  # mean at the largest strength
+    assert pd.isna(text.loc[5, "steering_effect"]) and "purity" not in text
+    # a text-encoder latent is named by the attribute discovery kept, not by one it dropped
+    assert text.loc[3, "name"] == "red" and text.loc[3, "name_score"] == 0.9
+    assert text.loc[5, "attribute"] == "star" and pd.isna(text.loc[5, "name"])
 
 
 def write_store(

@@ -58,6 +58,14 @@ def _round(x: float, digits: int = 4) -> float:
     return float(f"{float(x):.{digits}g}")
 
 
+def _rounded(x: np.ndarray, digits: int = 4) -> list[float]:
+    """x rounded to `digits` significant digits, as a list (`_round`, vectorised)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        scale = digits - 1 - np.floor(np.log10(np.abs(x), where=x != 0, out=np.zeros_like(x)))
+    return (np.round(x * 10.0**scale) / 10.0**scale).tolist()
+
+
 def dataset_thumbnails(
     store: ActivationStore, spec: Mapping[str, Any], indices: Sequence[int], size: int
 ) -> dict[int, np.ndarray] | None:
@@ -80,9 +88,19 @@ def dataset_thumbnails(
     return None
 
 
+def token_texts(words: Sequence[str]) -> list[str]:
+    """Tokens as shown, spaces included: CLIP's byte-pair tokens end a word with "</w>",
+    SentencePiece's start one with "\u2581"; tokens with neither mark are whole words."""
+    if any(w.endswith("</w>") for w in words):
+        return [w.removesuffix("</w>") + " " if w.endswith("</w>") else w for w in words]
+    if any(w.startswith("\u2581") for w in words):
+        return [" " + w[1:] if w.startswith("\u2581") else w for w in words]
+    return [w + " " if w else w for w in words]
+
+
 def example_texts(store: ActivationStore, indices: Sequence[int]) -> dict[str, list[str]] | None:
-    """{example index: the text of each of its rows ("" for image rows)}; None for a store
-    without tokens."""
+    """{example index: the text of each of its rows as shown (`token_texts`; "" for image
+    rows)}; None for a store without tokens."""
     columns = store.metadata["columns"]
     if "token_id" not in columns:
         return None
@@ -93,10 +111,12 @@ def example_texts(store: ActivationStore, indices: Sequence[int]) -> dict[str, l
     out = {}
     for i in indices:
         a, b = np.searchsorted(example, i, "left"), np.searchsorted(example, i, "right")
-        out[str(int(i))] = [
-            "" if modality is not None and modality[r] == 0 else vocab.get(int(token[r]), "?")
-            for r in range(a, b)
-        ]
+        out[str(int(i))] = token_texts(
+            [
+                "" if modality is not None and modality[r] == 0 else vocab.get(int(token[r]), "?")
+                for r in range(a, b)
+            ]
+        )
     return out
 
 
@@ -140,11 +160,13 @@ def sae_atlas(
             "strengths": [float(s) for s in strips["strengths"]],
             "prompt": str(strips["prompt"]),
         }
+    freq, mean, high = (_rounded(a) for a in (stats.frequency, stats.mean_activation, stats.max))
+    top_values, nn_cos = _rounded(stats.top_values), _rounded(nn_c, 3)
     latents, used = [], set()
     for j in alive:
         top = [
-            (int(e), float(v))
-            for e, v in zip(stats.top_examples[j], stats.top_values[j], strict=True)
+            (int(e), v)
+            for e, v in zip(stats.top_examples[j], top_values[j], strict=True)
             if e >= 0 and v > 0
         ]
         used |= {e for e, _ in top}
@@ -154,18 +176,16 @@ def sae_atlas(
         latents.append(
             {
                 "i": int(j),
-                "freq": _round(stats.frequency[j]),
-                "mean": _round(stats.mean_activation[j]),
-                "max": _round(stats.max[j]),
+                "freq": freq[j],
+                "mean": mean[j],
+                "max": high[j],
                 "r": {k: role_value(v) for k, v in r.items() if role_value(v) is not None},
-                "top": [[e, _round(v)] for e, v in top],
+                "top": [[e, v] for e, v in top],
                 "tok": (
-                    [[_round(c, 3) for c in tok[(int(j), e)]] for e, _ in top]
-                    if texts is not None
-                    else None
+                    [_rounded(tok[(int(j), e)], 3) for e, _ in top] if texts is not None else None
                 ),
                 "h": [int(nz[0]), *(int(c) for c in counts[nz[0] : nz[-1] + 1])],
-                "nn": [[int(a), _round(c, 3)] for a, c in zip(nn_i[j], nn_c[j], strict=True)],
+                "nn": [[int(a), c] for a, c in zip(nn_i[j], nn_cos[j], strict=True)],
                 "strip": strip_row.get(int(j)),
             }
         )

@@ -54,7 +54,7 @@ def write_media(
             sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = fit(thumbs[index], side)
             slots[str(index)] = [s, c, r]
         name = f"{dataset}_{s}.png"
-        Image.fromarray(sheet).save(out / name, optimize=True)
+        Image.fromarray(sheet).save(out / name, compress_level=3)
         sheets.append(name)
     record = {"size": side, "sheets": sheets, "slots": slots}
     script = f"(window.ATLAS_MEDIA = window.ATLAS_MEDIA || {{}})[{json.dumps(dataset)}] = "
@@ -67,5 +67,5 @@ def strip_sheet(strips: Sequence[np.ndarray], out: str | Path) -> int:
     one shape. Returns the tile size (h)."""
     grid = np.concatenate([np.concatenate(list(s), axis=1) for s in strips], axis=0)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(grid, dtype=np.uint8)).save(out, optimize=True)
+    Image.fromarray(np.asarray(grid, dtype=np.uint8)).save(out, compress_level=3)
     return int(strips[0].shape[1])

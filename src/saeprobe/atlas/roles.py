@@ -9,7 +9,8 @@ task about a text-encoder SAE, a task not configured) leaves its columns out, ne
 - steering (`tables/steering.csv`): steering_concept and steering_effect (mean effect at the
   largest strength);
 - attributes (`tables/attributes.csv`): attribute, attribute_effect and attribute_consistency;
-  for a text-encoder SAE the attribute is the latent's name and its consistency the score;
+  where no task names a latent (a text-encoder SAE), an attribute the discovery kept (consistent
+  across prompts and seeds) is its name and the consistency its naming score;
 - crossmodal (`crossmodal/{model}/{site}/{name}/latents.csv`): modality_score.
 """
 
@@ -106,13 +107,11 @@ def latent_roles(
     attributes = _rows_of(_read(tables.get("attributes", [])), sae_id, model, site, name)
     if len(attributes):
         best = attributes.sort_values("rank") if "rank" in attributes else attributes
-        parts.append(
-            _by_latent(
-                best,
-                {"attribute": "attribute", "effect": "attribute_effect",
-                 "consistency": "attribute_consistency"},
-            )
-        )  # fmt: skip
+        columns = {"attribute": "attribute", "effect": "attribute_effect",
+                   "consistency": "attribute_consistency"}  # fmt: skip
+        if "kept" in best:
+            columns["kept"] = "attribute_kept"
+        parts.append(_by_latent(best, columns))
     crossmodal = _read(tables.get("crossmodal", []))
     if len(crossmodal):
         parts.append(_by_latent(crossmodal, {"modality_score": "modality_score"}))
@@ -120,9 +119,10 @@ def latent_roles(
         return pd.DataFrame(index=pd.Index([], name="latent"))
     out = pd.concat(parts, axis=1)
     out.index.name = "latent"
-    if "name" not in out and "attribute" in out:  # a text-encoder SAE is named by its attribute
-        out["name"] = out["attribute"]
-        out["name_score"] = out["attribute_consistency"]
+    if "name" not in out and "attribute_kept" in out:  # named by a kept attribute
+        kept = out["attribute_kept"].astype(str).str.lower() == "true"
+        out["name"] = out["attribute"].where(kept)
+        out["name_score"] = out["attribute_consistency"].where(kept)
     return out[[c for c in ROLES if c in out]]
 
 

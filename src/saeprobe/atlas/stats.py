@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# 8 bins per decade from 1e-3 to 1e3: covers the codes of every SAE the pipeline trains
-HIST_EDGES = np.geomspace(1e-3, 1e3, 49)
+# 24 bins per decade from 1e-3 to 1e3 (each 10% wider than the last): covers the codes of every
+# SAE the pipeline trains; a page stores only the range a latent's codes fill
+HIST_EDGES = np.geomspace(1e-3, 1e3, 6 * 24 + 1)
 
 
 @dataclass
