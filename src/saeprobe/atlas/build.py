@@ -69,9 +69,9 @@ def _rounded(x: np.ndarray, digits: int = 4) -> list[float]:
 def dataset_thumbnails(
     store: ActivationStore, spec: Mapping[str, Any], indices: Sequence[int], size: int
 ) -> dict[int, np.ndarray] | None:
-    """{example index: thumbnail} of `indices`, from the thumbnails saved at extraction (image
-    datasets, image + caption pairs) or, for the world, its stored images; None for a dataset
-    without images (prompts)."""
+    """{example index: thumbnail} of `indices`, from the thumbnails saved at extraction (image +
+    caption pairs), the world's stored images or, for an image folder, its files (decoded again,
+    only the shown examples); None for a dataset without images (prompts)."""
     if not len(indices):
         return {}
     if (store.path.parent / THUMBNAILS).is_file():
@@ -80,10 +80,12 @@ def dataset_thumbnails(
         )
         thumbs = store.thumbnails()
         return {int(i): fit(thumbs[position[int(i)]], size) for i in indices}
-    if spec.get("source") == "world":
+    examples = store.examples().set_index("index", drop=False)
+    if spec.get("source") == "world" or "path" in examples:
         from saeprobe.data.thumbnails import thumbnails
 
-        images = thumbnails(spec, [], list(indices))
+        paths = examples.loc[list(indices), "path"].tolist() if "path" in examples else []
+        images = thumbnails(spec, paths, list(indices), size)
         return {int(i): fit(im, size) for i, im in zip(indices, images, strict=True)}
     return None
 

@@ -20,7 +20,7 @@ class EncodedSite:
 
     sae_dir: Path
     store: ActivationStore
-    chunk_rows: int = 8192
+    chunk_codes: int = 1 << 23  # rows x width per chunk: 32 MB of float32 codes
 
     def __post_init__(self) -> None:
         from saeprobe.sae.io import load_sae
@@ -56,11 +56,12 @@ class EncodedSite:
             return self.sae.encode(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
     def chunks(self) -> Iterator[tuple[int, CodeChunk]]:
-        """(first row, CodeChunk) of about `chunk_rows` rows each, cut between examples."""
+        """(first row, CodeChunk) of about `chunk_codes` codes each, cut between examples."""
         n = len(self.example)
+        rows = max(1, self.chunk_codes // self.width)
         start = 0
         while start < n:
-            stop = min(n, start + self.chunk_rows)
+            stop = min(n, start + rows)
             if stop < n:  # move the cut back to the start of the example it splits
                 first = np.searchsorted(self.example, self.example[stop], side="left")
                 stop = (

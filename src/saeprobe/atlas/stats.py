@@ -74,7 +74,7 @@ def per_example_max(chunk: CodeChunk) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accumulate(chunks: Iterable[CodeChunk], width: int, top_n: int) -> LatentStats:
-    """Stream `chunks` (whole examples each, in dataset order) into LatentStats."""
+    """Stream `chunks` (whole examples each, in dataset order; codes >= 0) into LatentStats."""
     bins = len(HIST_EDGES) - 1
     rows = 0
     active = np.zeros(width, np.int64)
@@ -88,20 +88,24 @@ def accumulate(chunks: Iterable[CodeChunk], width: int, top_n: int) -> LatentSta
         if codes.ndim != 2 or codes.shape[1] != width:
             raise ValueError(f"atlas: expected codes of shape (rows, {width}), got {codes.shape}")
         rows += len(codes)
-        on = codes > 0
-        active += on.sum(axis=0)
-        total += np.where(on, codes, 0).sum(axis=0, dtype=np.float64)
+        r, c = np.nonzero(codes > 0)
+        values = codes[r, c]
+        active += np.bincount(c, minlength=width)
+        total += np.bincount(c, weights=values, minlength=width)
         high = np.maximum(high, codes.max(axis=0, initial=0))
-        r, c = np.nonzero(on)
-        b = np.clip(np.searchsorted(HIST_EDGES, codes[r, c], side="right") - 1, 0, bins - 1)
-        np.add.at(histogram, (c, b), 1)
+        b = np.clip(np.searchsorted(HIST_EDGES, values, side="right") - 1, 0, bins - 1)
+        histogram += np.bincount(c * bins + b, minlength=width * bins).reshape(width, bins)
         examples, ex_codes = per_example_max(chunk)
         vals = np.concatenate([top_val, ex_codes])
         idx = np.concatenate([top_ex, np.broadcast_to(examples[:, None], ex_codes.shape)])
         vals = np.where(idx >= 0, vals, -np.inf)
-        keep = np.argsort(-vals, axis=0, kind="stable")[:top_n]
-        top_val = np.take_along_axis(vals, keep, axis=0)
-        top_ex = np.take_along_axis(idx, keep, axis=0)
+        if len(vals) > top_n:
+            keep = np.argpartition(-vals, top_n - 1, axis=0)[:top_n]
+            vals = np.take_along_axis(vals, keep, axis=0)
+            idx = np.take_along_axis(idx, keep, axis=0)
+        order = np.argsort(-vals, axis=0, kind="stable")
+        top_val = np.take_along_axis(vals, order, axis=0)
+        top_ex = np.take_along_axis(idx, order, axis=0)
         top_ex[~np.isfinite(top_val)] = -1
         top_val = np.where(np.isfinite(top_val), top_val, 0).astype(np.float32)
     return LatentStats(rows, active, total, high, histogram, top_ex.T.copy(), top_val.T.copy())
@@ -148,7 +152,7 @@ def top_token_codes(
         for e in np.unique(example):
             if int(e) not in wanted:
                 continue
-            rows = np.flatnonzero(example == e)
+            a, b = np.searchsorted(example, e, "left"), np.searchsorted(example, e, "right")
             for j in wanted[int(e)]:
-                out[(j, int(e))] = np.asarray(chunk.codes[rows, j], dtype=np.float32)
+                out[(j, int(e))] = np.asarray(chunk.codes[a:b, j], dtype=np.float32)
     return out
