@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10000)
     parser.add_argument("--top-examples", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--thumbnail-format", choices=["png", "jpeg"], default="png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -72,7 +73,8 @@ def main() -> None:
             "val", {"source": "imagefolder"},
         )  # fmt: skip
         start = time.perf_counter()
-        build_atlas([spec], {}, root / "atlas", AtlasSettings(args.top_examples), "a benchmark")
+        settings = AtlasSettings(args.top_examples, thumbnail_format=args.thumbnail_format)
+        build_atlas([spec], {}, root / "atlas", settings, "a benchmark")
         seconds = time.perf_counter() - start
         page = root / "atlas/saes/m/L0_cls/sae"
         data = json.loads((page / "data.js").read_text().split("= ", 1)[1].rstrip(";\n"))

@@ -235,3 +235,19 @@ def test_atlas_page_lists_searches_and_shows_a_latent_in_a_browser(atlas) -> Non
         assert shown["examples"] == len(latent["top"]) == len(shown["images"])
         assert all(width > 0 for width in shown["images"])  # the shared sheet loaded
         assert shown["neighbours"] == 5 and shown["bars"] == len(latent["h"]) - 1
+
+
+def test_thumbnail_sheets_are_png_or_jpeg(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from saeprobe.atlas.media import write_media
+
+    thumbs = {i: np.full((8, 8, 3), 6 * i, np.uint8) for i in range(40)}
+    png = write_media(tmp_path / "a", "d", thumbs, 8)
+    jpeg = write_media(tmp_path / "b", "d", thumbs, 8, "jpeg")
+    assert png["sheets"] == ["d_0.png"] and jpeg["sheets"] == ["d_0.jpg"]
+    assert png["slots"]["33"] == jpeg["slots"]["33"] == [0, 1, 1]  # 32 thumbnails a row
+    sheet = np.asarray(Image.open(tmp_path / "a/media/d_0.png"))
+    assert sheet.shape == (16, 256, 3) and (sheet[8:16, 8:16] == 6 * 33).all()
+    with pytest.raises(ValueError, match="thumbnail_format"):
+        write_media(tmp_path / "c", "d", thumbs, 8, "gif")

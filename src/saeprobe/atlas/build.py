@@ -27,12 +27,14 @@ TEXT_ROLES = {"name", "top_label", "lch", "steering_concept", "attribute"}
 @dataclass(frozen=True)
 class AtlasSettings(FromConfig):
     """top_examples: examples shown per latent; neighbours: decoder neighbours per latent;
-    thumbnail_px: largest thumbnail side (smaller thumbnails are kept as they are)."""
+    thumbnail_px: largest thumbnail side (smaller thumbnails are kept as they are);
+    thumbnail_format: png or jpeg sheets (`media.write_media`)."""
 
     config_key: ClassVar[str] = "atlas"
     top_examples: int = 12
     neighbours: int = 5
     thumbnail_px: int = 64
+    thumbnail_format: str = "png"
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ def build_atlas(
         store, dataset_spec = stores[dataset]
         thumbs = dataset_thumbnails(store, dataset_spec, sorted(indices), settings.thumbnail_px)
         if thumbs is not None:
-            write_media(out, dataset, thumbs, settings.thumbnail_px)
+            write_media(out, dataset, thumbs, settings.thumbnail_px, settings.thumbnail_format)
             with_media.add(dataset)
     records = []
     for spec, folder, data in pages:

@@ -1,6 +1,6 @@
 """Thumbnails shared by every SAE that reads a dataset: sprite sheets written once per dataset.
 
-A dataset's thumbnails go into `{out}/media/{dataset}_{k}.png`, sheets of up to `PER_SHEET`
+A dataset's thumbnails go into `{out}/media/{dataset}_{k}.png` (or `.jpg`), sheets of up to `PER_SHEET`
 square thumbnails (`SHEET_COLUMNS` a row), and `{out}/media/{dataset}.js`, which registers
 `ATLAS_MEDIA[dataset] = {size, sheets, slots: {example index: [sheet, column, row]}}` for the
 pages (a script, not JSON, so a page opened from the file system can load it).
@@ -31,12 +31,19 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_media(
-    out_dir: str | Path, dataset: str, thumbs: Mapping[int, np.ndarray], size: int
+    out_dir: str | Path,
+    dataset: str,
+    thumbs: Mapping[int, np.ndarray],
+    size: int,
+    image_format: str = "png",
 ) -> dict:
     """Write the sprite sheets and the media script of `dataset` (see the module docstring).
 
     thumbs: {example index: (h, w, 3) uint8 image}, each cut to one square size (`fit`).
-    Returns the registered record."""
+    image_format: png (lossless) or jpeg (quality 85; photographs take a fraction of the
+    space). Returns the registered record."""
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"atlas.thumbnail_format: expected png or jpeg, got {image_format!r}")
     out = Path(out_dir) / "media"
     out.mkdir(parents=True, exist_ok=True)
     indices = sorted(thumbs)
@@ -53,8 +60,12 @@ def write_media(
             r, c = divmod(k, SHEET_COLUMNS)
             sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = fit(thumbs[index], side)
             slots[str(index)] = [s, c, r]
-        name = f"{dataset}_{s}.png"
-        Image.fromarray(sheet).save(out / name, compress_level=3)
+        if image_format == "png":
+            name = f"{dataset}_{s}.png"
+            Image.fromarray(sheet).save(out / name, compress_level=3)
+        else:
+            name = f"{dataset}_{s}.jpg"
+            Image.fromarray(sheet).save(out / name, quality=85)
         sheets.append(name)
     record = {"size": side, "sheets": sheets, "slots": slots}
     script = f"(window.ATLAS_MEDIA = window.ATLAS_MEDIA || {{}})[{json.dumps(dataset)}] = "
