@@ -1,9 +1,9 @@
 """Thumbnails shared by every SAE that reads a dataset: sprite sheets written once per dataset.
 
 A dataset's thumbnails go into `{out}/media/{dataset}_{k}.png` (or `.jpg`), sheets of up to
-`PER_SHEET` square thumbnails (`SHEET_COLUMNS` a row), and `{out}/media/{dataset}.js`, which registers
-`ATLAS_MEDIA[dataset] = {size, sheets, slots: {example index: [sheet, column, row]}}` for the
-pages (a script, not JSON, so a page opened from the file system can load it).
+`PER_SHEET` square thumbnails (`SHEET_COLUMNS` a row), and `{out}/media/{dataset}.js`, which
+registers `ATLAS_MEDIA[dataset] = {size, sheets, slots: {example index: [sheet, column, row]}}`
+for the pages (a script, not JSON, so a page opened from the file system can load it).
 """
 
 from __future__ import annotations
