@@ -247,6 +247,7 @@ def build_atlas(
         pages.append((spec, folder, data))
         used.setdefault(spec.dataset, set()).update(shown)
         stores.setdefault(spec.dataset, (ActivationStore(spec.store), spec.dataset_spec))
+    (out / "media").mkdir(parents=True, exist_ok=True)  # empty where no dataset has images
     with_media = set()
     for dataset, indices in used.items():
         store, dataset_spec = stores[dataset]
