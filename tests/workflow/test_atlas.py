@@ -23,9 +23,20 @@ def sae_ids(results: Path) -> set[str]:
 
 
 def test_the_atlas_has_a_page_for_every_sae_and_is_linked(smoke_run: Path) -> None:
+    check_atlas_files(smoke_results(smoke_run), "world_clip/pooled/topk")
+
+
+def test_the_atlas_works_in_a_browser(smoke_run: Path) -> None:
+    check_atlas_in_browser(
+        smoke_results(smoke_run), "world_clip/pooled/topk", "world_diffusion/L0_all/topk"
+    )
+
+
+def check_atlas_files(results: Path, vision_sae: str) -> None:
+    """Every SAE of a run has its page, linked from the atlas's index; RESULTS.md links the
+    atlas; thumbnails are stored per dataset; a vision SAE's page shows the tasks' roles."""
     from atlas_browser import page_data
 
-    results = smoke_results(smoke_run)
     index = (results / "atlas/index.html").read_text()
     ids = sae_ids(results)
     assert ids and any(i.startswith("world_diffusion/") for i in ids)
@@ -37,21 +48,20 @@ def test_the_atlas_has_a_page_for_every_sae_and_is_linked(smoke_run: Path) -> No
     # thumbnails once per dataset, not per SAE
     media = {p.stem.rsplit("_", 1)[0] for p in (results / "atlas/media").glob("*.png")}
     assert media == {p.stem for p in (results / "atlas/media").glob("*.js")}
-    vision = page_data(results / "atlas/saes/world_clip/pooled/topk")
+    vision = page_data(results / "atlas/saes" / vision_sae)
     assert vision["media"] in media and {"name", "lch", "probe_weight"} <= {
         r[0] for r in vision["roles"]
     }
 
 
-def test_the_atlas_works_in_a_browser(smoke_run: Path) -> None:
+def check_atlas_in_browser(results: Path, vision_sae: str, text_sae: str) -> None:
     """The index lists the SAE's alive latents, a search by name filters it, a latent's panel
     shows its images (vision), its prompts with firing tokens (text encoder) and the steering
     strip (diffusion). ATLAS_SCREENSHOTS=<folder> also saves screenshots of the index and of
     one latent there."""
     from atlas_browser import listed, open_page, page_data, search, show_latent
 
-    results = smoke_results(smoke_run)
-    folder = results / "atlas/saes/world_clip/pooled/topk"
+    folder = results / "atlas/saes" / vision_sae
     data = page_data(folder)
     names = {latent["i"]: latent["r"].get("name", "") for latent in data["latents"]}
     word = max(set(names.values()) - {""}, key=lambda n: list(names.values()).count(n))
@@ -74,7 +84,7 @@ def test_the_atlas_works_in_a_browser(smoke_run: Path) -> None:
         if shots:
             driver.save_screenshot(str(Path(shots) / "atlas_latent.png"))
 
-        text = results / "atlas/saes/world_diffusion/L0_all/topk"
+        text = results / "atlas/saes" / text_sae
         text_data = page_data(text)
         steered = [la for la in text_data["latents"] if la["strip"] is not None]
         assert steered, "the steering strips reached no alive latent"
