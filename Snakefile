@@ -20,6 +20,7 @@ include: "rules/vision.smk"
 include: "rules/diffusion.smk"
 include: "rules/mllm.smk"
 include: "rules/report.smk"
+include: "rules/atlas.smk"
 
 
 rule all:
@@ -30,6 +31,7 @@ rule all:
         diffusion_targets(),
         mllm_targets(),
         report_targets(),
+        atlas_targets(),
 
 
 # The artifact groups DVC shares (dvc.yaml), each under the config's results root.
@@ -57,3 +59,4 @@ rule tables:
     input:
         task_outputs(),
         report_targets(),
+        atlas_targets(),

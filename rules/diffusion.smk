@@ -76,6 +76,7 @@ if "diffusion" in config:
                 category="Diffusion",
             ),
             latents=res("diffusion/steering_latents.json"),
+            strips=res("diffusion/steering_strips.npz"),
             evidence=res("evidence/steering.csv"),
             controls=res("diffusion/steering_controls.csv"),
             specificity=report(

@@ -35,6 +35,10 @@ rule report_results:
         runtime=5,
     params:
         setting=lambda wc: "the synthetic world" if uses_world() else "the paper config",
+        # the latent atlas (rules/atlas.smk), linked from RESULTS.md
+        atlas=lambda wc: (
+            os.path.relpath(atlas_targets()[0], RESULTS) if atlas_targets() else None
+        ),
     script:
         "../scripts/report_results.py"
 

@@ -68,6 +68,7 @@ if "vision" in config:
         output:
             res("vision/ood_detection/{model}.csv"),
             evidence=res("evidence/ood_detection/{model}.csv"),
+            latents=res("vision/ood_detection/{model}_latents.csv"),
         log:
             res("logs/vision_ood_detection/{model}.log"),
         benchmark:
@@ -109,6 +110,7 @@ if "vision" in config:
         output:
             res("vision/ood_generalization/{model}.csv"),
             evidence=res("evidence/ood_generalization/{model}.csv"),
+            latents=res("vision/ood_generalization/{model}_latents.csv"),
         log:
             res("logs/vision_ood_generalization/{model}.log"),
         benchmark:

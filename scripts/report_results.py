@@ -13,4 +13,5 @@ with job(snakemake) as j:
         out.claims,
         out.evidence,
         out.figure,
+        atlas=j.params.atlas,
     )

@@ -3,7 +3,7 @@ SAE codes, SAE-only scores, supervised oracles, and the claim's evidence with it
 
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
-from saeprobe.eval.ood_detection import ood_detection, ood_evidence
+from saeprobe.eval.ood_detection import latent_contributions, ood_detection, ood_evidence
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 
@@ -11,8 +11,10 @@ inp, p = snakemake.input, snakemake.params
 s = p.settings
 with job(snakemake) as j:
     far, fresh = s.get("far_dataset"), s.get("fresh_id_dataset")
+    measured = s.get("measured_dataset", s["ood_datasets"][0])
+    sites = ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes)
     table, scores, oracles = ood_detection(
-        ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
+        sites,
         p.train_dataset,
         p.id_dataset,
         s["ood_datasets"],
@@ -30,6 +32,9 @@ with job(snakemake) as j:
         ood_groups=s.get("ood_groups", {}),
     )
     atomic_write_csv(snakemake.output[0], table)
+    atomic_write_csv(
+        snakemake.output.latents, latent_contributions(sites, p.id_dataset, measured, j.device)
+    )
     rows = []
     for site in p.sites:
         rows += ood_evidence(
@@ -37,7 +42,7 @@ with job(snakemake) as j:
             oracles[site],
             site,
             p.id_dataset,
-            s.get("measured_dataset", s["ood_datasets"][0]),
+            measured,
             far,
             fresh,
             p.primary,

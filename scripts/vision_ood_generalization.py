@@ -10,7 +10,7 @@ from saeprobe.jobs import job
 inp, p = snakemake.input, snakemake.params
 with job(snakemake) as j:
     shifted = list(p.settings["test_datasets"])
-    table, evidence = ood_generalization(
+    table, evidence, latents = ood_generalization(
         ModelSites.from_inputs(p.model, p.sites, p.sae_names, inp.activations, inp.saes),
         p.train_dataset,
         [p.id_dataset, *shifted],
@@ -32,4 +32,5 @@ with job(snakemake) as j:
         per_class_k=p.settings.get("per_class_k", []),
     )
     atomic_write_csv(snakemake.output[0], table)
+    atomic_write_csv(snakemake.output.latents, latents)
     write_evidence(snakemake.output.evidence, evidence)

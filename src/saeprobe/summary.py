@@ -59,7 +59,20 @@ def read_evidence(paths: Sequence[str | Path]) -> pd.DataFrame:
     return t
 
 
-def render(evidence: pd.DataFrame, claims: pd.DataFrame, setting: str) -> str:
+def atlas_lines(atlas: str) -> list[str]:
+    """RESULTS.md's link to the latent atlas (`atlas`: its index relative to RESULTS.md)."""
+    return [
+        "Every alive latent of every SAE, with what each task found about it, is in the latent "
+        f"atlas: [`{atlas}`]({atlas}) (a static page that opens from the file system).",
+        "",
+    ]
+
+
+def render(
+    evidence: pd.DataFrame, claims: pd.DataFrame, setting: str, atlas: str | None = None
+) -> str:
+    """RESULTS.md: the verdicts, then per claim its rule, tests and evidence; `atlas` links the
+    latent atlas (a path relative to RESULTS.md) where there is one."""
     judged = claims.groupby("claim")["verdict"].apply(list).to_dict() if len(claims) else {}
     lines = [
         "# Results",
@@ -73,6 +86,7 @@ def render(evidence: pd.DataFrame, claims: pd.DataFrame, setting: str) -> str:
         "(every statistic of every case, with sensitivity rows for the other SAEs); "
         "`figures/claims.png` shows each measured value beside its controls.",
         "",
+        *(atlas_lines(atlas) if atlas else []),
         "| claim | verdict | sites (holds / all) |",
         "|---|---|---|",
     ]
@@ -132,9 +146,11 @@ def write_results(
     claims_csv: str | Path,
     evidence_csv: str | Path,
     figure: str | Path | None = None,
+    atlas: str | None = None,
 ) -> pd.DataFrame:
     """Judge every claim on the run's evidence; write RESULTS.md (`out`), claims.csv, the
     concatenated evidence and, if `figure` (a PNG path; the PDF beside it), the claims figure.
+    atlas: the latent atlas's index relative to `out`, linked from it (None: no link).
     Returns the claims table."""
     evidence = read_evidence(evidence_files)
     claims = (
@@ -144,7 +160,7 @@ def write_results(
         log.info("%s at %s: %s", r.claim, r.site, r.verdict)
     atomic_write_csv(evidence_csv, evidence)
     atomic_write_csv(claims_csv, claims)
-    atomic_write_text(out, render(evidence, claims, setting))
+    atomic_write_text(out, render(evidence, claims, setting, atlas))
     if figure is not None:
         from saeprobe.plots import save_figure
         from saeprobe.plots.claims import claims_figure

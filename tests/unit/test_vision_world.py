@@ -19,7 +19,7 @@ import torch
 
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ontology import ontology
-from saeprobe.eval.ood_detection import ood_detection
+from saeprobe.eval.ood_detection import latent_contributions, ood_detection
 from saeprobe.eval.ood_generalization import SpuriousSettings, ood_generalization
 from saeprobe.eval.semantics import Namer, semantics
 from saeprobe.hierarchy import build_hierarchy
@@ -117,13 +117,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_heldout_shapes_are_detected_well_above_chance(world: dict) -> None:
-    table, _, _ = ood_detection(
+    table, scores, _ = ood_detection(
         world["sites"], "world_train", "world_test", ["world_ood_shape"], knn_k=10,
         max_train=None, weight_decays=[1e-3], val_fraction=0.1, seed=0, device=CPU,
     )  # fmt: skip
     auroc = table.set_index(["features", "score"])["auroc"]
     assert auroc["raw", "knn"] > 0.8 and auroc["raw", "mahalanobis"] > 0.8
     assert auroc["topk", "recon_error"] > 0.8 and auroc["topk", "knn"] > 0.8
+    # the latents' contributions add up to the activation-mass score's shift from ID to OOD
+    latents = latent_contributions(world["sites"], "world_test", "world_ood_shape", CPU)
+    assert len(latents) == 64 and set(latents["sae"]) == {f"m/{SITE}/topk"}
+    mass = scores[SITE][("topk", "activation_mass")]
+    shift = mass["world_ood_shape"].mean() - mass["world_test"].mean()
+    assert latents["contribution"].sum() == pytest.approx(shift, rel=1e-4)
+    assert latents["contribution"].abs().max() > 0
 
 
 def test_superclass_shape_and_colour_latents_appear_and_are_named(world: dict) -> None:
@@ -166,7 +173,7 @@ def test_ontology_beats_random_directions(world: dict) -> None:
 
 
 def test_probes_generalise_to_the_noisy_shift(world: dict) -> None:
-    table, evidence = ood_generalization(
+    table, evidence, latents = ood_generalization(
         world["sites"], "world_train", ["world_test", "world_shift_noise"], top_k=[4],
         max_train=None, weight_decays=[1e-3], val_fraction=0.1, mask_to_present=True, seed=0,
         device=CPU, shifted=["world_shift_noise"], primary="topk", spurious=SpuriousSettings(),
@@ -180,6 +187,9 @@ def test_probes_generalise_to_the_noisy_shift(world: dict) -> None:
     views = table.groupby("view")["features"].agg(set)
     assert views["spurious"] == {"raw", "topk", "topk -colour"}
     assert views["planted"] == {"raw+planted", "raw+planted -colour", "raw+planted -random"}
+    # per latent: the all-unit probe's weight norm, for each of the SAE's 64 latents
+    assert len(latents) == 64 and (latents["weight"] >= 0).all()
+    assert latents["weight"].max() > 2 * latents["weight"].median()
     acc = table.set_index(["features", "k", "test_dataset"])["accuracy"]
     assert acc["raw", "all", "world_test"] > 0.95 and acc["topk", "all", "world_test"] > 0.9
     assert acc["topk", "all", "world_shift_noise"] > 0.5  # chance: 1/9

@@ -22,6 +22,8 @@ from snakemake_run import (
 
 VISION_TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
 SUMMARY_JOBS = {"report_results", "figures_index", "all"}
+# the latent atlas reads every SAE and the tasks' per-latent tables
+ATLAS_JOB = "atlas"
 pytestmark = pytest.mark.workflow
 
 
@@ -126,7 +128,7 @@ def test_an_sae_hyperparameter_reruns_training_and_what_follows(smoke_run: Path)
     jobs = planned_jobs(smoke_run, config)
     sae_jobs = {"train_saes", "eval_saes", "sae_quality_table"}
     downstream = {f"vision_{task}" for task in VISION_TASKS} | {f"{t}_table" for t in VISION_TASKS}
-    assert sae_jobs <= jobs.keys() <= sae_jobs | downstream | SUMMARY_JOBS
+    assert sae_jobs <= jobs.keys() <= sae_jobs | downstream | SUMMARY_JOBS | {ATLAS_JOB}
     # the world CLIP's sweep, and its untrained control, which trains the same primary SAE
     control = config["vision"]["semantics"]["untrained_controls"]["world_clip"]
     sites = config["sae"]["sites"]
@@ -158,7 +160,7 @@ def test_a_vision_task_parameter_reruns_only_that_task(smoke_run: Path) -> None:
     config = copy.deepcopy(smoke_config())
     config["vision"]["ontology"]["tau"] = 0.8
     jobs = planned_jobs(smoke_run, config)
-    assert jobs.keys() == {"vision_ontology", "ontology_table"} | SUMMARY_JOBS
+    assert jobs.keys() == {"vision_ontology", "ontology_table", ATLAS_JOB} | SUMMARY_JOBS
 
 
 def test_a_comment_in_a_rule_file_reruns_nothing(smoke_run: Path, tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ Scores only an SAE has:
   expected to excite the learned latents more);
 - SAE `profile`: minus the highest cosine similarity between the image's code vector and the
   class-conditional mean code vectors ("latent profiles") of the training set.
+Per latent (`latent_contributions`, for the latent atlas): `contribution`, the latent's part of
+the shift of the mean `activation_mass` score from the in-distribution set to the measured OOD
+set, i.e. its mean code on ID minus on OOD images (the latents' parts sum to the shift; > 0:
+the latent fires less on OOD images and so raises their score).
 AUROC (scikit-learn) takes OOD as the positive class. FPR@95TPR is the fraction of OOD images
 accepted at the threshold that accepts 95% of in-distribution images. The `oracle` row of each
 OOD set is a supervised upper reference: a linear probe told ID from that set on raw
@@ -542,3 +546,32 @@ def ood_evidence(
         )
         rows += evidence_rows("ood_detection", site, case, estimates, note)
     return rows
+
+
+def latent_contributions(
+    sites: ModelSites, id_dataset: str, ood_dataset: str, device: torch.device | str = "cpu"
+) -> pd.DataFrame:
+    """Each SAE latent's `contribution` (module docstring) at every site: rows of sae, model,
+    site, features, latent, id_mean, ood_mean, contribution."""
+    frames = []
+    for site in sites.sites:
+        data_id = load_site(sites.activation_dir(id_dataset), site)
+        data_ood = load_site(sites.activation_dir(ood_dataset), site)
+        for name, sae in sites.load_saes(site, device).items():
+            id_mean = sae_codes(sae, data_id).mean(axis=0, dtype=np.float64)
+            ood_mean = sae_codes(sae, data_ood).mean(axis=0, dtype=np.float64)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "sae": sites.sae_id(site, name),
+                        "model": sites.model,
+                        "site": site,
+                        "features": name,
+                        "latent": np.arange(len(id_mean)),
+                        "id_mean": id_mean,
+                        "ood_mean": ood_mean,
+                        "contribution": id_mean - ood_mean,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

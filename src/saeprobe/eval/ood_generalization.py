@@ -28,6 +28,8 @@ features minus the reference's, a paired bootstrap over test images):
   planted units (and may take colour-pure raw neurons with them).
 - negative: the reference minus as many random other units (mean over seeded draws): the
   planted units stay, so no gain.
+Per latent (for the latent atlas): `weight`, the L2 norm over classes of the latent's weights
+in the SAE's all-unit probe (on standardised codes, so comparable across latents).
 Reported, not judged (measured rows): the primary SAE's codes minus its attribute-named
 latents against raw and against all its codes, trained on a view where the attribute agrees
 `agreement` (95%) of the time. Where the images have no such attribute (ImageNet), the controls
@@ -120,9 +122,10 @@ def ood_generalization(
     naming_levels: Sequence[str] = (),
     per_class_k: Sequence[int] = (),
     probe_options: Mapping[str, Any] | None = None,
-) -> tuple[pd.DataFrame, list[dict]]:
+) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
     """Probe accuracy on every test set, for raw and SAE features, all units and top-k units,
-    and the claim's evidence rows (module docstring).
+    the claim's evidence rows and each SAE latent's probe `weight` (rows of sae, model, site,
+    features, latent, weight; module docstring).
 
     Top-k units are ranked by their ANOVA F statistic on the training set; their probes use
     the penalty tuned for the probe on all units. With mask_to_present, predictions are
@@ -133,7 +136,7 @@ def ood_generalization(
     columns besides the leaf label that compete to name latents; per_class_k: the per-class
     sparse probes' k; probe_options: fit_probe's max_iter, grad_tol, std_floor.
     """
-    rows, evidence = [], []
+    rows, evidence, weights = [], [], []
     options = dict(probe_options or {})
     settings = ProbeSettings(weight_decays, val_fraction, seed, device, options)
     for site in sites.sites:
@@ -166,6 +169,19 @@ def ood_generalization(
                 )  # fmt: skip
                 decays = [probe.weight_decay]  # sparse probes reuse the full probe's penalty
                 probes.append((k, selection, cols, probe))
+                if k is None and sae is not None:
+                    weights.append(
+                        pd.DataFrame(
+                            {
+                                "sae": sites.sae_id(site, features),
+                                "model": sites.model,
+                                "site": site,
+                                "features": features,
+                                "latent": np.arange(x_train.shape[1]),
+                                "weight": probe.weight.norm(dim=1).numpy(),
+                            }
+                        )
+                    )
             n_features = x_train.shape[1]
             del x_train
             by_probe: dict[int, list[dict]] = {i: [] for i in range(len(probes))}
@@ -226,7 +242,8 @@ def ood_generalization(
                 r["features"] = r["features"].replace("sae", primary)
             rows += control_rows
             evidence += [{**r, "site": site_id} for r in control_evidence]
-    return pd.DataFrame(rows), evidence
+    latents = pd.concat(weights, ignore_index=True) if weights else pd.DataFrame()
+    return pd.DataFrame(rows), evidence, latents
 
 
 def measured_evidence(

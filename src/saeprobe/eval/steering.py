@@ -17,7 +17,7 @@ import pandas as pd
 
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.diffusion.experiment import Experiment, run_steering_experiment, world_colours
-from saeprobe.io import atomic_write_csv, atomic_write_json
+from saeprobe.io import atomic_path, atomic_write_csv, atomic_write_json
 from saeprobe.plots import save_figure
 from saeprobe.plots.diffusion import (
     effect_curves,
@@ -157,6 +157,32 @@ def steering_evidence(controls: pd.DataFrame, primary: str | None, seed: int) ->
     return rows
 
 
+def write_strips(
+    path: str,
+    images: Mapping[str, np.ndarray],
+    sae: str,
+    concepts: Mapping[str, Mapping[str, Any]],
+    strengths: list[float],
+    prompt: str,
+) -> None:
+    """The latent atlas's steering strips of one SAE, an .npz: images (n, K, H, W, 3) uint8,
+    each steered concept's first prompt and seed at every strength; latents (n,), concepts (n,),
+    strengths (K,), sae and prompt (0-d strings).
+
+    images: `run_steering`'s {concept: (K, P*S, H, W, 3)}; concepts: the SAE's chosen latents."""
+    names = [c for c in concepts if c in images]
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            images=np.stack([np.asarray(images[c])[:, 0] for c in names]).astype(np.uint8),
+            latents=np.array([int(concepts[c]["latent"]) for c in names], dtype=np.int64),
+            concepts=np.array(names, dtype=str),
+            strengths=np.asarray(strengths, dtype=np.float64),
+            sae=np.array(sae),
+            prompt=np.array(prompt),
+        )
+
+
 def steering_task(
     exp: Experiment,
     settings: Mapping[str, Any],
@@ -165,8 +191,9 @@ def steering_task(
     seed: int = 0,
 ) -> list[dict]:
     """Run steering (settings: `diffusion.steering`) and write `out`: table, latents (JSON),
-    controls and specificity tables, grid, effect, controls and preservation figures (PNG, and
-    `*_pdf`). Returns the claim's evidence rows."""
+    strips (`write_strips`, where `out` names it), controls and specificity tables, grid,
+    effect, controls and preservation figures (PNG, and `*_pdf`). Returns the claim's evidence
+    rows."""
     colours = world_colours(exp.vocab) if exp.world else None
     device = exp.pipe.text_encoder.device
     table, chosen, images, controls = run_steering_experiment(
@@ -202,6 +229,12 @@ def steering_task(
         else pd.DataFrame(columns=["sae", "condition", "concept", "scored", "effect"]),
     )
     atomic_write_json(out["latents"], chosen)
+    if "strips" in out and len(table):
+        first = table["sae"].iloc[0]
+        write_strips(
+            out["strips"], images, first, chosen[first], settings["strengths"],
+            settings["prompts"][0],
+        )  # fmt: skip
     steered = set(table["concept"])
     grid_concepts = [c for c in settings["grid_concepts"] if c in steered]
     fig = steering_grid(
