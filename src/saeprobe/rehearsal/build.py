@@ -29,7 +29,7 @@ HUB_HOSTS = ("127.0.0.1", "localhost")
 # images per class, per dataset (the ImageNet splits feed the probes and the SAEs)
 IMAGES_PER_CLASS = {"imagenet_train": 8, "imagenet_val": 4, "default": 3}
 COCO_TRAIN_IMAGES = 48
-COCO_VAL_IMAGES = 48
+COCO_VAL_IMAGES = 96
 
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
