@@ -15,7 +15,7 @@ GROUP ?=
 STAGES = $(addsuffix @$(basename $(notdir $(CONFIG))),$(or $(GROUP),tables))
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test lint format dryrun pull push clean
+.PHONY: demo test lint format dryrun rehearsal pull push clean
 
 # uv installs the pins in about a minute (pip takes three). Byte-code is compiled up front: every
 # job is a fresh interpreter importing torch, and PYTHONDONTWRITEBYTECODE may be set.
@@ -52,6 +52,12 @@ format: $(DEV)
 dryrun: $(BIN)/snakemake
 	$(SNAKEMAKE) -n
 
+# The paper config rehearsed offline on a miniature hub (tiny random-init models in each library's
+# format, tiny datasets packed as their public archives, served on loopback): builds the hub in
+# rehearsal/, serves it and runs every job of the paper DAG with configs/rehearsal.yaml on top.
+rehearsal: $(BIN)/snakemake
+	$(BIN)/python -m saeprobe.rehearsal --workdir rehearsal --cores $(CORES)
+
 # Record this config's artifacts (GROUP and what it was made from; default all) in dvc.lock and
 # upload them to the DVC remote; then commit dvc.lock with git.
 push: $(BIN)/snakemake
@@ -66,4 +72,4 @@ pull: $(BIN)/snakemake
 	$(SNAKEMAKE) --touch $(GROUP)
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake rehearsal

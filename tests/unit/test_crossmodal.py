@@ -112,6 +112,16 @@ def test_a_planted_shared_latent_is_found():
     assert overall["p_value"] < 0.05
 
 
+def test_too_few_concepts_give_an_empty_table_with_the_same_columns():
+    codes, tokens, concepts = constructed(planted=True)
+    sums = sums_of(codes, tokens, concepts)
+    full, _ = cm.concept_matching(sums, ATTRIBUTES, m=1, n_null=50, min_count=3)
+    empty, summary = cm.concept_matching(sums, ATTRIBUTES, m=1, n_null=50, min_count=10**6)
+    assert len(full) and list(full.columns) == list(cm.CONCEPT_COLUMNS)
+    assert empty.empty and summary == []
+    assert list(empty.columns) == list(cm.CONCEPT_COLUMNS)
+
+
 def test_unrelated_latents_give_the_null():
     codes, tokens, concepts = constructed(planted=False)
     sums = sums_of(codes, tokens, concepts)

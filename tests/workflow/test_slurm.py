@@ -63,3 +63,52 @@ def test_smoke_config_runs_every_job_through_slurm(cluster: Path, tmp_path: Path
     controller = (cluster / "slurmctld.log").read_text()
     for _, slurm_id in submitted:
         assert re.search(rf"JobId={slurm_id} WEXITSTATUS 0\b", controller), slurm_id
+
+
+def test_rehearsal_extraction_and_saes_run_through_slurm(cluster: Path, tmp_path: Path) -> None:
+    """The paper config on the miniature hub (configs/rehearsal.yaml): ViT-L/14's extractions,
+    SAE sweeps and evaluations as SLURM jobs, its datasets prepared locally."""
+    import sys
+
+    from saeprobe.rehearsal.build import load_configs
+
+    config = load_configs([ROOT / "configs" / "paper.yaml", ROOT / "configs" / "rehearsal.yaml"])
+    sites = config["sae"]["sites"]["clip_vitl14"]
+    targets = [f"{config['results']}/saes/clip_vitl14/{site}/quality.csv" for site in sites]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saeprobe.rehearsal",
+            "--workdir",
+            str(tmp_path),
+            *targets,
+            "--workflow-profile",
+            str(ROOT / "profiles" / "slurm"),
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-no-account",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            # the paper's memory requests (tens of GB) exceed the test node; a site overlay's
+            # setting, as a cluster's own profile would give it
+            "--set-resources",
+            *(f"{rule}:mem_mb=2000" for rule in ("extract_activations", "train_saes", "eval_saes")),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    rules = dict(re.findall(r"Finished jobid: (\d+) \(Rule: (\w+)\)", output))
+    through_slurm = [rules[job] for job in submitted]
+    assert sorted(through_slurm) == sorted(
+        ["extract_activations"] * 2 + ["train_saes"] * len(sites) + ["eval_saes"] * len(sites)
+    )
+    assert all((tmp_path / path).exists() for path in targets)
+    controller = (cluster / "slurmctld.log").read_text()
+    for slurm_id in submitted.values():
+        assert re.search(rf"JobId={slurm_id} WEXITSTATUS 0\b", controller), slurm_id

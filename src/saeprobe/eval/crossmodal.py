@@ -424,6 +424,22 @@ def match_concepts(
     return frame, summary
 
 
+CONCEPT_COLUMNS = (
+    "concept",
+    "attribute",
+    "overlap",
+    "null_value",
+    "null_lo",
+    "null_hi",
+    "top1_shared",
+    "top1_null",
+    "img_latent",
+    "txt_latent",
+    "n_img_tokens",
+    "n_txt_tokens",
+)
+
+
 def concept_matching(
     s: CrossmodalSums,
     attributes: dict[str, str],
@@ -437,8 +453,7 @@ def concept_matching(
 
     Concepts with fewer than `min_count` image examples with or without them, or fewer than
     `min_count` matching word tokens, are left out. Returns (per-concept frame with columns
-    concept, attribute, overlap, null_value, null_lo, null_hi, top1_shared, top1_null,
-    img_latent, txt_latent, n_img_tokens, n_txt_tokens; summary rows).
+    CONCEPT_COLUMNS, no rows when fewer than two concepts are left; summary rows).
     """
     d_img, d_txt = concept_differences(s, attributes)
     ok = (
@@ -448,7 +463,7 @@ def concept_matching(
     )
     idx = np.flatnonzero(ok)
     if len(idx) < 2:
-        return pd.DataFrame(), []
+        return pd.DataFrame(columns=list(CONCEPT_COLUMNS)), []
     names = [s.concepts[i] for i in idx]
     frame, summary = match_concepts(d_img[idx], d_txt[idx], names, attributes, m, n_null, seed)
     frame["n_img_tokens"] = s.concept_img_n[idx].astype(int)
