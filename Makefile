@@ -37,7 +37,7 @@ demo: $(BIN)/snakemake
 	$(SNAKEMAKE) --report $(RESULTS)/report.html
 
 test: $(DEV)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: $(DEV)
 	$(BIN)/ruff check src scripts tests benchmarks
