@@ -13,6 +13,14 @@ its wall time and peak resident memory (`os.wait4` rusage of that child). `--sca
 every row count (the 100,000 training images the tasks subsample included) and keeps the
 widths; the table states the scale. The last line printed is a JSON list of the task records.
 
+Extrapolation to the full size: `full_size_peak_mb` = peak RSS + (1 / scale - 1) x the peak of
+the memory numpy allocated (tracemalloc). The numpy arrays (rows x latents codes, projections,
+per-image tables) grow with the rows; the rest does not: imports, SAE weights, the encoder's
+torch temporaries of one 8,192-row chunk, width x width matrices. Valid for semantics and
+ontology once the scaled val set has 8,192 rows (scale >= 0.17). Torch allocations that grow
+with the rows (the probes' standardised copies in OOD detection and generalization) are not
+traced: for those tasks it is a lower bound.
+
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
 `saeprobe.data.preprocess.load_image` with and without JPEG draft mode, and the workers needed
@@ -150,9 +158,12 @@ def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: 
     marker.write_text(json.dumps(spec))
 
 
-def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> None:
+def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> int:
     """One vision task on the built data, as its script calls the library (configs/paper.yaml
-    settings; the semantics top-image grid, which reads the images, is left out)."""
+    settings; the semantics top-image grid, which reads the images, is left out). Returns the
+    peak of the memory numpy allocated meanwhile (bytes, tracemalloc)."""
+    import tracemalloc
+
     import torch
 
     from saeprobe.eval import ontology as ont
@@ -180,6 +191,9 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     hierarchy = Hierarchy(json.loads((root / "hierarchy.json").read_text()))
     max_train = max(round(MAX_TRAIN * scale), 20)
     decays, val_fraction = [1e-5, 1e-4, 1e-3], 0.05
+    if task not in TASKS:
+        raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
+    tracemalloc.start()
     if task == "semantics":
         sem.semantics(sites, VAL, hierarchy, [], None, top_n=16, min_active=8, device=cpu)
         sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
@@ -203,12 +217,15 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
                      max_train=max_train, seed=seed, device=cpu)  # fmt: skip
         settings = {"min_active": 8, "null_trees": 200, "max_units": 4096}
         ont.ontology_claim(sites, VAL, hierarchy, names[0], settings, seed, cpu)
-    else:
-        raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict:
     """Run one task in a child process: wall time and peak RSS (MB) of that child."""
+    side = root / f"numpy_peak_{task}.json"
+    side.unlink(missing_ok=True)
     command = [sys.executable, __file__, "task", task, "--root", str(root), "--scale", str(scale)]
     if probe_iter is not None:
         command += ["--probe-iter", str(probe_iter)]
@@ -219,8 +236,11 @@ def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
-    return {"task": task, "scale": scale, "wall_s": round(wall, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # fmt: skip
+    peak_mb = usage.ru_maxrss / 1024
+    numpy_mb = json.loads(side.read_text()) / 2**20
+    return {"task": task, "scale": scale, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
+            "numpy_peak_mb": round(numpy_mb),
+            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb)}  # fmt: skip
 
 
 # -- decoding --
@@ -285,7 +305,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
     args = parser.parse_args()  # fmt: skip
     if args.mode == "task":
-        run_task(args.name, args.root, args.scale, args.probe_iter)
+        peak = run_task(args.name, args.root, args.scale, args.probe_iter)
+        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
         return
     if args.mode == "decode":
         width, height = (int(v) for v in args.size.split("x"))
