@@ -4,14 +4,15 @@ Mode `tasks` builds, from seeded random data on disk, what the vision tasks read
 shapes (configs/paper.yaml): one model with `--sites` 1,024-d `cls` sites; activation stores
 (float16, as extraction writes them) of ImageNet-1k train (1.28M images, the SAE training
 rows), val (50k), seven OOD-detection sets and four shifted sets at their published sizes;
-`--saes` random-init SAEs of 16,384 latents per site (the sweep's architectures: topk,
-batchtopk, relu, matryoshka); a 1,000-class WordNet-shaped hierarchy. Activations are class
-means plus noise, so probes and hierarchies have something to find. Then it runs each vision
-task (semantics, ood_detection, ood_generalization, ontology: the library calls of their
-scripts, settings of configs/paper.yaml) in a subprocess of its own, one at a time, and records
-its wall time and peak resident memory (`os.wait4` rusage of that child). `--scale` multiplies
-every row count (the 100,000 training images the tasks subsample included) and keeps the
-widths; the table states the scale. The last line printed is a JSON list of the task records.
+`--saes` SAEs of 16,384 latents per site at the trainer's initialisation (the sweep's
+architectures: topk, batchtopk, relu, matryoshka); a 1,000-class WordNet-shaped hierarchy.
+Activations are class means plus noise, so probes and hierarchies have something to find. Then
+it runs each vision task (semantics, ood_detection, ood_generalization, ontology: the library
+calls of their scripts, settings of configs/paper.yaml) in a subprocess of its own, one at a
+time, and records its wall time and peak resident memory (`os.wait4` rusage of that child).
+`--scale` multiplies every row count (the 100,000 training images the tasks subsample included)
+and keeps the widths; the table states the scale. The last line printed is a JSON list of the
+task records.
 
 Extrapolation to the full size: `full_size_peak_mb` = peak RSS + (1 / scale - 1) x the peak of
 the memory numpy allocated (tracemalloc). The numpy arrays (rows x latents codes, projections,
@@ -151,7 +152,10 @@ def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: 
             if arch == "matryoshka":
                 cfg = SAEConfig(arch=arch, width=width, k=32,
                                 matryoshka_prefixes=[width // 8, width // 2, width])  # fmt: skip
-            save_sae(build_sae(cfg, dim).eval(), root / "saes" / MODEL / site / arch)
+            sae = build_sae(cfg, dim).eval()
+            with torch.no_grad():
+                sae.initialize(seed)  # the trainer's initialisation: active latents, not zeros
+            save_sae(sae, root / "saes" / MODEL / site / arch)
     parents = hierarchy_parents(n_classes)
     (root / "hierarchy.json").write_text(json.dumps(parents))
     (root / "sites.json").write_text(json.dumps(sites))
