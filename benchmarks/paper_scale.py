@@ -4,14 +4,23 @@ Mode `tasks` builds, from seeded random data on disk, what the vision tasks read
 shapes (configs/paper.yaml): one model with `--sites` 1,024-d `cls` sites; activation stores
 (float16, as extraction writes them) of ImageNet-1k train (1.28M images, the SAE training
 rows), val (50k), seven OOD-detection sets and four shifted sets at their published sizes;
-`--saes` random-init SAEs of 16,384 latents per site (the sweep's architectures: topk,
-batchtopk, relu, matryoshka); a 1,000-class WordNet-shaped hierarchy. Activations are class
-means plus noise, so probes and hierarchies have something to find. Then it runs each vision
-task (semantics, ood_detection, ood_generalization, ontology: the library calls of their
-scripts, settings of configs/paper.yaml) in a subprocess of its own, one at a time, and records
-its wall time and peak resident memory (`os.wait4` rusage of that child). `--scale` multiplies
-every row count (the 100,000 training images the tasks subsample included) and keeps the
-widths; the table states the scale. The last line printed is a JSON list of the task records.
+`--saes` SAEs of 16,384 latents per site at the trainer's initialisation (the sweep's
+architectures: topk, batchtopk, relu, matryoshka); a 1,000-class WordNet-shaped hierarchy.
+Activations are class means plus noise, so probes and hierarchies have something to find. Then
+it runs each vision task (semantics, ood_detection, ood_generalization, ontology: the library
+calls of their scripts, settings of configs/paper.yaml) in a subprocess of its own, one at a
+time, and records its wall time and peak resident memory (`os.wait4` rusage of that child).
+`--scale` multiplies every row count (the 100,000 training images the tasks subsample included)
+and keeps the widths; the table states the scale. The last line printed is a JSON list of the
+task records.
+
+Extrapolation to the full size: `full_size_peak_mb` = peak RSS + (1 / scale - 1) x the peak of
+the memory numpy allocated (tracemalloc). The numpy arrays (rows x latents codes, projections,
+per-image tables) grow with the rows; the rest does not: imports, SAE weights, the encoder's
+torch temporaries of one 8,192-row chunk, width x width matrices. Valid for semantics and
+ontology once the scaled val set has 8,192 rows (scale >= 0.17). Torch allocations that grow
+with the rows (the probes' standardised copies in OOD detection and generalization) are not
+traced: for those tasks it is a lower bound.
 
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
@@ -143,16 +152,22 @@ def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: 
             if arch == "matryoshka":
                 cfg = SAEConfig(arch=arch, width=width, k=32,
                                 matryoshka_prefixes=[width // 8, width // 2, width])  # fmt: skip
-            save_sae(build_sae(cfg, dim).eval(), root / "saes" / MODEL / site / arch)
+            sae = build_sae(cfg, dim).eval()
+            with torch.no_grad():
+                sae.initialize(seed)  # the trainer's initialisation: active latents, not zeros
+            save_sae(sae, root / "saes" / MODEL / site / arch)
     parents = hierarchy_parents(n_classes)
     (root / "hierarchy.json").write_text(json.dumps(parents))
     (root / "sites.json").write_text(json.dumps(sites))
     marker.write_text(json.dumps(spec))
 
 
-def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> None:
+def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> int:
     """One vision task on the built data, as its script calls the library (configs/paper.yaml
-    settings; the semantics top-image grid, which reads the images, is left out)."""
+    settings; the semantics top-image grid, which reads the images, is left out). Returns the
+    peak of the memory numpy allocated meanwhile (bytes, tracemalloc)."""
+    import tracemalloc
+
     import torch
 
     from saeprobe.eval import ontology as ont
@@ -180,6 +195,9 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     hierarchy = Hierarchy(json.loads((root / "hierarchy.json").read_text()))
     max_train = max(round(MAX_TRAIN * scale), 20)
     decays, val_fraction = [1e-5, 1e-4, 1e-3], 0.05
+    if task not in TASKS:
+        raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
+    tracemalloc.start()
     if task == "semantics":
         sem.semantics(sites, VAL, hierarchy, [], None, top_n=16, min_active=8, device=cpu)
         sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
@@ -203,12 +221,15 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
                      max_train=max_train, seed=seed, device=cpu)  # fmt: skip
         settings = {"min_active": 8, "null_trees": 200, "max_units": 4096}
         ont.ontology_claim(sites, VAL, hierarchy, names[0], settings, seed, cpu)
-    else:
-        raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict:
     """Run one task in a child process: wall time and peak RSS (MB) of that child."""
+    side = root / f"numpy_peak_{task}.json"
+    side.unlink(missing_ok=True)
     command = [sys.executable, __file__, "task", task, "--root", str(root), "--scale", str(scale)]
     if probe_iter is not None:
         command += ["--probe-iter", str(probe_iter)]
@@ -219,8 +240,11 @@ def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
-    return {"task": task, "scale": scale, "wall_s": round(wall, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}  # fmt: skip
+    peak_mb = usage.ru_maxrss / 1024
+    numpy_mb = json.loads(side.read_text()) / 2**20
+    return {"task": task, "scale": scale, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
+            "numpy_peak_mb": round(numpy_mb),
+            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb)}  # fmt: skip
 
 
 # -- decoding --
@@ -285,7 +309,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
     args = parser.parse_args()  # fmt: skip
     if args.mode == "task":
-        run_task(args.name, args.root, args.scale, args.probe_iter)
+        peak = run_task(args.name, args.root, args.scale, args.probe_iter)
+        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
         return
     if args.mode == "decode":
         width, height = (int(v) for v in args.size.split("x"))

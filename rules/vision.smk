@@ -1,5 +1,8 @@
 # Vision-embedding tasks: semantics, OOD detection, OOD generalization, ontology.
 # One job per task and model (all its SAE sites), then one table-and-figures job per task.
+# The task jobs' mem_mb are the full-size peaks that benchmarks/paper_scale.py measures and
+# extrapolates (BENCHMARKS.md, "Vision tasks at the paper's sizes") with a margin; their
+# runtime values are GPU estimates.
 
 if "vision" in config:
     VISION = config["vision"]

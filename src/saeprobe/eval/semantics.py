@@ -429,14 +429,22 @@ def nuisance_difference(
 
 
 def purity_advantage(
-    raw: np.ndarray, sae: np.ndarray, labels: np.ndarray, top_n: int, seed: int
+    raw: np.ndarray,
+    sae: np.ndarray,
+    labels: np.ndarray,
+    top_n: int,
+    seed: int,
+    rand: np.ndarray | None = None,
 ) -> dict[str, Estimate]:
     """The measured statistics of one model's site: the SAE's mean purity minus norm-matched
     random directions' (`purity_minus_random`, judged), raw neurons minus random and SAE minus
-    raw (reported). raw: (n_images, d); sae: (n_images, width) codes; labels: (n_images,)."""
+    raw (reported). raw: (n_images, d); sae: (n_images, width) codes; labels: (n_images,);
+    rand: (n_images, width) the centred activations' projections on the seeded random
+    directions, when the caller has them already."""
     labels = np.asarray(labels).astype(str)
-    directions = random_directions(raw.shape[1], sae.shape[1], seed).astype(np.float32)
-    rand = (raw - raw.mean(axis=0)) @ directions
+    if rand is None:
+        directions = random_directions(raw.shape[1], sae.shape[1], seed).astype(np.float32)
+        rand = (raw - raw.mean(axis=0)) @ directions
     p_rand = full_purity(rand, labels, top_n, False)
     p_raw = full_purity(raw, labels, top_n, False)
     p_sae = full_purity(sae, labels, top_n, True)
@@ -487,7 +495,7 @@ def semantics_evidence(
     p_rand = pur(rand, labels, False)
     n_sae = len(pur(codes[primary], labels, True))
     note = f"top_n={top_n}; units with all top_n images active: SAE {n_sae}"
-    measured = purity_advantage(raw, codes[primary], labels, top_n, seed)
+    measured = purity_advantage(raw, codes[primary], labels, top_n, seed, rand=rand)
     rows = evidence_rows("semantics", site, MEASURED, measured, note)
     rows += evidence_rows(
         "semantics",
