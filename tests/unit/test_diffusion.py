@@ -381,3 +381,17 @@ def test_v_target_recovers_the_clean_latent_and_min_snr_caps_the_weight() -> Non
     before = ema.weight.detach().clone()
     ema_update(ema, model, 0.99, step=1000)
     torch.testing.assert_close(ema.weight, 0.99 * before + 0.01 * model.weight.detach())
+
+
+def test_timestep_power_below_one_draws_the_noisy_end_more_often() -> None:
+    from saeprobe.world.diffusion import train_timesteps
+
+    def draw(power: float) -> torch.Tensor:
+        return train_timesteps(20000, 1000, power, torch.Generator().manual_seed(0))
+
+    uniform, biased = draw(1.0), draw(0.5)
+    for t in (uniform, biased):
+        assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) <= 999
+    assert abs((uniform >= 500).float().mean().item() - 0.5) < 0.02
+    # u^0.5 >= 0.5 when u >= 0.25: three quarters of the draws land in the noisier half
+    assert abs((biased >= 500).float().mean().item() - 0.75) < 0.02

@@ -12,11 +12,12 @@ encoder's last hidden states at its coarse levels (`attend_finest`: at the fines
 with `pooled_text` (diffusers' addition_embed_type="text"), also adds an attention-pooled text
 embedding to its time embedding, so the prompt reaches every ResNet block. Uniform v-loss
 (`snr_gamma` 0) keeps the weight of the noisiest timesteps, where the shape is decided; min-SNR
-weights all but drop them. Sampling uses `DDIMScheduler` with leading timesteps as SD does
-(DPM-Solver++ and trailing steps start at alpha_bar ~ 0 under the cosine schedule, where epsilon
-prediction is ill-posed). Captions are re-drawn every step from the image's attributes
-(saeprobe.world.clip.CaptionSampler), so prompts without a colour ("a triangle") or a shape
-("a red shape") are in-distribution.
+weights all but drop them, and `timestep_power` below 1 draws them more often. Sampling uses
+`DDIMScheduler` with leading timesteps as SD does (DPM-Solver++ and trailing steps start at
+alpha_bar ~ 0 under the cosine schedule, where epsilon prediction is ill-posed; with v, trailing
+steps judge no better). Captions are re-drawn every step from the image's attributes
+(saeprobe.world.clip.CaptionSampler), so prompts without a colour ("a triangle") or a shape ("a
+red shape") are in-distribution.
 
 Both stages checkpoint to `{out_dir}.partial/{vae,unet}/` (`saeprobe.training`: weights and
 Adam state) every `checkpoint_every` steps; the batch order and noise of step `s` are a pure
@@ -96,6 +97,7 @@ class WorldDiffusionConfig(FromConfig):
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
     snr_gamma: float = 5.0
+    timestep_power: float = 1.0
     ema_decay: float = 0.99
     checkpoint_every: int = 50
     seed: int = 0
@@ -166,6 +168,15 @@ def diffusion_target(
     if prediction_type == "epsilon":
         return noise
     return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * z0
+
+
+def train_timesteps(n: int, total: int, power: float, generator: torch.Generator) -> torch.Tensor:
+    """n training timesteps (n,) in [0, total): floor(total * u^power), u uniform; power 1 is
+    uniform, below 1 draws the noisy end (where the layout is decided) more often."""
+    if power == 1.0:
+        return torch.randint(0, total, (n,), generator=generator)
+    u = torch.rand(n, generator=generator)
+    return (u.pow(power) * total).long().clamp_(max=total - 1)
 
 
 def min_snr_weights(alpha_bar: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
@@ -397,7 +408,7 @@ def train_world_diffusion(
         eps_z = torch.randn(lat_mean[idx].shape, generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * eps_z).to(device)
         noise = torch.randn(z0.shape, generator=gen).to(device)
-        t = torch.randint(0, cfg.train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+        t = train_timesteps(cfg.batch_size, cfg.train_timesteps, cfg.timestep_power, gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         with torch.no_grad():
