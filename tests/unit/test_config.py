@@ -273,6 +273,7 @@ class Mapped:
 
 
 def _classes():
+    from saeprobe.atlas.build import AtlasSettings
     from saeprobe.diffusion.steering import GenSettings
     from saeprobe.sae import SAEConfig, TrainConfig
     from saeprobe.world.config import WorldClipConfig, WorldConfig
@@ -281,6 +282,7 @@ def _classes():
     from saeprobe.world.llava_model import TinyLlamaSpec
 
     classes = (
+        AtlasSettings,
         GenSettings,
         WorldDiffusionConfig,
         TinyLlamaSpec,
@@ -303,6 +305,7 @@ MAPPED = [
     Mapped(("TrainConfig",), "sae.overrides.*.train", strict=False),
     Mapped(("GenSettings",), "diffusion.generation", ("layer", "tokens", "branch", "mode")),
     Mapped(("CaptionerConfig", "TinyLlamaSpec"), "mllm.world_llava", ("seed",)),
+    Mapped(("AtlasSettings",), "atlas"),
 ]
 # Optional keys of the SAE sweep entries whose default lives in SAEConfig only.
 SAE_ONLY_IN_PYTHON = {"k", "l1", "l0", "matryoshka_base", "matryoshka_prefixes", "auxk_coef"}
