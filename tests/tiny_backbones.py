@@ -11,6 +11,7 @@ import open_clip
 import pandas as pd
 import torch
 
+from saeprobe.rehearsal.models import save_dinov2
 from saeprobe.world.clip import save_world_clip
 
 TINY_OPEN_CLIP = {
@@ -85,25 +86,8 @@ def save_tiny_hf_clip_full(path: Path, seed: int = 0) -> Path:
 
 
 def save_tiny_dinov2(path: Path, seed: int = 0) -> Path:
-    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
-
-    torch.manual_seed(seed)
-    config = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        image_size=16,
-        patch_size=4,
-    )
-    Dinov2Model(config).save_pretrained(path)
-    BitImageProcessor(
-        size={"shortest_edge": 20},
-        crop_size={"height": 16, "width": 16},
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(path)
-    return path
+    """A random 3-block `Dinov2Model` + its image processor, as the rehearsal saves DINOv2."""
+    return save_dinov2(path, seed, layers=3)
 
 
 def write_world_split(root: Path, split: str, n: int, size: int = 16, seed: int = 0) -> Path:

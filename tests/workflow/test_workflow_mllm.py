@@ -153,27 +153,10 @@ def fake_coco(root: Path, n: int = 12) -> None:
 
 def tiny_hub_llava(path: Path) -> None:
     """A tiny random LLaVA saved like a hub checkpoint (model + processor, save_pretrained)."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from saeprobe.rehearsal.models import save_llava
 
-    from saeprobe.world.llava_model import TinyLlamaSpec, build_processor, build_world_llava
-
-    torch.manual_seed(0)
-    vision = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        )
-    )
     words = ["a", "dog", "car", "on", "road", "later", "caption"]
-    processor = build_processor(words, 32, 8, "default")
-    spec = TinyLlamaSpec(hidden=32, layers=3, heads=2, intermediate=64, vision_feature_layer=-2)
-    build_world_llava(vision, processor, spec, seed=0).save_pretrained(path)
-    processor.save_pretrained(path)
+    save_llava(path, words, layers=3, image_size=32, patch_size=8)
 
 
 def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:

@@ -70,14 +70,15 @@ def save_open_clip(out: Path, seed: int = 0) -> Path:
     return weights
 
 
-def save_dinov2(out: Path, seed: int = 0) -> Path:
-    """A random `Dinov2Model` of DINOv2-B/14's depth (12 blocks) + its image processor."""
+def save_dinov2(out: Path, seed: int = 0, layers: int = 12) -> Path:
+    """A random `Dinov2Model` (by default of DINOv2-B/14's depth, 12 blocks) + its image
+    processor."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(seed)
     config = Dinov2Config(
         hidden_size=32,
-        num_hidden_layers=12,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         mlp_ratio=2,
         image_size=IMAGE_SIZE,
@@ -130,9 +131,17 @@ def save_stable_diffusion(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def save_llava(out: Path, words: list[str], seed: int = 0) -> Path:
-    """A random `LlavaForConditionalGeneration` of LLaVA-1.5-7B's depth (32 decoder blocks)
-    around a tiny CLIP vision tower, + its processor (word-level tokenizer over `words`)."""
+def save_llava(
+    out: Path,
+    words: list[str],
+    seed: int = 0,
+    layers: int = 32,
+    image_size: int = IMAGE_SIZE,
+    patch_size: int = PATCH_SIZE,
+) -> Path:
+    """A random `LlavaForConditionalGeneration` (by default of LLaVA-1.5-7B's depth, 32 decoder
+    blocks) around a tiny CLIP vision tower read at its penultimate block as LLaVA-1.5 does, +
+    its processor (word-level tokenizer over `words`)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from saeprobe.world.llava_model import TinyLlamaSpec, build_processor, build_world_llava
@@ -144,13 +153,15 @@ def save_llava(out: Path, words: list[str], seed: int = 0) -> Path:
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH_SIZE,
+            image_size=image_size,
+            patch_size=patch_size,
             hidden_act="gelu",
         )
     )
-    processor = build_processor(words, IMAGE_SIZE, PATCH_SIZE, "default")
-    spec = TinyLlamaSpec(hidden=32, layers=32, heads=2, intermediate=64)
+    processor = build_processor(words, image_size, patch_size, "default")
+    spec = TinyLlamaSpec(
+        hidden=32, layers=layers, heads=2, intermediate=64, vision_feature_layer=-2
+    )
     model = build_world_llava(vision, processor, spec, seed=seed).eval()
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
