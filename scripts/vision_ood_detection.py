@@ -30,6 +30,7 @@ with job(snakemake) as j:
         controls=[d for d in (far, fresh) if d is not None],
         knn_bank=s.get("knn_bank"),
         ood_groups=s.get("ood_groups", {}),
+        factors=s.get("factors", []),
     )
     atomic_write_csv(snakemake.output[0], table)
     atomic_write_csv(

@@ -363,6 +363,8 @@ def _primary_problems(sae: dict, model: str) -> list[str]:
 
 # datasets read from the world's splits, by source
 WORLD_DATASETS = ("world", "world_captions", "world_pairs")
+# the categorical columns of a world split's manifest (`saeprobe.world.generate.MANIFEST_COLUMNS`)
+WORLD_FACTORS = ("shape", "superclass", "colour", "background", "rendering")
 
 
 def model_dataset_problems(config: dict) -> list[str]:
@@ -442,6 +444,15 @@ def _vision_problems(config: dict) -> list[str]:
             "config key 'vision.ood_detection.measured_dataset': "
             f"'{ood['measured_dataset']}' is not one of 'vision.ood_detection.ood_datasets'"
         )
+    train_source = config.get("datasets", {}).get(vision["train_dataset"], {}).get("source")
+    for i, factor in enumerate(ood.get("factors", [])):
+        allowed = WORLD_FACTORS if train_source in WORLD_DATASETS else ()
+        if factor not in allowed:
+            problems.append(
+                f"config key 'vision.ood_detection.factors[{i}]': '{factor}' is not an image "
+                f"attribute of the training dataset '{vision['train_dataset']}' (expected one of "
+                f"{list(allowed)}; a {train_source} dataset has {'these' if allowed else 'none'})"
+            )
     extracted = extract.get("datasets", {})
     for model in vision["models"]:
         for key, name in datasets:

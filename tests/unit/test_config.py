@@ -127,6 +127,10 @@ def test_each_shipped_config_writes_under_a_root_of_its_own() -> None:
             lambda c: c["vision"]["ood_detection"].update(ood_groups={"world_ood_x": "near"}),
             ["vision.ood_detection.ood_groups.world_ood_x", "ood_datasets"],
         ),
+        (
+            lambda c: c["vision"]["ood_detection"].update(factors=["shape", "hue"]),
+            ["vision.ood_detection.factors[1]", "'hue'", "colour"],
+        ),
         (lambda c: c["world"].update(ood_colours=["red", "white"]), ["world.ood_colours", "red"]),
         (lambda c: c["world"].update(near_ood_shapes=["star"]), ["world.near_ood_shapes", "star"]),
         (lambda c: c["vision"].update(models=["dino"]), ["vision.models[0]", "sae.sites"]),

@@ -129,3 +129,45 @@ def test_ood_groups_are_averaged_apart_and_the_knn_bank_is_a_seeded_subset() -> 
     assert not np.array_equal(bank, knn_bank_rows(1000, 100, seed=1))
     np.testing.assert_array_equal(knn_bank_rows(50, None, seed=0), np.arange(50))
     np.testing.assert_array_equal(knn_bank_rows(50, 80, seed=0), np.arange(50))
+
+
+def _factor_world(n: int, seed: int, colours: list[str]) -> tuple[np.ndarray, dict]:
+    """Codes (n, 12) of images with a shape of 3 and a colour from `colours`: latents 0-2 fire
+    for the shapes, 3-5 for colours red, green, blue (other colours light none), 6-11 noise."""
+    rng = np.random.default_rng(seed)
+    shapes = rng.choice(["circle", "square", "star"], n)
+    colour = rng.choice(colours, n)
+    codes = rng.exponential(0.05, (n, 12)).astype(np.float32)
+    for j, value in enumerate(["circle", "square", "star"]):
+        codes[shapes == value, j] += rng.uniform(0.5, 1.5, (shapes == value).sum())
+    for j, value in enumerate(["red", "green", "blue"]):
+        codes[colour == value, 3 + j] += rng.uniform(0.5, 1.5, (colour == value).sum())
+    return codes, {"shape": shapes, "colour": colour}
+
+
+def test_factor_silence_flags_an_unseen_colour_and_not_a_fresh_sample() -> None:
+    from saeprobe.eval.ood_detection import FactorSilenceScore
+
+    known = ["red", "green", "blue"]
+    train, factors = _factor_world(600, 0, known)
+    score = FactorSilenceScore(train, factors)
+    assert score.latents == {"shape": 3, "colour": 3}
+    fresh, _ = _factor_world(300, 1, known)
+    unseen, _ = _factor_world(300, 2, ["white", "black"])
+    id_scores = score(fresh)
+    is_ood = np.r_[np.zeros(300, bool), np.ones(300, bool)]
+    assert auroc_from_labels(is_ood, np.r_[id_scores, score(unseen)]) > 0.95
+    fresh2, _ = _factor_world(300, 3, known)
+    assert abs(auroc_from_labels(is_ood, np.r_[id_scores, score(fresh2)]) - 0.5) < 0.1
+
+
+def test_factor_silence_cannot_tell_on_codes_blind_to_the_factors() -> None:
+    """Codes that ignore the factors: no latent is selective, so the score is missing (NaN),
+    never a detector."""
+    from saeprobe.eval.ood_detection import FactorSilenceScore
+
+    _, factors = _factor_world(600, 0, ["red", "green", "blue"])
+    blind = np.random.default_rng(4).exponential(1.0, (600, 12)).astype(np.float32)
+    score = FactorSilenceScore(blind, factors)
+    assert min(score.latents.values()) == 0
+    assert np.isnan(score(blind)).all()

@@ -15,6 +15,13 @@ Scores only an SAE has:
   expected to excite the learned latents more);
 - SAE `profile`: minus the highest cosine similarity between the image's code vector and the
   class-conditional mean code vectors ("latent profiles") of the training set.
+- SAE `factor_silence` (where `factors` name image attributes, e.g. shape, colour and
+  background): "no latent of a known factor fires". A latent belongs to factor f when its mean
+  code over the training images is highest at one value v of f and v holds at least half of its
+  mean code summed over f's values (`FACTOR_SELECTIVITY`); its scale is that mean code at v. An
+  image's evidence for f is its largest code / scale over f's latents, and its score is minus
+  its weakest factor's evidence: an unseen colour silences the colour latents, a new shape the
+  shape latents, while a known image has some latent of every factor firing.
 Per latent (`latent_contributions`, for the latent atlas): `contribution`, the latent's part of
 the shift of the mean `activation_mass` score from the in-distribution set to the measured OOD
 set, i.e. its mean code on ID minus on OOD images (the latents' parts sum to the shift; > 0:
@@ -177,6 +184,60 @@ class ProfileScore:
         )
 
 
+FACTOR_SELECTIVITY = 0.5
+
+
+class FactorSilenceScore:
+    """Minus the weakest factor's evidence (module docstring, `factor_silence`)."""
+
+    def __init__(self, codes: np.ndarray, factors: Mapping[str, np.ndarray]) -> None:
+        """codes: (n, width) training codes; factors: name -> (n,) value of each image."""
+        ct = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float32))
+        self.members: dict[str, torch.Tensor] = {}
+        self.scales: dict[str, torch.Tensor] = {}
+        for name, values in factors.items():
+            levels, ids = np.unique(np.asarray(values).astype(str), return_inverse=True)
+            yt = torch.from_numpy(ids.astype(np.int64))
+            sums = torch.zeros(len(levels), ct.shape[1], dtype=torch.float64)
+            sums.index_add_(0, yt, ct.double())
+            means = sums / torch.bincount(yt, minlength=len(levels)).clamp_min(1).unsqueeze(1)
+            top, total = means.max(dim=0).values, means.sum(dim=0)
+            member = (top > 0) & (top >= FACTOR_SELECTIVITY * total)
+            self.members[name] = torch.nonzero(member).squeeze(1)
+            self.scales[name] = top[member].float()
+
+    @property
+    def latents(self) -> dict[str, int]:
+        """{factor: number of its latents}."""
+        return {name: len(m) for name, m in self.members.items()}
+
+    def __call__(self, codes: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """codes: (n, width) -> (n,); NaN when some factor has no latent (it cannot say
+        whether that factor is seen)."""
+        if not self.members or min(self.latents.values()) == 0:
+            return np.full(len(codes), np.nan)
+        out = []
+        for start in range(0, len(codes), chunk):
+            ct = torch.from_numpy(np.ascontiguousarray(codes[start : start + chunk], np.float32))
+            evidence = torch.stack(
+                [(ct[:, self.members[f]] / self.scales[f]).max(dim=1).values for f in self.members],
+                dim=1,
+            )
+            out.append((-evidence.min(dim=1).values).numpy())
+        return np.concatenate(out)
+
+
+def image_factors(data: SiteData, factors: Sequence[str]) -> dict[str, np.ndarray]:
+    """{factor: (n_images,) value} of the images' attribute columns named in `factors`."""
+    missing = [f for f in factors if f not in data.images]
+    if missing:
+        raise ValueError(
+            f"config key 'vision.ood_detection.factors': {missing} are not columns of the "
+            f"training images' table (columns: {sorted(data.images.columns)})"
+        )
+    return {f: data.images[f].astype(str).to_numpy() for f in factors}
+
+
 def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
     """MSP and energy OOD scores of a trained linear head: {"msp": (n,), "energy": (n,)}."""
     logits = probe.logits(x)
@@ -189,6 +250,7 @@ def head_scores(probe: LinearProbe, x: np.ndarray) -> dict[str, np.ndarray]:
 
 FEATURE_SCORES = ("msp", "energy", "mahalanobis", "knn")
 HEAD_SCORES = ("msp", "energy")  # the scores of the linear head
+SAE_SCORES = ("recon_error", "activation_mass", "profile", "factor_silence")
 ORACLE = "oracle"
 Scores = dict[tuple[str, str], dict[str, np.ndarray]]
 
@@ -313,11 +375,14 @@ def site_scores(
     evals: dict[str, SiteData],
     fit: dict,
     fits: dict[tuple[str, str], ProbeFit] | None = None,
+    factors: Sequence[str] = (),
 ) -> Scores:
     """{(features, score): {dataset: (n,)}} of one site: raw and every SAE's codes; `fits`,
-    when given, gets the linear head's final fit under (features, score) of the head's scores."""
+    when given, gets the linear head's final fit under (features, score) of the head's scores;
+    factors: the image attributes of the `factor_silence` score (none: no such score)."""
     classes = sorted(set(train.labels))
     y = class_ids(train.labels, classes)
+    attributes = image_factors(train, factors)
     scores: Scores = {}
     raw = {d: data.raw for d, data in evals.items()}
     head: dict[str, ProbeFit] = {}
@@ -329,9 +394,17 @@ def site_scores(
         sae = sites.load_sae(site, sae_name, fit["device"])
         codes_train = sae_codes(sae, train)
         profile = ProfileScore(codes_train, y, len(classes))
+        silence = FactorSilenceScore(codes_train, attributes) if attributes else None
 
-        def sae_only(c: np.ndarray, profile: ProfileScore = profile) -> dict[str, np.ndarray]:
-            return {"activation_mass": -c.sum(axis=1), "profile": profile(c)}
+        def sae_only(
+            c: np.ndarray,
+            profile: ProfileScore = profile,
+            silence: FactorSilenceScore | None = silence,
+        ) -> dict[str, np.ndarray]:
+            out = {"activation_mass": -c.sum(axis=1), "profile": profile(c)}
+            if silence is not None:
+                out["factor_silence"] = silence(c)
+            return out
 
         codes = EncodedSets(sae, evals)
         per = feature_scores(codes_train, y, len(classes), codes, extra=sae_only, **fit, fits=head)
@@ -339,7 +412,7 @@ def site_scores(
         if fits is not None:
             fits.update({(sae_name, score): f for score, f in head.items()})
         per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
-        per = {s: per[s] for s in (*FEATURE_SCORES, "recon_error", "activation_mass", "profile")}
+        per = {s: per[s] for s in (*FEATURE_SCORES, *SAE_SCORES) if s in per}
         for score, by in per.items():
             scores[(sae_name, score)] = by
     return scores
@@ -409,10 +482,11 @@ def ood_detection(
     probe_options: Mapping[str, Any] | None = None,
     knn_bank: int | None = None,
     ood_groups: Mapping[str, str] | None = None,
+    factors: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, dict[str, Scores], dict[str, dict[str, float]]]:
     """Every score per site, features and eval set (ood_datasets and the `controls`, e.g. a
     far-OOD set and a fresh ID sample, all against id_dataset); ood_groups: OOD set -> near,
-    far or legacy (module docstring).
+    far or legacy; factors: image attributes of the `factor_silence` score (module docstring).
 
     Returns the table (AUROC, FPR@95 and the oracle rows), per site the scores
     {(features, score): {dataset: (n,)}} and per site the oracle AUROC {dataset: auroc}.
@@ -435,7 +509,7 @@ def ood_detection(
         train = load_site(sites.activation_dir(train_dataset), site, max_train, seed)
         evals = {d: load_site(sites.activation_dir(d), site) for d in [id_dataset, *others]}
         fits: dict[tuple[str, str], ProbeFit] = {}
-        scores = site_scores(sites, site, train, evals, fit, fits)
+        scores = site_scores(sites, site, train, evals, fit, fits, factors)
         raw_id = evals[id_dataset].raw
         oracles = {d: oracle_scores(raw_id, evals[d].raw, seed) for d in others}
         site_rows = score_rows(sites.model, site, id_dataset, others, scores, oracles, fits)
