@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -10,12 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
+from snakemake_run import ROOT
 from tiny_backbones import save_tiny_open_clip, single_thread, write_world_split
 from tiny_data import make_image_folder
 
 from saeprobe.activations import ActivationStore, extract
 from saeprobe.atlas.build import AtlasSae, AtlasSettings, build_atlas, dataset_thumbnails
+from saeprobe.config import ConfigError, thumbnail_stores, validate_config
 from saeprobe.data.thumbnails import thumbnail
 from saeprobe.sae.config import SAEConfig
 from saeprobe.sae.io import save_sae
@@ -168,3 +172,41 @@ def test_thumbnails_need_an_image_folder(model: dict, tmp_path: Path) -> None:
         _run(world, model, tmp_path / "acts", thumbnail_px=PX)
     with pytest.raises(ValueError, match="thumbnail_px"):
         _run(_folder(tmp_path / "imgs"), model, tmp_path / "acts", thumbnail_px=-1)
+
+
+def _config(name: str) -> dict:
+    config = yaml.safe_load((ROOT / name).read_text())
+    return validate_config(config, ROOT / "schemas" / "config.schema.yaml")
+
+
+def test_by_default_the_atlas_datasets_keep_thumbnails_not_the_training_set() -> None:
+    paper = _config("configs/paper.yaml")
+    assert paper["extract"]["thumbnails"] == "auto"
+    assert thumbnail_stores(paper) == {
+        ("clip_vitl14", "imagenet_val"),
+        ("dinov2_vitb14", "imagenet_val"),
+    }
+    assert thumbnail_stores(_config("config.yaml")) == set()  # the world's images are stored
+    listed = copy.deepcopy(paper)
+    listed["extract"]["thumbnails"] = ["imagenet_train"]
+    assert thumbnail_stores(validate_config(listed, ROOT / "schemas" / "config.schema.yaml")) == {
+        ("clip_vitl14", "imagenet_train"),
+        ("dinov2_vitb14", "imagenet_train"),
+    }
+    listed["extract"]["thumbnails"] = []
+    assert thumbnail_stores(listed) == set()
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["world_test"], "'extract.thumbnails[0]': 'world_test' (source world) is not an image"),
+        (["nope"], "'extract.thumbnails[0]': 'nope' is not defined"),
+    ],
+)
+def test_listed_thumbnails_must_be_image_folders(names: list[str], expected: str) -> None:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["extract"]["thumbnails"] = names
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, ROOT / "schemas" / "config.schema.yaml")
+    assert expected in str(info.value)

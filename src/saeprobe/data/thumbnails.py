@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from saeprobe.config import THUMBNAIL_PX
 from saeprobe.world.generate import load_split
-
-THUMBNAIL_PX = 64
 
 
 def thumbnail(image: Image.Image, size: int = THUMBNAIL_PX) -> np.ndarray:
