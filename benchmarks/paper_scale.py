@@ -27,8 +27,14 @@ measures one worker's decode + resize + center crop rate through
 `saeprobe.data.preprocess.load_image` with and without JPEG draft mode, and the workers needed
 for 2,000 images/s.
 
+Mode `thumbnails` times the image-folder loader's own per-image work (the DataLoader item of
+`saeprobe.data.imagefolder`: open, draft, decode, resize, crop) on the same JPEGs without and
+with the 64 px thumbnail extraction keeps for the atlas, and states the thumbnails' disk size
+(uint8, 12,288 bytes an image) for ImageNet val and train.
+
   python benchmarks/paper_scale.py tasks --root /tmp/paper_scale --scale 0.05 --saes 2
   python benchmarks/paper_scale.py decode --root /tmp/paper_scale/jpeg --size 1000x750
+  python benchmarks/paper_scale.py thumbnails --root /tmp/paper_scale/jpeg
 """
 
 from __future__ import annotations
@@ -286,9 +292,58 @@ def decode_rate(paths: list[Path], draft: bool, image_size: int = 224) -> float:
     return len(paths) / (time.process_time() - start)
 
 
+def loader_rate(paths: list[Path], thumbnail_px: int, image_size: int = 224) -> float:
+    """Images per CPU second of one loader worker's items (`imagefolder._DecodeItems`, draft
+    mode on as extraction runs it), with a `thumbnail_px` thumbnail of each image or none."""
+    import torch
+
+    from saeprobe.data.imagefolder import MAX_PIXELS, _DecodeItems
+    from saeprobe.data.preprocess import PreprocessParams
+
+    torch.set_num_threads(1)
+    params = PreprocessParams(image_size, image_size, (0.5,) * 3, (0.5,) * 3)
+    root = paths[0].parent
+    items = _DecodeItems(
+        root, [p.name for p in paths], params, MAX_PIXELS, thumbnail_px=thumbnail_px
+    )
+    start = time.process_time()
+    for i in range(len(items)):
+        _, _, thumb, error = items[i]
+        if error or (thumbnail_px and thumb is None):
+            raise RuntimeError(f"{paths[i]}: {error}")
+    return len(paths) / (time.process_time() - start)
+
+
+THUMBNAIL_SETS = {"imagenet_val": 50_000, "imagenet_train (300k, paper.yaml)": 300_000,
+                  "imagenet_train (all)": 1_281_167}  # fmt: skip
+
+
+def thumbnail_records(paths: list[Path], size: str, repeats: int, px: int = 64) -> list[dict]:
+    """The loader's rate without and with thumbnails (best of `repeats` alternated runs), the
+    thumbnail's cost per image, and the thumbnails' size on disk for the ImageNet sets."""
+    loader_rate(paths, 0)  # warm the file cache
+    rates: dict[int, list[float]] = {0: [], px: []}
+    for _ in range(repeats):
+        for side in rates:
+            rates[side].append(loader_rate(paths, side))
+    plain, with_thumbs = max(rates[0]), max(rates[px])
+    records = [
+        {"size": size, "thumbnail_px": side, "images_per_s_per_worker": round(max(r), 1),
+         "workers_for_2000": math.ceil(2000 / max(r))}
+        for side, r in rates.items()
+    ]  # fmt: skip
+    records.append(
+        {"size": size, "thumbnail_ms_per_image": round(1e3 / with_thumbs - 1e3 / plain, 3)}
+    )
+    per_image = px * px * 3
+    records += [{"dataset": name, "images": n, "thumbnails_gb": round(n * per_image / 1e9, 2)}
+                for name, n in THUMBNAIL_SETS.items()]  # fmt: skip
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["tasks", "task", "decode"])
+    parser.add_argument("mode", choices=["tasks", "task", "decode", "thumbnails"])
     parser.add_argument("name", nargs="?", help="task mode: the task to run in this process")
     parser.add_argument("--root", type=Path, default=Path("/tmp/paper_scale"))
     parser.add_argument("--scale", type=float, default=1.0)
@@ -312,7 +367,11 @@ def main() -> None:
         peak = run_task(args.name, args.root, args.scale, args.probe_iter)
         (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
         return
-    if args.mode == "decode":
+    if args.mode == "thumbnails":
+        width, height = (int(v) for v in args.size.split("x"))
+        paths = write_jpegs(args.root / args.size, args.images, (width, height))
+        records = thumbnail_records(paths, args.size, args.repeats)
+    elif args.mode == "decode":
         width, height = (int(v) for v in args.size.split("x"))
         paths = write_jpegs(args.root / args.size, args.images, (width, height))
         decode_rate(paths, draft=False)  # warm the file cache

@@ -12,7 +12,13 @@ os.environ.update(
 )
 
 from saeprobe.sites import family_of
-from saeprobe.config import canonical, gpus_for, validate_config
+from saeprobe.config import (
+    THUMBNAIL_PX,
+    canonical,
+    gpus_for,
+    thumbnail_stores,
+    validate_config,
+)
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
@@ -185,13 +191,20 @@ def extract_inputs(wildcards) -> dict:
     return inputs
 
 
-def extract_settings(model: str) -> dict:
-    """Extraction settings of one model without the target lists, so adding a dataset reruns
-    nothing else; a model's own batch_size wins."""
-    settings = {k: v for k, v in config["extract"].items() if k != "datasets"}
+THUMBNAIL_STORES = thumbnail_stores(config)
+
+
+def extract_settings(model: str, dataset: str) -> dict:
+    """Extraction settings of one store without the target lists, so adding a dataset reruns
+    nothing else; a model's own batch_size wins; thumbnail_px only where thumbnails are kept
+    (extract.thumbnails), so the other stores' settings stay as they were."""
+    skip = ("datasets", "thumbnails")
+    settings = {k: v for k, v in config["extract"].items() if k not in skip}
     settings["batch_size"] = config["models"][model].get(
         "batch_size", settings["batch_size"]
     )
+    if (model, dataset) in THUMBNAIL_STORES:
+        settings["thumbnail_px"] = THUMBNAIL_PX
     return settings
 
 

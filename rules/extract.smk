@@ -21,7 +21,7 @@ rule extract_activations:
     params:
         model=lambda wc: model_spec(wc.model),
         dataset=lambda wc: dataset_spec(wc.dataset),
-        settings=lambda wc: extract_settings(wc.model),
+        settings=lambda wc: extract_settings(wc.model, wc.dataset),
         seed=config["seed"],
         device=config["device"],
     script:

@@ -245,6 +245,7 @@ def check_references(config: dict) -> None:
     sae = config.get("sae")
     if sae:
         problems += _sae_problems(sae, models, extracted)
+    problems += _thumbnail_problems(config)
     for name, spec in models.items():
         layers = spec.get("layers", [])
         if len(set(layers)) != len(layers):
@@ -292,6 +293,55 @@ def stored_sites(spec: dict) -> set[str]:
         sites = {site_name(layer, tok) for layer in spec["layers"] for tok in spec["tokens"]}
         return sites | {"pooled"} if spec.get("pooled", True) else sites
     return {site_name(layer, spec.get("tokens", "all")) for layer in spec["layers"]}
+
+
+# the side of the thumbnails kept in activation stores (image + caption pairs, image folders)
+THUMBNAIL_PX = 64
+
+
+def thumbnail_stores(config: dict) -> set[tuple[str, str]]:
+    """The (model, dataset) extractions that keep a `THUMBNAIL_PX` thumbnail of every image
+    (`extract.thumbnails`): auto = each model's SAE evaluation dataset, what the atlas shows; a
+    list = those datasets wherever they are extracted. Image folders only: the world's stores
+    read their images from the world's own array."""
+    choice = config["extract"].get("thumbnails", "auto")
+    datasets = config["datasets"]
+    out = set()
+    for model, names in config["extract"]["datasets"].items():
+        if choice == "auto":
+            sae = config.get("sae")
+            if not sae or model not in sae["sites"]:
+                continue
+            wanted = {
+                sae.get("overrides", {}).get(model, {}).get("eval_dataset", sae["eval_dataset"])
+            }
+        else:
+            wanted = set(choice)
+        out |= {(model, d) for d in names if d in wanted and datasets[d]["source"] == "imagefolder"}
+    return out
+
+
+def _thumbnail_problems(config: dict) -> list[str]:
+    """A listed `extract.thumbnails` entry must be an extracted image-folder dataset."""
+    choice = config.get("extract", {}).get("thumbnails", "auto")
+    if choice == "auto":
+        return []
+    datasets = config.get("datasets", {})
+    extracted = {d for names in config["extract"].get("datasets", {}).values() for d in names}
+    problems = []
+    for i, name in enumerate(choice):
+        key = f"config key 'extract.thumbnails[{i}]'"
+        if name not in datasets:
+            problems.append(f"{key}: '{name}' is not defined under 'datasets'")
+        elif datasets[name]["source"] != "imagefolder":
+            problems.append(
+                f"{key}: '{name}' (source {datasets[name]['source']}) is not an image folder; "
+                "only image folders make thumbnails at extraction (the world's stores read its "
+                "images, pairs keep their own)"
+            )
+        elif name not in extracted:
+            problems.append(f"{key}: '{name}' is not extracted (listed in 'extract.datasets')")
+    return problems
 
 
 def _sae_problems(sae: dict, models: dict, extracted: dict) -> list[str]:

@@ -106,3 +106,15 @@ def test_decode_rate_counts_images_per_second(tmp_path: Path) -> None:
     paths = bench.write_jpegs(tmp_path, 3)
     assert all(p.stat().st_size > 10_000 for p in paths)
     assert bench.decode_rate(paths, draft=True) > 0
+
+
+def test_thumbnail_records_time_the_loader_and_size_the_sets(tmp_path: Path) -> None:
+    bench = _benchmark()
+    paths = bench.write_jpegs(tmp_path, 3)
+    records = bench.thumbnail_records(paths, "500x375", repeats=1)
+    rates = {
+        r["thumbnail_px"]: r["images_per_s_per_worker"] for r in records if "thumbnail_px" in r
+    }
+    assert set(rates) == {0, 64} and min(rates.values()) > 0
+    sizes = {r["dataset"]: r["thumbnails_gb"] for r in records if "dataset" in r}
+    assert sizes["imagenet_val"] == 0.61 and sizes["imagenet_train (all)"] == 15.74

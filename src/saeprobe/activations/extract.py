@@ -82,6 +82,8 @@ class _ShardState:
         self.columns: dict[str, dict[str, list[np.ndarray]]] = {}  # site -> column -> parts
         self.indices: list[np.ndarray] = []
         self.skipped: list[dict] = []
+        self.thumbnails: SiteShard | None = None  # (rows, px * px * 3) uint8, rows = examples
+        self.thumbnail_rows = 0
 
 
 def extract(
@@ -100,6 +102,7 @@ def extract(
     progress: bool = True,
     on_shard_complete: Callable[[int], None] | None = None,
     collector: Collector | None = None,
+    thumbnail_px: int = 0,
 ) -> dict:
     """Extract every site the model spec asks for into `out_dir/{site}/`.
 
@@ -109,6 +112,9 @@ def extract(
     a kill resumes at the first unfinished shard (of `shard_examples` examples) and gives
     byte-identical files. `on_shard_complete(shard)` is called after each shard is committed.
     `collector`: an already loaded collector for `model_spec` (else it is loaded here).
+    `thumbnail_px` > 0 (image folders only): keep a thumbnail of that side of every image, made
+    in the loader from the decoded image and written per shard beside the rows, then gathered
+    into the store's thumbnails.npy (one per row of examples.csv; grey for a skipped image).
     Returns a summary with the sites, counts, skipped examples and timings (seconds: setup_s
     for loading, loop_s for the batches, finalize_s for metadata and the final rename).
     """
@@ -118,6 +124,8 @@ def extract(
         raise ValueError(
             f"batch_size and shard_examples must be positive ({batch_size}, {shard_examples})"
         )
+    if thumbnail_px < 0:
+        raise ValueError(f"thumbnail_px must be 0 (none) or a side in pixels, got {thumbnail_px}")
     if out_dir.exists() and not overwrite and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} already exists; delete it or pass overwrite=True")
     t_setup = time.perf_counter()
@@ -126,6 +134,14 @@ def extract(
         collector = load_collector(model_spec, device, precision, seed)
     sites = collector.sites()
     dataset = collector.open(dataset_spec, seed)
+    if thumbnail_px:
+        if not hasattr(dataset, "thumbnail_px"):
+            raise ValueError(
+                f"thumbnail_px: dataset {dataset.name!r} (source "
+                f"{dataset_spec.get('source')!r}) cannot make thumbnails at extraction; only an "
+                "image folder can (extract.thumbnails)"
+            )
+        dataset.thumbnail_px = thumbnail_px
     n_examples = len(dataset)
     settings = {
         "batch_size": batch_size,
@@ -135,6 +151,8 @@ def extract(
         "seed": seed,
         "device_type": collector.device.type,
     }
+    if thumbnail_px:  # absent when off, so stores without thumbnails keep their fingerprint
+        settings["thumbnail_px"] = thumbnail_px
     fingerprint = {
         "model": dict(model_spec),
         "dataset": dict(dataset_spec),
@@ -187,8 +205,17 @@ def extract(
                 shard = _ShardState(
                     s, s * shard_examples, min(n_examples, (s + 1) * shard_examples)
                 )
+                if thumbnail_px:
+                    shard.thumbnails = SiteShard(
+                        partial.thumbnail_path(s),
+                        shard.stop - shard.start,
+                        thumbnail_px * thumbnail_px * 3,
+                        np.dtype(np.uint8),
+                    )
             shard.indices.append(batch.indices)
             shard.skipped.extend(item.to_dict() for item in batch.skipped)
+            if shard.thumbnails is not None:
+                _write_thumbnails(shard, batch, writer)
             if len(batch.indices):
                 for site, rows in collector.collect(batch).items():
                     bound = collector.max_rows_per_example(site)
@@ -210,6 +237,8 @@ def extract(
         if shard is not None:
             for target in shard.files.values():
                 target.abort()
+            if shard.thumbnails is not None:
+                shard.thumbnails.abort()
     loop_s = time.perf_counter() - t_loop
     if n_done:
         log.info(
@@ -231,7 +260,13 @@ def extract(
     t_finalize = time.perf_counter()
     extras = _dataset_extras(dataset)
     summary = partial.finalize(
-        metadata_common, dataset.manifest, np_dtype, collector.token_words, extras, overwrite
+        metadata_common,
+        dataset.manifest,
+        np_dtype,
+        collector.token_words,
+        extras,
+        overwrite,
+        thumbnail_px=thumbnail_px,
     )
     finalize_s = time.perf_counter() - t_finalize
     if summary["n_skipped"]:
@@ -259,6 +294,18 @@ def _dataset_extras(dataset: object) -> dict[str, object]:
     if hasattr(dataset, "describe"):
         extras["describe"] = dataset.describe()
     return extras
+
+
+def _write_thumbnails(shard: _ShardState, batch: object, writer: AsyncWriter) -> None:
+    """Queue a batch's thumbnails ((n, px, px, 3) uint8, one per index read) for its shard."""
+    thumbs = batch.thumbnails
+    if thumbs is None or len(thumbs) != len(batch.indices):
+        got = None if thumbs is None else len(thumbs)
+        raise RuntimeError(f"a batch of {len(batch.indices)} images came with {got} thumbnails")
+    target, offset = shard.thumbnails, shard.thumbnail_rows
+    shard.thumbnail_rows += len(thumbs)
+    rows = np.ascontiguousarray(thumbs).reshape(len(thumbs), -1)
+    writer.submit(lambda: target.write(offset, rows))
 
 
 def _write_site(
@@ -330,6 +377,8 @@ def _commit(
     """Close the shard's files, fold its statistics into the running totals and commit it."""
     for site, target in shard.files.items():
         target.close(shard.rows[site])
+    if shard.thumbnails is not None:
+        shard.thumbnails.close(shard.thumbnail_rows)
     for site, acc in shard.sums.items():
         shard_total = acc.cpu().numpy() if isinstance(acc, torch.Tensor) else acc
         running[site] = running[site] + shard_total

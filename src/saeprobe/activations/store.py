@@ -3,10 +3,11 @@
 The one store format of every model family. A dataset directory (`.../{model}/{dataset}/`)
 holds `examples.csv` (one row per example: index, label or prompt or caption, ...),
 `extraction.json`, and where they apply `vocab.json` (token id -> token text) and
-`thumbnails.npy` (uint8 (n, 64, 64, 3)). Each site directory holds `shard_*.npy` (rows, d),
-`metadata.json`, and one `.npy` per row column: `example` (int64 example index of each row),
-and where the site has them `position` (token position), `token_id`, `modality` (int8 index
-into MODALITIES: image, text).
+`thumbnails.npy` (uint8 (n, 64, 64, 3), row i the thumbnail of examples.csv's row i: image +
+caption pairs, and image folders extracted with thumbnails). Each site directory holds
+`shard_*.npy` (rows, d), `metadata.json`, and one `.npy` per row column: `example` (int64
+example index of each row), and where the site has them `position` (token position),
+`token_id`, `modality` (int8 index into MODALITIES: image, text).
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ class ActivationStore:
         return json.loads((self.path.parent / "extraction.json").read_text()).get("dataset", {})
 
     def thumbnails(self) -> np.ndarray:
-        """uint8 (n_examples, 64, 64, 3) thumbnails (image + caption datasets), memory-mapped."""
+        """uint8 (n_examples, px, px, 3) thumbnails by examples.csv row (image + caption pairs,
+        image folders extracted with `thumbnail_px`; grey for an unreadable image), memory-mapped.
+        """
         return np.load(self.path.parent / THUMBNAILS, mmap_mode="r")
 
     def modality_norms(self, block: int = 65536) -> dict[str, float]:

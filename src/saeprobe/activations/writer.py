@@ -3,6 +3,7 @@
 Layout while running (`{out}.partial/`, a sibling of the final directory):
   progress.json                 commit record: fingerprint + one entry per finished shard
   images_{s:05d}.npy            (n_ok,) int64 dataset indices of shard s's readable examples
+  thumbnails_{s:05d}.npy        (n_ok, px * px * 3) uint8 their thumbnails, where asked for
   {site}/shard_{s:05d}.npy      (rows, dim) activations of shard s (temp name until complete)
   {site}/{column}_{s:05d}.npy   (rows,) row columns of shard s (example, position, ...)
   {site}/stats_{s:05d}.npy      (dim + 1,) float64 running [sum of rows, sum of row norms]
@@ -265,6 +266,9 @@ class PartialStore:
     def shard_path(self, site: str, shard: int) -> Path:
         return self.site_dir(site) / f"shard_{shard:05d}.npy"
 
+    def thumbnail_path(self, shard: int) -> Path:
+        return self.dir / f"thumbnails_{shard:05d}.npy"
+
     def running_stats(self, site: str, dim: int) -> np.ndarray:
         """(dim + 1,) float64 [sum of rows, sum of norms] over the shards done so far."""
         if self.shards_done == 0 or site not in self.sites:
@@ -307,10 +311,12 @@ class PartialStore:
         token_words: Callable[[list[int]], list[str]],
         extras: Mapping[str, object],
         overwrite: bool = False,
+        thumbnail_px: int = 0,
     ) -> dict:
         """Write every site's metadata and row columns, the dataset's example table (and
-        vocab.json, thumbnails.npy where there are tokens or thumbnails), then rename the
-        partial directory. Returns the summary written to `extraction.json`.
+        vocab.json, thumbnails.npy where there are tokens or thumbnails: the dataset's own in
+        `extras`, or with `thumbnail_px` those the shards wrote), then rename the partial
+        directory. Returns the summary written to `extraction.json`.
         """
         shards = self.progress["shards"]
         last = len(shards) - 1
@@ -366,6 +372,8 @@ class PartialStore:
             atomic_write_text(self.dir / VOCAB, _json(vocab))
         if "thumbnails" in extras:
             atomic_save_npy(self.dir / THUMBNAILS, np.asarray(extras["thumbnails"]))
+        elif thumbnail_px:
+            self._gather_thumbnails(examples_table["index"].to_numpy(), thumbnail_px)
         summary = {
             "fingerprint": self.fingerprint,
             "sites": site_summaries,
@@ -380,10 +388,36 @@ class PartialStore:
         self.rename(overwrite)
         return summary
 
+    def _gather_thumbnails(self, example_index: np.ndarray, px: int, block: int = 4096) -> None:
+        """thumbnails.npy: uint8 (len(example_index), px, px, 3), row i the thumbnail of the
+        example with dataset index example_index[i] (grey where it could not be read), copied
+        shard by shard from the shards' thumbnail files, `block` thumbnails at a time."""
+        position = np.full(int(example_index.max()) + 1, -1, dtype=np.int64)
+        position[example_index] = np.arange(len(example_index))
+        tmp = self.dir / (THUMBNAILS + ".tmp")
+        shape = (len(example_index), px, px, 3)
+        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        target[:] = 128
+        for record in self.progress["shards"]:
+            s = int(record["shard"])
+            indices = np.load(self.dir / f"images_{s:05d}.npy")
+            thumbs = np.load(self.thumbnail_path(s), mmap_mode="r")
+            if thumbs.shape != (len(indices), px * px * 3):
+                raise RuntimeError(
+                    f"{self.thumbnail_path(s)}: shape {thumbs.shape}, expected "
+                    f"({len(indices)}, {px * px * 3}) for the shard's {len(indices)} examples"
+                )
+            for a in range(0, len(indices), block):
+                part = thumbs[a : a + block].reshape(-1, px, px, 3)
+                target[position[indices[a : a + block]]] = part
+        target.flush()
+        del target
+        os.replace(tmp, self.dir / THUMBNAILS)
+
     def _remove_work_files(self) -> None:
         """Delete what only the running extraction needs (indices, running stats, temp files)."""
         shard_parts = [f"*/{name}_[0-9]*.npy" for name in ("stats", *COLUMNS)]
-        for pattern in ("images_*.npy", *shard_parts, "**/*.tmp"):
+        for pattern in ("images_*.npy", "thumbnails_*.npy", *shard_parts, "**/*.tmp"):
             for path in self.dir.glob(pattern):
                 path.unlink()
 

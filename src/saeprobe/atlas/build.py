@@ -72,8 +72,9 @@ def dataset_thumbnails(
     store: ActivationStore, spec: Mapping[str, Any], indices: Sequence[int], size: int
 ) -> dict[int, np.ndarray] | None:
     """{example index: thumbnail} of `indices`, from the thumbnails saved at extraction (image +
-    caption pairs), the world's stored images or, for an image folder, its files (decoded again,
-    only the shown examples); None for a dataset without images (prompts)."""
+    caption pairs, image folders extracted with thumbnails: no file is opened), the world's
+    stored images or, for an image folder extracted without them, its files (decoded again, only
+    the shown examples); None for a dataset without images (prompts)."""
     if not len(indices):
         return {}
     if (store.path.parent / THUMBNAILS).is_file():

@@ -32,11 +32,14 @@ class ImageBatch:
     indices: (batch,) int64 dataset indices of the images that were read.
     images: (batch, 3, H, W) uint8, already resized and center-cropped.
     skipped: images of the requested range that could not be read.
+    thumbnails: (batch, px, px, 3) uint8 small copies of the images read, from a dataset asked
+        for them (`ImageFolderDataset.thumbnail_px`); else None.
     """
 
     indices: np.ndarray
     images: torch.Tensor
     skipped: list[SkippedImage] = field(default_factory=list)
+    thumbnails: np.ndarray | None = None
 
 
 class ImageDataset(ABC):

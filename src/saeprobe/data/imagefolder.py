@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from saeprobe.data.base import ImageBatch, ImageDataset, SkippedImage
 from saeprobe.data.preprocess import PreprocessParams, draft, transform_pil
+from saeprobe.data.thumbnails import thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class _DecodeItems(Dataset):
 
     An image whose header announces more than `max_pixels` pixels is refused before decoding.
     With `draft`, JPEGs decode at a reduced scale where the resize target allows
-    (`preprocess.draft`).
+    (`preprocess.draft`). With `thumbnail_px`, each item also carries a thumbnail made from the
+    decoded image before the model's resize (`thumbnails.thumbnail`; no second decode).
     """
 
     def __init__(
@@ -72,14 +74,16 @@ class _DecodeItems(Dataset):
         params: PreprocessParams,
         max_pixels: int,
         draft: bool = True,
+        thumbnail_px: int = 0,
     ) -> None:
         self.root, self.paths, self.params, self.max_pixels = root, paths, params, max_pixels
-        self.draft = draft
+        self.draft, self.thumbnail_px = draft, thumbnail_px
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, np.ndarray | None, str]:
+        """(index, (3, S, S) uint8 model input, (px, px, 3) uint8 thumbnail or None, error)."""
         path = self.root / self.paths[index]
         try:
             with Image.open(path) as image:
@@ -92,25 +96,32 @@ class _DecodeItems(Dataset):
                 if self.draft:
                     draft(image, self.params)
                 image.load()
-                return index, transform_pil(image, self.params), ""
+                rgb = image if image.mode == "RGB" else image.convert("RGB")
+                thumb = thumbnail(rgb, self.thumbnail_px) if self.thumbnail_px else None
+                return index, transform_pil(rgb, self.params), thumb, ""
         except Exception as err:  # any decode failure skips the image, never the run
-            return index, None, f"{type(err).__name__}: {err}"
+            return index, None, None, f"{type(err).__name__}: {err}"
 
 
-def _collate(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple:
-    ok = [(i, x) for i, x, _ in items if x is not None]
-    bad = [(i, e) for i, x, e in items if x is None]
-    indices = np.array([i for i, _ in ok], dtype=np.int64)
-    images = torch.stack([x for _, x in ok]) if ok else None
-    return indices, images, bad
+def _collate(items: list[tuple[int, torch.Tensor | None, np.ndarray | None, str]]) -> tuple:
+    ok = [(i, x, t) for i, x, t, _ in items if x is not None]
+    bad = [(i, e) for i, x, _, e in items if x is None]
+    indices = np.array([i for i, _, _ in ok], dtype=np.int64)
+    images = torch.stack([x for _, x, _ in ok]) if ok else None
+    thumbs = np.stack([t for _, _, t in ok]) if ok and ok[0][2] is not None else None
+    return indices, images, thumbs, bad
 
 
 class ImageFolderDataset(ImageDataset):
     """Images under root/<class>/<file>, decoded, resized and cropped in DataLoader workers.
 
     `max_images` keeps a seeded random subset (in sorted order) of that many files.
-    A corrupt or non-image file is logged with its path and skipped.
+    A corrupt or non-image file is logged with its path and skipped. Set `thumbnail_px` to a
+    side in pixels and every batch also carries a thumbnail of each image, made in the worker
+    from the image it decoded for the model (`ImageBatch.thumbnails`).
     """
+
+    thumbnail_px: int = 0
 
     def __init__(
         self,
@@ -161,7 +172,11 @@ class ImageFolderDataset(ImageDataset):
     ) -> Iterator[ImageBatch]:
         del prefetch  # worker processes read ahead already
         items = _DecodeItems(
-            self.root, self.manifest["path"].tolist(), self.params, self.max_pixels
+            self.root,
+            self.manifest["path"].tolist(),
+            self.params,
+            self.max_pixels,
+            thumbnail_px=self.thumbnail_px,
         )
         loader = DataLoader(
             items,
@@ -172,7 +187,8 @@ class ImageFolderDataset(ImageDataset):
             prefetch_factor=4 if num_workers > 0 else None,
         )
         size = self.params.image_size
-        for indices, images, bad in loader:
+        px = self.thumbnail_px
+        for indices, images, thumbs, bad in loader:
             skipped = [
                 SkippedImage(index=int(i), path=str(self.root / items.paths[i]), error=e)
                 for i, e in bad
@@ -181,4 +197,6 @@ class ImageFolderDataset(ImageDataset):
                 log.warning("skipping unreadable image %s: %s", s.path, s.error)
             if images is None:
                 images = torch.empty((0, 3, size, size), dtype=torch.uint8)
-            yield ImageBatch(indices=indices, images=images, skipped=skipped)
+            if px and thumbs is None:
+                thumbs = np.empty((0, px, px, 3), dtype=np.uint8)
+            yield ImageBatch(indices=indices, images=images, skipped=skipped, thumbnails=thumbs)

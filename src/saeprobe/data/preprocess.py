@@ -123,7 +123,8 @@ def transform_pil(image: Image.Image, params: PreprocessParams) -> torch.Tensor:
 
     Returns: (3, image_size, image_size) uint8.
     """
-    image = image.convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     image = TF.resize(image, _resize_target(params), interpolation=params.interpolation_mode)
     if params.center_crop:
         image = _crop(image, params)
