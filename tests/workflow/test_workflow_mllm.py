@@ -36,6 +36,7 @@ def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
     summary = table[table["concept"] == ""]
     metrics = set(summary["metric"])
     assert {"frac_alive", "frac_shared", "mean_abs_modality_score", "concept_overlap"} <= metrics
+    assert {"text_only:concept_retained", "text_only:mass_retained"} <= metrics
     per_concept = table[table["concept"] != ""]
     assert len(per_concept) > 0
     assert set(per_concept["metric"]) == {"concept_overlap", "concept_top1_shared"}
@@ -75,7 +76,8 @@ def test_extraction_rows_add_up(smoke_run: Path) -> None:
         tokens = store.rows()
         assert store.metadata["n_examples"] == spec["max_examples"]
         n_image = (tokens["modality"] == "image").sum()
-        assert n_image == 4 * spec["max_examples"]  # 2x2 patches per image
+        per_image = 0 if spec.get("text_only") else 4  # 2x2 patches per image; none alone
+        assert n_image == per_image * spec["max_examples"]
         assert (tokens.loc[tokens["modality"] == "text", "word"] != "").all()
         assert store.thumbnails().shape[0] == spec["max_examples"]
 
