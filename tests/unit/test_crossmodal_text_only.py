@@ -16,6 +16,7 @@ from tiny_backbones import save_tiny_open_clip, single_thread
 from saeprobe.activations import ActivationStore, extract
 from saeprobe.claims import judge
 from saeprobe.eval import crossmodal as cm
+from saeprobe.plots.crossmodal import plot_concept_overlap
 from saeprobe.sae import SAEConfig, build_sae, save_sae
 from saeprobe.sae.site import MODALITY_SCALE
 from saeprobe.world.config import WorldConfig
@@ -207,7 +208,10 @@ def test_the_control_through_the_stores_and_a_wrong_store_is_refused(tiny_llavas
         retained[name] = rows["text_only:mass_retained"]
         latents = pd.read_csv(out["latents"])
         assert {"freq_txt_text_only", "mass_txt_text_only", "text_only_retained"} <= set(latents)
-        assert "overlap_text_only" in pd.read_csv(out["concepts"]).columns
+        concepts = pd.read_csv(out["concepts"])
+        assert "overlap_text_only" in concepts.columns
+    plot_concept_overlap(["attends/L1_all/sae"], [concepts], [tmp_path / "c.png"], [table])
+    assert (tmp_path / "c.png").stat().st_size > 0
     assert retained["blind"] == pytest.approx(1.0, abs=1e-4)
     assert not math.isclose(retained["attends"], 1.0, abs_tol=1e-3)
     with pytest.raises(ValueError, match="expected a text-only extraction"):
