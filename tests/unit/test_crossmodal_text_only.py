@@ -216,3 +216,62 @@ def test_the_control_through_the_stores_and_a_wrong_store_is_refused(tiny_llavas
     assert not math.isclose(retained["attends"], 1.0, abs_tol=1e-3)
     with pytest.raises(ValueError, match="expected a text-only extraction"):
         cm.evaluate_crossmodal(sae, pairs.path, out, n_null=20, text_only_dir=pairs.path)
+
+
+def _drop_control(c: dict) -> None:
+    c["mllm"].pop("text_only")
+    c["datasets"]["world_pairs_test_text"].pop("text_only")
+
+
+def _config(root: Path) -> tuple[dict, Path]:
+    import yaml
+
+    return yaml.safe_load((root / "config.yaml").read_text()), root / "schemas/config.schema.yaml"
+
+
+def test_the_text_only_control_is_optional(root):
+    from saeprobe.config import validate_config
+
+    config, schema = _config(root)
+    assert validate_config(config, schema)["mllm"]["text_only"]
+    config, _ = _config(root)
+    _drop_control(config)
+    assert validate_config(config, schema)["mllm"]["text_only"] == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["datasets"]["world_test"].update(text_only=True),
+            r"'datasets.world_test.text_only': only image \+ caption pairs",
+        ),
+        (
+            lambda c: c["datasets"]["world_pairs_test_text"].update(text_only="yes"),
+            r"datasets.world_pairs_test_text.text_only",
+        ),
+        (
+            lambda c: c["mllm"]["text_only"].update(world_llava_shuffled="world_pairs_test_text"),
+            r"'mllm.text_only.world_llava_shuffled': 'world_llava_shuffled' is not in mllm.models",
+        ),
+        (
+            lambda c: c["mllm"]["text_only"].update(world_llava="world_pairs_test"),
+            r"'world_pairs_test' must be a dataset under 'datasets' with text_only: true",
+        ),
+        (
+            lambda c: c["extract"]["datasets"]["world_llava"].remove("world_pairs_test_text"),
+            r"'mllm.text_only.world_llava': 'world_pairs_test_text' is not in extract.datasets",
+        ),
+        (
+            lambda c: c["datasets"]["world_pairs_test_text"].update(max_examples=10),
+            r"'mllm.text_only.world_llava': .* differ in max_examples: 10 vs 1000",
+        ),
+    ],
+)
+def test_a_bad_text_only_control_names_the_key(root, change, message):
+    from saeprobe.config import ConfigError, validate_config
+
+    config, schema = _config(root)
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, schema)
