@@ -197,7 +197,8 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
         "max_examples": 4,
         "offset": 8,
     }
-    config["extract"]["datasets"]["tiny"] = ["coco_a", "coco_b"]
+    config["datasets"]["coco_b_text"] = {**config["datasets"]["coco_b"], "text_only": True}
+    config["extract"]["datasets"]["tiny"] = ["coco_a", "coco_b", "coco_b_text"]
     config["sae"]["sites"]["tiny"] = ["L1_all", "L2_all"]
     config["sae"]["overrides"]["tiny"] = {
         "train_dataset": "coco_a",
@@ -208,6 +209,7 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     }
     config["mllm"] = {
         "models": ["tiny"],
+        "text_only": {"tiny": "coco_b_text"},
         "crossmodal": {"top_m": 1, "n_null": 10, "min_count": 1},
         "coco": {"root": str(tmp_path / "coco")},
     }
@@ -235,3 +237,7 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     table = pd.read_csv(smoke_results(tmp_path) / "tables/crossmodal.csv", keep_default_na=False)
     assert set(table["sae"]) == {"tiny/L1_all/topk", "tiny/L2_all/topk"}
     assert {"dog", "car"} <= set(table["concept"])
+    # the text-only control: the same captions, no image tokens, through the hub loading path
+    alone = ActivationStore(smoke_results(tmp_path) / "activations/tiny/coco_b_text/L1_all")
+    assert set(alone.rows()["modality"]) == {"text"} and alone.dataset_info()["text_only"]
+    assert {"text_only:concept_retained", "text_only:mass_retained"} <= set(table["metric"])
