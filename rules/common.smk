@@ -573,6 +573,24 @@ def crossmodal_sites() -> list[tuple[str, str, str]]:
     return measured + negatives
 
 
+def crossmodal_text_only(model: str) -> str | None:
+    """The text-only dataset of a measured model's evaluation captions (mllm.text_only)."""
+    return config.get("mllm", {}).get("text_only", {}).get(model)
+
+
+def crossmodal_eval_inputs(wildcards) -> dict:
+    """The SAE sweep, the evaluation store and, where configured, its text-only twin."""
+    model = wildcards.model
+    inputs = {
+        "sweep": res(f"saes/{model}/{wildcards.site}/sweep.json"),
+        "acts": activation_dir(model, sae_dataset(model, "eval_dataset")),
+    }
+    text_only = crossmodal_text_only(model)
+    if text_only is not None:
+        inputs["text_only"] = activation_dir(model, text_only)
+    return inputs
+
+
 def crossmodal_datasets() -> dict:
     """{model: {train, eval}}: the datasets each crossmodal model's SAEs are trained and
     evaluated on (for the report's captions)."""

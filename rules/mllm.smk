@@ -100,8 +100,7 @@ rule download_coco:
 
 rule crossmodal_eval:
     input:
-        sweep=res("saes/{model}/{site}/sweep.json"),
-        acts=lambda wc: activation_dir(wc.model, sae_dataset(wc.model, "eval_dataset")),
+        unpack(crossmodal_eval_inputs),
     output:
         summary=res("crossmodal/{model}/{site}/{name}/summary.csv"),
         latents=res("crossmodal/{model}/{site}/{name}/latents.csv"),

@@ -204,7 +204,9 @@ CLAIMS: dict[str, Claim] = {
             "within-attribute null (red vs blue, never red vs circle; one-sided permutation "
             "p < 0.05, ties counted as extreme); positive: the same matching with both sides "
             "taken from word tokens (captions of even vs odd examples); negative: the same model "
-            "trained with every image paired with another image's caption",
+            "trained with every image paired with another image's caption. Reported beside, not "
+            "judged: the text-only control, the same captions run without their image (how much "
+            "of the word side's sharing the text carries without attending to the image)",
             {
                 "concept_overlap": Test(p_below=0.05),
                 "concept_overlap_within_attribute": Test(p_below=0.05),

@@ -273,6 +273,7 @@ def check_references(config: dict) -> None:
     problems += model_dataset_problems(config)
     problems += _vision_problems(config)
     problems += _mllm_problems(config)
+    problems += _text_only_problems(config)
     problems += diffusion_problems(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -634,6 +635,53 @@ def _mllm_problems(config: dict) -> list[str]:
             problems.append(
                 f"{where}: 'sae.sites.{control}' must equal 'sae.sites.{measured}' "
                 f"({sites.get(measured)}), got {sites.get(control)}"
+            )
+    return problems
+
+
+PAIR_SOURCES = ("world_pairs", "coco")
+
+
+def _text_only_problems(config: dict) -> list[str]:
+    """The crossmodal text-only control: `mllm.text_only` names, per measured model, its
+    evaluation dataset with text_only: true, extracted for that model."""
+    problems = []
+    datasets = config.get("datasets", {})
+    for name, spec in datasets.items():
+        if spec.get("text_only") and spec["source"] not in PAIR_SOURCES:
+            problems.append(
+                f"config key 'datasets.{name}.text_only': only image + caption pairs "
+                f"({' or '.join(PAIR_SOURCES)}) have captions to run alone, got source "
+                f"{spec['source']!r}"
+            )
+    mllm = config.get("mllm") or {}
+    sae = config.get("sae", {})
+    extracted = config.get("extract", {}).get("datasets", {})
+    for model, name in mllm.get("text_only", {}).items():
+        where = f"config key 'mllm.text_only.{model}'"
+        spec = datasets.get(name)
+        if model not in mllm.get("models", []):
+            problems.append(f"{where}: '{model}' is not in mllm.models")
+            continue
+        if spec is None or not spec.get("text_only"):
+            problems.append(
+                f"{where}: '{name}' must be a dataset under 'datasets' with text_only: true"
+            )
+            continue
+        if name not in extracted.get(model, []):
+            problems.append(f"{where}: '{name}' is not in extract.datasets.{model}")
+        eval_name = sae.get("overrides", {}).get(model, {}).get("eval_dataset")
+        eval_name = eval_name or sae.get("eval_dataset")
+        measured = {k: v for k, v in datasets.get(eval_name, {}).items() if k != "text_only"}
+        alone = {k: v for k, v in spec.items() if k != "text_only"}
+        differ = sorted(
+            k for k in measured.keys() | alone.keys() if measured.get(k) != alone.get(k)
+        )
+        if differ:
+            shown = ", ".join(f"{k}: {alone.get(k)!r} vs {measured.get(k)!r}" for k in differ)
+            problems.append(
+                f"{where}: '{name}' must be the evaluation dataset '{eval_name}' of '{model}' "
+                f"with text_only: true; they differ in {shown}"
             )
     return problems
 

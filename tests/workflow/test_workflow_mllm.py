@@ -36,6 +36,7 @@ def test_crossmodal_table_follows_the_contract(smoke_run: Path) -> None:
     summary = table[table["concept"] == ""]
     metrics = set(summary["metric"])
     assert {"frac_alive", "frac_shared", "mean_abs_modality_score", "concept_overlap"} <= metrics
+    assert {"text_only:concept_retained", "text_only:mass_retained"} <= metrics
     per_concept = table[table["concept"] != ""]
     assert len(per_concept) > 0
     assert set(per_concept["metric"]) == {"concept_overlap", "concept_top1_shared"}
@@ -75,7 +76,8 @@ def test_extraction_rows_add_up(smoke_run: Path) -> None:
         tokens = store.rows()
         assert store.metadata["n_examples"] == spec["max_examples"]
         n_image = (tokens["modality"] == "image").sum()
-        assert n_image == 4 * spec["max_examples"]  # 2x2 patches per image
+        per_image = 0 if spec.get("text_only") else 4  # 2x2 patches per image; none alone
+        assert n_image == per_image * spec["max_examples"]
         assert (tokens.loc[tokens["modality"] == "text", "word"] != "").all()
         assert store.thumbnails().shape[0] == spec["max_examples"]
 
@@ -178,7 +180,8 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
         "max_examples": 4,
         "offset": 8,
     }
-    config["extract"]["datasets"]["tiny"] = ["coco_a", "coco_b"]
+    config["datasets"]["coco_b_text"] = {**config["datasets"]["coco_b"], "text_only": True}
+    config["extract"]["datasets"]["tiny"] = ["coco_a", "coco_b", "coco_b_text"]
     config["sae"]["sites"]["tiny"] = ["L1_all", "L2_all"]
     config["sae"]["overrides"]["tiny"] = {
         "train_dataset": "coco_a",
@@ -189,6 +192,7 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     }
     config["mllm"] = {
         "models": ["tiny"],
+        "text_only": {"tiny": "coco_b_text"},
         "crossmodal": {"top_m": 1, "n_null": 10, "min_count": 1},
         "coco": {"root": str(tmp_path / "coco")},
     }
@@ -216,3 +220,7 @@ def test_paper_rules_run_on_a_tiny_hub_llava_and_coco(tmp_path: Path) -> None:
     table = pd.read_csv(smoke_results(tmp_path) / "tables/crossmodal.csv", keep_default_na=False)
     assert set(table["sae"]) == {"tiny/L1_all/topk", "tiny/L2_all/topk"}
     assert {"dog", "car"} <= set(table["concept"])
+    # the text-only control: the same captions, no image tokens, through the hub loading path
+    alone = ActivationStore(smoke_results(tmp_path) / "activations/tiny/coco_b_text/L1_all")
+    assert set(alone.rows()["modality"]) == {"text"} and alone.dataset_info()["text_only"]
+    assert {"text_only:concept_retained", "text_only:mass_retained"} <= set(table["metric"])

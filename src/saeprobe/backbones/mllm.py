@@ -5,6 +5,10 @@ One teacher-forced forward of `PROMPT + " " + caption` with the image per exampl
 `hidden_states[L + 1]`. Rows: the image tokens (input_ids == image_token_id; at most
 `max_image_tokens` per example, a subset seeded by (seed, example)) and the caption's tokens
 (after the prompt's own tokens), with modality image or text. Sites: `L{layer}_all`.
+
+A dataset with `text_only: true` is the crossmodal task's text-only control: the same captions
+after TEXT_PROMPT (the prompt without `<image>`), no image given, so the caption tokens see no
+image; its rows are the caption tokens only, with the same token ids as with the image.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from saeprobe.sites import CONTINUATION, MODALITIES
 
 IMAGE_TOKEN = "<image>"
 PROMPT = "USER: <image>\nASSISTANT:"  # LLaVA-1.5's conversation format; the caption follows
+TEXT_PROMPT = PROMPT.replace(IMAGE_TOKEN, "")  # the text-only control's prompt: no image
 IMAGE, TEXT = MODALITIES.index("image"), MODALITIES.index("text")
 WORD_MARKERS = "\u2581\u0120"  # sentencepiece and byte-level BPE word-start markers
 
@@ -62,25 +67,32 @@ def image_features_per_image(model: LlavaForConditionalGeneration) -> int:
 
 class PairSet:
     """(image, caption) examples; manifest: index, example, source_index, caption, concepts,
-    and the world's label columns where they exist."""
+    and the world's label columns where they exist. With `text_only` a batch's items are
+    (None, caption): the captions without their images (thumbnails still show the images)."""
 
-    def __init__(self, examples: Examples, name: str) -> None:
+    def __init__(self, examples: Examples, name: str, text_only: bool = False) -> None:
         self.examples = examples
         self.name = name
+        self.text_only = text_only
         self.manifest = examples.table.assign(index=examples.table["example"].to_numpy())
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def iter_batches(self, ranges, num_workers=0, pin_memory=False, prefetch=True):
-        return list_batches(_Lazy(self.examples), ranges)
+        return list_batches(_Lazy(self.examples, self.text_only), ranges)
 
     def thumbnails(self) -> np.ndarray:
         """uint8 (n, 64, 64, 3), for figures and the atlas."""
         return np.stack([self.examples.thumbnail(i) for i in range(len(self.examples))])
 
     def describe(self) -> dict:
-        return {"name": self.name, "n_examples": len(self), "attributes": self.examples.attributes}
+        return {
+            "name": self.name,
+            "n_examples": len(self),
+            "attributes": self.examples.attributes,
+            "text_only": self.text_only,
+        }
 
     def content_key(self) -> str | None:
         """sha256 of the images held in memory (world pairs); None for images read from files."""
@@ -90,16 +102,19 @@ class PairSet:
 
 
 class _Lazy(Sequence):
-    """examples[i] -> (image, caption), read when a batch asks for it."""
+    """examples[i] -> (image, caption), read when a batch asks for it; (None, caption) with
+    `text_only`."""
 
-    def __init__(self, examples: Examples) -> None:
+    def __init__(self, examples: Examples, text_only: bool = False) -> None:
         self.examples = examples
+        self.text_only = text_only
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i):
-        return self.examples.image(i), str(self.examples.table["caption"].iloc[i])
+        image = None if self.text_only else self.examples.image(i)
+        return image, str(self.examples.table["caption"].iloc[i])
 
 
 class MLLMCollector(Collector):
@@ -122,24 +137,30 @@ class MLLMCollector(Collector):
                 f"{n_layers} blocks (0-based layers 0..{n_layers - 1})"
             )
         self.max_image_tokens = spec.get("max_image_tokens")
-        self._prompt_ids: list[int] | None = None
+        self._prompt_ids: dict[bool, list[int]] = {}
 
     def sites(self) -> list[str]:
         return [f"L{layer}_all" for layer in self.layers]
 
     def open(self, dataset_spec: Mapping, seed: int) -> PairSet:
         spec = dict(dataset_spec)
-        return PairSet(load_examples(spec, seed), spec.get("name", spec["source"]))
+        name = spec.get("name", spec["source"])
+        return PairSet(load_examples(spec, seed), name, bool(spec.get("text_only", False)))
 
     def max_rows_per_example(self, site: str) -> int:
         text = self.processor.tokenizer.model_max_length
         return image_features_per_image(self.model) + (text if text < 100_000 else 4096)
 
     def _prompt(self, image: Any) -> list[int]:
-        if self._prompt_ids is None:
-            ids = self.processor(images=[image], text=[PROMPT])["input_ids"][0]
-            self._prompt_ids = [int(t) for t in ids]
-        return self._prompt_ids
+        """The prompt's token ids with `image` (None: the text-only prompt)."""
+        text_only = image is None
+        if text_only not in self._prompt_ids:
+            if text_only:
+                ids = self.processor(text=[TEXT_PROMPT])["input_ids"][0]
+            else:
+                ids = self.processor(images=[image], text=[PROMPT])["input_ids"][0]
+            self._prompt_ids[text_only] = [int(t) for t in ids]
+        return self._prompt_ids[text_only]
 
     def _positions(self, example: int, seq: list[int], prompt: list[int]) -> tuple[list, list]:
         if seq[: len(prompt)] != prompt:
@@ -156,13 +177,23 @@ class MLLMCollector(Collector):
 
     @torch.no_grad()
     def collect(self, batch: ListBatch) -> dict[str, SiteRows]:
-        """(image, caption) pairs -> per layer (image + caption tokens, d) rows."""
+        """(image, caption) pairs -> per layer (image + caption tokens, d) rows; (None, caption)
+        pairs (a text-only batch) -> the caption tokens after TEXT_PROMPT."""
         images = [image for image, _ in batch.items]
+        text_only = images[0] is None
+        if any((image is None) != text_only for image in images):
+            raise ValueError("a batch mixes examples with and without images")
         prompt = self._prompt(images[0])
-        texts = [f"{PROMPT} {caption}" for _, caption in batch.items]
-        inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        template = TEXT_PROMPT if text_only else PROMPT
+        texts = [f"{template} {caption}" for _, caption in batch.items]
+        if text_only:
+            inputs = self.processor(text=texts, padding=True, return_tensors="pt")
+        else:
+            inputs = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
+        if "pixel_values" in inputs:
+            dtype = next(self.model.parameters()).dtype
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         out = self.model(**inputs, output_hidden_states=True)
         ids, mask = inputs["input_ids"].cpu(), inputs["attention_mask"].cpu().bool()
         rows, cols, example, position, token_id, modality = [], [], [], [], [], []

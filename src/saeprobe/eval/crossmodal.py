@@ -50,6 +50,22 @@ Positive control (`text_split_matching`): the same matching with both sides take
 tokens, D_txt of the captions of even examples against D_txt of odd examples. The same word
 through the same model and SAE must share its latents with itself, so this checks that the
 statistic, the top-m lists and the nulls detect sharing where it is there by construction.
+
+Text-only control (`text_only_control`). Caption tokens follow the image tokens and attend to
+them, so a latent can fire on the word "red" because the token sees a red image, not because
+the word carries the concept. The same captions are run without the image (a dataset with
+`text_only: true`: TEXT_PROMPT, no image tokens; `saeprobe.backbones.mllm`) and encoded by the
+same SAE; with a prime for the text-only run:
+
+* per latent: freq_txt', mass_txt' and text_only_retained = mass_txt' / mass_txt;
+* text_only:frac_shared_persist = the fraction of shared latents with freq_txt' > tau;
+* text_only:mass_retained = sum_j mass_txt'_j / sum_j mass_txt_j over the shared latents;
+* D'_txt = D_txt of the text-only codes, T'_c its top-m latents;
+  text_only:concept_retained = sum_c |I_c ∩ T_c ∩ T'_c| / sum_c |I_c ∩ T_c|, the fraction of
+  the matched (shared) concept latents whose word activation persists without the image
+  (NaN when nothing is matched); text_only:concept_overlap (and _within_attribute) = the
+  matching of I_c against T'_c with the same nulls. A sharing that holds with the image and not
+  without it is carried by the caption tokens' attention to the image, not by the text.
 """
 
 from __future__ import annotations
@@ -497,6 +513,79 @@ def text_split_matching(
     return summary
 
 
+TEXT_ONLY = "text_only:"
+
+
+def text_only_control(
+    s: CrossmodalSums,
+    s_text: CrossmodalSums,
+    latents: pd.DataFrame,
+    attributes: Mapping[str, str],
+    concepts: Sequence[str],
+    m: int = 5,
+    n_null: int = 1000,
+    fire_threshold: float = 1e-3,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, object]]]:
+    """The text-only control (module docstring) of sums `s` (captions with their images) and
+    `s_text` (the same captions without, same SAE and concepts).
+
+    latents: `latent_table(s)`; concepts: the matched concepts (`concept_matching`'s rows).
+    Returns (latents with freq_txt_text_only, mass_txt_text_only, text_only_retained; per
+    concept: concept, overlap_text_only, retained (NaN where nothing is matched); summary rows
+    with metrics prefixed `text_only:`)."""
+    if s_text.concepts != s.concepts:
+        raise ValueError("the text-only sums must track the same concepts as the measured ones")
+    n_txt = max(s_text.n_txt, 1)
+    freq_t, mass_t = s_text.fire_txt / n_txt, s_text.sum_txt / n_txt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        retained = np.where(latents["mass_txt"] > 0, mass_t / latents["mass_txt"], np.nan)
+    latents = latents.assign(
+        freq_txt_text_only=freq_t, mass_txt_text_only=mass_t, text_only_retained=retained
+    )
+    shared = latents["shared"].to_numpy(bool)
+    mass_shared = float(latents["mass_txt"].to_numpy()[shared].sum())
+    rows: list[dict[str, object]] = [
+        {
+            "metric": TEXT_ONLY + "frac_shared_persist",
+            "value": float((freq_t[shared] > fire_threshold).mean()) if shared.any() else np.nan,
+        },
+        {
+            "metric": TEXT_ONLY + "mass_retained",
+            "value": float(mass_t[shared].sum()) / mass_shared if mass_shared > 0 else np.nan,
+        },
+    ]
+    if len(concepts) < 2:
+        return latents, pd.DataFrame(columns=["concept", "overlap_text_only", "retained"]), rows
+    idx = [s.concepts.index(c) for c in concepts]
+    d_img, d_txt = concept_differences(s, dict(attributes))
+    _, d_txt_alone = concept_differences(s_text, dict(attributes))
+    i_top, t_top, t_alone = (top_m(d[idx], m) for d in (d_img, d_txt, d_txt_alone))
+    matched = [set(a) & set(b) for a, b in zip(i_top, t_top, strict=True)]
+    kept = [len(mc & set(c)) for mc, c in zip(matched, t_alone, strict=True)]
+    per_concept = pd.DataFrame(
+        {
+            "concept": list(concepts),
+            "overlap_text_only": np.diag(overlap_matrix(i_top, t_alone)),
+            "retained": [
+                k / len(mc) if mc else np.nan for k, mc in zip(kept, matched, strict=True)
+            ],
+        }
+    )
+    n_matched = sum(len(mc) for mc in matched)
+    rows.append(
+        {
+            "metric": TEXT_ONLY + "concept_retained",
+            "value": sum(kept) / n_matched if n_matched else np.nan,
+        }
+    )
+    _, summary = match_concepts(
+        d_img[idx], d_txt_alone[idx], list(concepts), attributes, m, n_null, seed, TEXT_ONLY
+    )
+    rows += [r for r in summary if "[" not in str(r["metric"])]
+    return latents, per_concept, rows
+
+
 def shared_examples(
     s: CrossmodalSums, latents: list[int], n_images: int = 6, n_words: int = 6
 ) -> list[dict[str, object]]:
@@ -531,6 +620,36 @@ def _code_chunks(
         yield codes, rows
 
 
+def _text_only_sums(
+    sae: Any,
+    scales: Mapping[str, float],
+    site_dir: str | Path,
+    examples: pd.DataFrame,
+    concepts: list[str],
+) -> CrossmodalSums:
+    """CrossmodalSums of a text-only store site (`text_only: true`) of the same captions as
+    `examples` (the measured store's example table, indexed by example)."""
+    store = ActivationStore(site_dir)
+    if not store.dataset_info().get("text_only", False):
+        raise ValueError(
+            f"{site_dir}: expected a text-only extraction (a dataset with text_only: true)"
+        )
+    alone = store.examples().set_index("index", drop=False)
+    same = len(alone) == len(examples) and alone.index.equals(examples.index)
+    if not same or not (alone["caption"].astype(str) == examples["caption"].astype(str)).all():
+        raise ValueError(
+            f"{site_dir}: the text-only store's captions differ from the measured store's; "
+            "expected the evaluation dataset's examples with text_only: true"
+        )
+    x = store.read_all() / store.row_divisors(dict(scales))[:, None]
+    sums = accumulate(
+        _code_chunks(sae, x), store.rows(), concept_sets(alone), concepts, sae.cfg.width
+    )
+    if sums.n_img:
+        raise ValueError(f"{site_dir}: a text-only store holds {sums.n_img} image tokens")
+    return sums
+
+
 def evaluate_crossmodal(
     sae_dir: str | Path,
     site_dir: str | Path,
@@ -541,11 +660,14 @@ def evaluate_crossmodal(
     fire_threshold: float = 1e-3,
     n_shared_examples: int = 4,
     seed: int = 0,
+    text_only_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Cross-modal statistics of one SAE on an evaluation store site of image + caption tokens;
     writes `out`: latents (per latent), concepts (per concept), summary (metric, value,
     null_value, null_lo, null_hi, p_value, concept), shared (JSON: examples of shared latents:
     top images and words) and thumbnails (.npy: the images `shared` refers to).
+    text_only_dir: the same site of the same captions extracted without their images (a
+    `text_only` dataset); adds the text-only control (`text_only_control`) to every output.
     Returns the summary + per-concept rows (metric, value, null_value, concept, ...)."""
     sae_dir = Path(sae_dir)
     sae = load_sae(sae_dir)
@@ -564,6 +686,21 @@ def evaluate_crossmodal(
     rows += [{**r, "concept": ""} for r in summary]
     positive = text_split_matching(sums, attributes, top_m, n_null, min_count, seed)
     rows += [{**r, "concept": ""} for r in positive]
+    if text_only_dir is not None:
+        text_sums = _text_only_sums(sae, scales, text_only_dir, examples, concepts)
+        latents, alone, control = text_only_control(
+            sums,
+            text_sums,
+            latents,
+            attributes,
+            list(per_concept["concept"]),
+            top_m,
+            n_null,
+            fire_threshold,
+            seed,
+        )
+        per_concept = per_concept.merge(alone, on="concept", how="left")
+        rows += [{**r, "concept": ""} for r in control]
     for r in per_concept.to_dict("records"):
         rows.append(
             {
@@ -636,6 +773,21 @@ def _estimates(summary: pd.DataFrame, prefix: str = "") -> dict[str, Estimate]:
     return out
 
 
+TEXT_ONLY_CASE = "reported:text_only"
+TEXT_ONLY_REPORTED = ("concept_retained", "mass_retained", "frac_shared_persist")
+
+
+def _text_only_estimates(summary: pd.DataFrame) -> dict[str, Estimate]:
+    """The text-only control's statistics of one summary table (empty without the control):
+    the judged statistics recomputed on the captions alone and the retained fractions."""
+    out = _estimates(summary, TEXT_ONLY)
+    rows = summary[summary["concept"].fillna("") == ""].set_index("metric")["value"]
+    for name in TEXT_ONLY_REPORTED:
+        if TEXT_ONLY + name in rows.index:
+            out[name] = Estimate(float(rows[TEXT_ONLY + name]))
+    return out
+
+
 def crossmodal_evidence(
     sites: Sequence[str],
     summaries: Sequence[pd.DataFrame],
@@ -651,7 +803,8 @@ def crossmodal_evidence(
     without one has no negative case).
     measured: image vs word latents of the primary SAE; positive: the text-split matching of
     the same SAE (`text_split_matching`); negative: the primary SAE of the negative model at
-    the same site; sensitivity:<sae>: the measured model's other SAEs."""
+    the same site; sensitivity:<sae>: the measured model's other SAEs; reported:text_only (not
+    judged): the primary SAE's text-only control (`text_only_control`) where it was run."""
     from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 
     table = {tuple(s.split("/")): f for s, f in zip(sites, summaries, strict=True)}
@@ -667,6 +820,11 @@ def crossmodal_evidence(
         rows += evidence_rows(
             "crossmodal", where, POSITIVE, _estimates(summary, TEXT_SPLIT), "text split"
         )
+        alone = _text_only_estimates(summary)
+        if alone:
+            rows += evidence_rows(
+                "crossmodal", where, TEXT_ONLY_CASE, alone, "captions without their image"
+            )
         control = negatives.get(model)
         key = (control, site, primary.get(control, ""))
         if control is not None and key in table:

@@ -94,6 +94,7 @@ def _p_values(summary: pd.DataFrame) -> str:
         "concept_overlap": "p",
         "concept_overlap_within_attribute": "within-attribute p",
         "text_split:concept_overlap": "text-split positive p",
+        "text_only:concept_overlap": "captions-alone p",
     }
     return ", ".join(f"{label} = {rows[m]:.3g}" for m, label in names.items() if m in rows)
 
@@ -104,8 +105,10 @@ def plot_concept_overlap(
     paths: Sequence[str | Path],
     summaries: Sequence[pd.DataFrame] | None = None,
 ) -> None:
-    """Per-concept top-m overlap of image and word latents with the shuffled-pair null band;
-    with `summaries` (one per site) the titles carry the permutation p-values."""
+    """Per-concept top-m overlap of image and word latents with the shuffled-pair null band
+    (and, where the text-only control ran, the overlap with the word latents of the captions
+    run without their image); with `summaries` (one per site) the titles carry the
+    permutation p-values."""
     n = len(sites)
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.8 * n), squeeze=False)
     notes = [_p_values(f) for f in summaries] if summaries is not None else [""] * n
@@ -122,6 +125,8 @@ def plot_concept_overlap(
         ax.plot(x, f["null_value"], "k--", lw=1, drawstyle="steps-mid", label="null mean")
         palette = dict(zip(sorted(f["attribute"].unique()), sns.color_palette(), strict=False))
         ax.bar(x, f["overlap"], color=[palette[a] for a in f["attribute"]], alpha=0.9, width=0.6)
+        if "overlap_text_only" in f:
+            ax.plot(x, f["overlap_text_only"], "kv", ms=5, label="captions without the image")
         ax.set_xticks(x, f["concept"], rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("top-m overlap")
         ax.set_ylim(0, 1)

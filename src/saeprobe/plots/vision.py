@@ -92,32 +92,71 @@ def _ood_columns(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def ood_auroc(table: pd.DataFrame) -> plt.Figure:
-    """AUROC of every OOD score, raw-feature baselines vs SAE scores, per OOD set and site."""
-    data = table.copy()
-    data["method"] = np.where(data["features"] == "raw", "raw: " + data["score"], data["score"])
-    data["kind"] = np.where(data["features"] == "raw", "raw features", "SAE codes")
-    grid = sns.catplot(
-        data=data,
-        y="method",
-        x="auroc",
-        hue="kind",
-        col="ood_dataset",
-        col_order=_ood_columns(data),
-        row="site",
-        kind="bar",
-        estimator="mean",
-        errorbar=("pi", 100),
-        height=3.0,
-        aspect=1.3,
-        order=sorted(data["method"].unique(), key=lambda m: (not m.startswith("raw"), m)),
+GROUP_ORDER = ("near", "far", "legacy")
+
+
+def _ood_panels(table: pd.DataFrame) -> list[str]:
+    """The figure's panel groups: near, far, legacy (those present), then "" for sets in no
+    group; [""] alone when no set has a group."""
+    group = table.get("ood_group", pd.Series("", index=table.index)).fillna("").astype(str)
+    present = set(group)
+    return (
+        [g for g in GROUP_ORDER if g in present]
+        + [g for g in sorted(present - set(GROUP_ORDER)) if g]
+        + ([""] if "" in present else [])
     )
-    for ax in grid.axes.flat:
-        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    grid.set_titles("{row_name} | OOD: {col_name}")
-    grid.set_axis_labels("AUROC (SAE bars: mean, range)", "score")
-    grid.set(xlim=(0, 1))
-    return grid.figure
+
+
+def ood_auroc(table: pd.DataFrame) -> plt.Figure:
+    """AUROC of every OOD score, raw-feature baselines vs SAE scores (SAE bars: mean and range
+    over SAEs), one row of panels per site: one panel per OOD group (near, far, legacy; sets in
+    no group last) with the group's sets and its "<group> (mean)" row, or a single panel of
+    every set when no group is configured."""
+    data = table.copy()
+    data["ood_group"] = data.get("ood_group", pd.Series("", index=data.index))
+    data["ood_group"] = data["ood_group"].fillna("").astype(str)
+    data["method"] = np.where(data["features"] == "raw", "raw: " + data["score"], data["score"])
+    where = data["site"].astype(str)
+    if "model" in data:
+        where = data["model"].astype(str) + " | " + where
+    data["where"] = where
+    sites = list(dict.fromkeys(data["where"]))
+    panels = _ood_panels(data)
+    methods = sorted(data["method"].unique(), key=lambda m: (not m.startswith("raw"), m))
+    grouped = panels != [""]
+    fig, axes = plt.subplots(
+        len(sites),
+        len(panels),
+        figsize=(4.6 * len(panels), 0.8 + 0.32 * len(methods) * len(sites) + 0.6 * len(sites)),
+        squeeze=False,
+        sharex=True,
+    )
+    for r, site in enumerate(sites):
+        for c, group in enumerate(panels):
+            ax = axes[r, c]
+            part = data[(data["where"] == site) & (data["ood_group"] == group)]
+            sets = [d for d in _ood_columns(data) if d in set(part["ood_dataset"])]
+            if part.empty:
+                ax.text(0.5, 0.5, "no set", ha="center", va="center", transform=ax.transAxes)
+            else:
+                sns.barplot(
+                    data=part,
+                    y="method",
+                    x="auroc",
+                    hue="ood_dataset",
+                    hue_order=sets,
+                    order=methods,
+                    estimator="mean",
+                    errorbar=("pi", 100),
+                    ax=ax,
+                )
+                ax.legend(fontsize=6, title=None, loc="lower right")
+            ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+            label = f"{group}-OOD" if group else ("no group" if grouped else "every OOD set")
+            ax.set_title(f"{site} | {label}", fontsize=9)
+            ax.set(xlim=(0, 1), xlabel="AUROC (SAE bars: mean, range)", ylabel="score")
+    fig.tight_layout()
+    return fig
 
 
 def _controls(table: pd.DataFrame) -> pd.Series:
