@@ -18,9 +18,11 @@ Extrapolation to the full size: `full_size_peak_mb` = peak RSS + (1 / scale - 1)
 the memory numpy allocated (tracemalloc). The numpy arrays (rows x latents codes, projections,
 per-image tables) grow with the rows; the rest does not: imports, SAE weights, the encoder's
 torch temporaries of one 8,192-row chunk, width x width matrices. Valid for semantics and
-ontology once the scaled val set has 8,192 rows (scale >= 0.17). Torch allocations that grow
-with the rows (the probes' standardised copies in OOD detection and generalization) are not
-traced: for those tasks it is a lower bound.
+ontology once the scaled val set has 8,192 rows (scale >= 0.17). OOD detection and
+generalization peak while a probe is fitted on the training codes (the codes, L-BFGS's history
+and row chunks of 2,048: the probes copy nothing that grows with the rows), at every scale
+where the training set has 2,048 rows (scale >= 0.02); the kNN bank (`knn_bank`, 12,811) is
+scaled with the rows.
 
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
@@ -49,6 +51,7 @@ TRAIN = "imagenet_train"
 VAL = "imagenet_val"
 # published sizes of the OpenOOD / MOS sets and the shifted ImageNet test sets
 OOD = {
+    "ssb_hard": 49000,
     "inaturalist": 10000,
     "sun": 10000,
     "places": 10000,
@@ -60,7 +63,11 @@ OOD = {
 SHIFTED = {"imagenet_v2": 10000, "imagenet_r": 30000, "imagenet_a": 7500, "imagenet_sketch": 25000}
 SIZES = {TRAIN: 1281167, VAL: 50000, **OOD, **SHIFTED}
 SUBSET_CLASSES = {"imagenet_r": 200, "imagenet_a": 200}  # the 200-class subsets
+GROUP_OF = {"near": ("ssb_hard", "ninco"), "far": ("inaturalist", "textures", "openimage_o"),
+            "legacy": ("sun", "places", "imagenet_o")}  # fmt: skip
+OOD_GROUPS = {dataset: group for group, sets in GROUP_OF.items() for dataset in sets}
 MAX_TRAIN = 100000  # vision.max_train_images
+KNN_BANK = 12811  # vision.ood_detection.knn_bank
 ARCHS = ("topk", "batchtopk", "relu", "matryoshka")
 MODEL = "vit"
 TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
@@ -203,18 +210,19 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
         sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
     elif task == "ood_detection":
         _, scores, oracles = det.ood_detection(
-            sites, TRAIN, VAL, list(OOD), knn_k=50, max_train=max_train, weight_decays=decays,
+            sites, TRAIN, VAL, list(OOD), knn_k=10, max_train=max_train, weight_decays=decays,
             val_fraction=val_fraction, seed=seed, device=cpu,
+            knn_bank=max(round(KNN_BANK * scale), 20), ood_groups=OOD_GROUPS,
         )  # fmt: skip
-        for site in sites.sites:
-            det.ood_evidence(scores[site], oracles[site], site, VAL, "ninco", "inaturalist",
-                             None, names[0], "knn", names[1:], seed)  # fmt: skip
+        det.site_evidence(scores, oracles, VAL, "ssb_hard", "inaturalist", None, names[0],
+                          "knn", names, seed)  # fmt: skip
+        det.latent_contributions(sites, VAL, "ssb_hard", cpu)
     elif task == "ood_generalization":
         gen.ood_generalization(
             sites, TRAIN, [VAL, *SHIFTED], top_k=[8, 32, 128, 512], max_train=max_train,
             weight_decays=decays, val_fraction=val_fraction, mask_to_present=True, seed=seed,
             device=cpu, shifted=list(SHIFTED), primary=names[0],
-            spurious=gen.SpuriousSettings(), control_dataset=VAL,
+            spurious=gen.SpuriousSettings(), control_dataset=VAL, per_class_k=[1, 4, 16],
         )  # fmt: skip
     elif task == "ontology":
         ont.ontology(sites, TRAIN, VAL, hierarchy, top_n=16, tau=0.9, min_active=8,

@@ -30,8 +30,9 @@ given to `fit_probe` so every class's weight vector has at most k non-zeros.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -319,6 +320,12 @@ def fit_probe(
         weight_decay=best, fit=fit,
         columns=None if columns is None else np.asarray(columns, dtype=np.int64),
     )  # fmt: skip
+
+
+def probe_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """fit_probe's keyword options (max_iter, grad_tol, std_floor) present in a config's probe
+    settings."""
+    return {k: settings[k] for k in ("max_iter", "grad_tol", "std_floor") if k in settings}
 
 
 def _warn(fit: ProbeFit, weight_decay: float, what: str) -> None:
