@@ -22,7 +22,12 @@ ontology once the scaled val set has 8,192 rows (scale >= 0.17). OOD detection a
 generalization peak while a probe is fitted on the training codes (the codes, L-BFGS's history
 and row chunks of 2,048: the probes copy nothing that grows with the rows), at every scale
 where the training set has 2,048 rows (scale >= 0.02); the kNN bank (`knn_bank`, 12,811) is
-scaled with the rows.
+scaled with the rows. Two options cut their compute, not their arrays: `--probe-iter`
+(fewer L-BFGS iterations; the history pairs a fit of that many iterations does not reach,
+20 - (iterations - 1) pairs of width x 1,000 float32 weights, are added to the extrapolation
+as `lbfgs_missing_mb`) and `--skip-inverse` (the Mahalanobis covariance, d x d float64, is
+replaced in place by its inverted diagonal instead of its Cholesky inverse, which is in place
+too: the same matrix, without 4.4 TFLOP at 16,384 latents).
 
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
@@ -68,6 +73,8 @@ GROUP_OF = {"near": ("ssb_hard", "ninco"), "far": ("inaturalist", "textures", "o
 OOD_GROUPS = {dataset: group for group, sets in GROUP_OF.items() for dataset in sets}
 MAX_TRAIN = 100000  # vision.max_train_images
 KNN_BANK = 12811  # vision.ood_detection.knn_bank
+LBFGS_HISTORY = 20  # saeprobe.eval.probes: L-BFGS history_size
+PROBE_TASKS = ("ood_detection", "ood_generalization")
 ARCHS = ("topk", "batchtopk", "relu", "matryoshka")
 MODEL = "vit"
 TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
@@ -169,7 +176,14 @@ def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: 
     marker.write_text(json.dumps(spec))
 
 
-def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> int:
+def run_task(
+    task: str,
+    root: Path,
+    scale: float,
+    probe_iter: int | None,
+    seed: int = 0,
+    skip_inverse: bool = False,
+) -> int:
     """One vision task on the built data, as its script calls the library (configs/paper.yaml
     settings; the semantics top-image grid, which reads the images, is left out). Returns the
     peak of the memory numpy allocated meanwhile (bytes, tracemalloc)."""
@@ -186,7 +200,9 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     from saeprobe.hierarchy import Hierarchy
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if probe_iter is not None:  # fewer L-BFGS iterations: the same memory, less time
+    if skip_inverse:  # the same d x d matrix, touched in place, without the O(d^3) work
+        det.invert_spd_in_place = diagonal_inverse_in_place
+    if probe_iter is not None:  # fewer L-BFGS iterations: less time (see lbfgs_missing_mb)
         fit = probes.fit_probe
 
         def fit_probe(*args, **kwargs):
@@ -234,13 +250,42 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     return peak
 
 
-def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict:
+def diagonal_inverse_in_place(a: np.ndarray, block: int = 2048) -> bool:
+    """--skip-inverse's stand-in for the Mahalanobis score's in-place Cholesky inverse: a (d, d)
+    replaced by the inverse of its diagonal, in its own memory like the LAPACK inverse."""
+    diagonal = a.diagonal().copy()
+    for start in range(0, len(a), block):
+        a[start : start + block] = 0.0
+    a[np.diag_indices(len(a))] = 1 / diagonal
+    return True
+
+
+def lbfgs_missing_mb(probe_iter: int | None, width: int, n_classes: int = 1000) -> float:
+    """L-BFGS's history pairs (20, `history_size` of the probes) that a fit of `probe_iter`
+    iterations does not reach (it stores at most probe_iter - 1), in MB of float32 weights
+    (width x n_classes) and biases: what a full fit holds beyond the measured peak."""
+    if probe_iter is None:
+        return 0.0
+    missing = max(LBFGS_HISTORY - max(probe_iter - 1, 0), 0)
+    return missing * 2 * (width * n_classes + n_classes) * 4 / 2**20
+
+
+def measure(
+    task: str,
+    root: Path,
+    scale: float,
+    probe_iter: int | None,
+    width: int = 16384,
+    skip_inverse: bool = False,
+) -> dict:
     """Run one task in a child process: wall time and peak RSS (MB) of that child."""
     side = root / f"numpy_peak_{task}.json"
     side.unlink(missing_ok=True)
     command = [sys.executable, __file__, "task", task, "--root", str(root), "--scale", str(scale)]
     if probe_iter is not None:
         command += ["--probe-iter", str(probe_iter)]
+    if skip_inverse:
+        command += ["--skip-inverse"]
     start = time.perf_counter()
     child = subprocess.Popen(command)
     _, status, usage = os.wait4(child.pid, 0)
@@ -250,9 +295,11 @@ def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict
         raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
     peak_mb = usage.ru_maxrss / 1024
     numpy_mb = json.loads(side.read_text()) / 2**20
+    missing = lbfgs_missing_mb(probe_iter, width) if task in PROBE_TASKS else 0.0
     return {"task": task, "scale": scale, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
             "numpy_peak_mb": round(numpy_mb),
-            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb)}  # fmt: skip
+            "lbfgs_missing_mb": round(missing),
+            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb + missing)}  # fmt: skip
 
 
 # -- decoding --
@@ -311,13 +358,19 @@ def main() -> None:
         default=None,
         help="L-BFGS iterations per probe fit (default: the library's)",
     )
+    parser.add_argument(
+        "--skip-inverse",
+        action="store_true",
+        help="Mahalanobis: a diagonal stand-in for the O(d^3) in-place inverse (same matrix)",
+    )
     parser.add_argument("--images", type=int, default=400, help="decode mode: JPEGs to time")
     parser.add_argument("--size", default="500x375", help="decode mode: JPEG width x height")
     parser.add_argument("--repeats", type=int, default=3, help="decode mode: best of")
     parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
     args = parser.parse_args()  # fmt: skip
     if args.mode == "task":
-        peak = run_task(args.name, args.root, args.scale, args.probe_iter)
+        peak = run_task(args.name, args.root, args.scale, args.probe_iter,
+                        skip_inverse=args.skip_inverse)  # fmt: skip
         (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
         return
     if args.mode == "decode":
@@ -340,9 +393,10 @@ def main() -> None:
         print(f"built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         records = []
         for task in args.tasks:
-            record = measure(task, args.root, args.scale, args.probe_iter)
+            record = measure(task, args.root, args.scale, args.probe_iter, args.width,
+                             args.skip_inverse)  # fmt: skip
             record.update(sites=args.sites, saes=args.saes, width=args.width, dim=args.dim,
-                          probe_iter=args.probe_iter)  # fmt: skip
+                          probe_iter=args.probe_iter, skip_inverse=args.skip_inverse)  # fmt: skip
             print(json.dumps(record), file=sys.stderr, flush=True)
             records.append(record)
     if args.out is not None:

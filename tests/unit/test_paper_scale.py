@@ -54,6 +54,22 @@ def test_every_vision_task_runs_on_the_built_data(built: tuple, task: str) -> No
     assert bench.run_task(task, root, scale=0.001, probe_iter=3) > 0  # numpy bytes at peak
 
 
+def test_skip_inverse_runs_ood_detection_with_the_diagonal_stand_in(built: tuple) -> None:
+    bench, root = built
+    assert bench.run_task("ood_detection", root, 0.001, probe_iter=3, skip_inverse=True) > 0
+    a = np.array([[4.0, 1.0], [1.0, 2.0]])
+    assert bench.diagonal_inverse_in_place(a, block=1)
+    np.testing.assert_array_equal(a, [[0.25, 0.0], [0.0, 0.5]])
+
+
+def test_lbfgs_missing_history_counts_the_pairs_a_short_fit_does_not_reach() -> None:
+    bench = _benchmark()
+    pair_mb = 2 * (16384 * 1000 + 1000) * 4 / 2**20  # one (s, y) pair of 16,384 x 1,000 probes
+    assert bench.lbfgs_missing_mb(3, 16384) == pytest.approx(18 * pair_mb)
+    assert bench.lbfgs_missing_mb(21, 16384) == 0.0
+    assert bench.lbfgs_missing_mb(None, 16384) == 0.0
+
+
 def test_run_task_rejects_an_unknown_task(built: tuple) -> None:
     bench, root = built
     with pytest.raises(ValueError, match="--task"):
