@@ -111,13 +111,19 @@ class KNNScore:
         return np.concatenate(out)
 
 
+def _float64_rows(x: np.ndarray, start: int, chunk: int) -> torch.Tensor:
+    """Rows start..start+chunk of x (n, d) as a float64 tensor (a torch copy: never a view of x,
+    which the callers may then modify)."""
+    return torch.from_numpy(np.asarray(x[start : start + chunk])).to(torch.float64, copy=True)
+
+
 def _class_means(
     x: np.ndarray, y: torch.Tensor, n_classes: int, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """((n_classes, d) float64 class means, (n_classes,) counts) of x (n, d), over row chunks."""
     means = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
     for start in range(0, len(x), chunk):
-        xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
+        xt = _float64_rows(x, start, chunk)
         means.index_add_(0, y[start : start + chunk], xt)
     counts = torch.bincount(y, minlength=n_classes)
     return means / counts.clamp_min(1).unsqueeze(1), counts
@@ -131,9 +137,9 @@ def _tied_covariance(
     d = x.shape[1]
     cov = torch.zeros(d, d, dtype=torch.float64)
     for start in range(0, len(x), chunk):
-        xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
-        centred = xt - means[y[start : start + chunk]]  # xt may be a view of x
-        cov.addmm_(centred.T, centred)
+        xt = _float64_rows(x, start, chunk)
+        xt -= means[y[start : start + chunk]]
+        cov.addmm_(xt.T, xt)
     cov /= max(len(x) - 1, 1)
     cov.diagonal().add_(ridge * cov.diagonal().mean().clamp_min(1e-12))
     return cov.numpy()
@@ -191,7 +197,7 @@ class MahalanobisScore:
         mean_term = ((means @ self.precision) * means).sum(dim=1)
         out = []
         for start in range(0, len(x), chunk):
-            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
+            xt = _float64_rows(x, start, chunk)
             xp = xt @ self.precision
             dist = (xp * xt).sum(dim=1, keepdim=True) - 2 * xp @ means.T + mean_term
             out.append(dist.min(dim=1).values.numpy())
