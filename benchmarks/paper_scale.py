@@ -28,6 +28,10 @@ scaled with the rows. Two options cut their compute, not their arrays: `--probe-
 as `lbfgs_missing_mb`) and `--skip-inverse` (the Mahalanobis covariance, d x d float64, is
 replaced in place by its inverted diagonal instead of its Cholesky inverse, which is in place
 too: the same matrix, without 4.4 TFLOP at 16,384 latents).
+`full_size_peak_mb` adds the missing history to the peak of the whole run, wherever that
+was: an upper bound. `sampled_full_size_mb` is phase-aware: the resident size and numpy's
+current bytes sampled every 0.2 s, each sample extrapolated on its own, the missing history
+added only to samples taken during a probe fit; the record keeps both.
 
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
@@ -46,6 +50,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,10 +188,12 @@ def run_task(
     probe_iter: int | None,
     seed: int = 0,
     skip_inverse: bool = False,
+    samples: list | None = None,
 ) -> int:
     """One vision task on the built data, as its script calls the library (configs/paper.yaml
     settings; the semantics top-image grid, which reads the images, is left out). Returns the
-    peak of the memory numpy allocated meanwhile (bytes, tracemalloc)."""
+    peak of the memory numpy allocated meanwhile (bytes, tracemalloc); `samples`, when given,
+    gets MemorySampler's samples."""
     import tracemalloc
 
     import torch
@@ -202,14 +209,19 @@ def run_task(
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     if skip_inverse:  # the same d x d matrix, touched in place, without the O(d^3) work
         det.invert_spd_in_place = diagonal_inverse_in_place
-    if probe_iter is not None:  # fewer L-BFGS iterations: less time (see lbfgs_missing_mb)
-        fit = probes.fit_probe
+    sampler = MemorySampler()
+    fit = probes.fit_probe
 
-        def fit_probe(*args, **kwargs):
+    def fit_probe(*args, **kwargs):
+        if probe_iter is not None:  # fewer L-BFGS iterations: less time (lbfgs_missing_mb)
             kwargs["max_iter"] = probe_iter
+        sampler.fitting = True
+        try:
             return fit(*args, **kwargs)
+        finally:
+            sampler.fitting = False
 
-        det.fit_probe = gen.fit_probe = fit_probe
+    det.fit_probe = gen.fit_probe = fit_probe
     cpu = torch.device("cpu")
     names = sorted(p.name for p in (root / "saes" / MODEL).glob("*/*") if p.is_dir())
     names = [a for a in ARCHS if a in names]
@@ -221,6 +233,7 @@ def run_task(
     if task not in TASKS:
         raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
     tracemalloc.start()
+    sampler.start()
     if task == "semantics":
         sem.semantics(sites, VAL, hierarchy, [], None, top_n=16, min_active=8, device=cpu)
         sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
@@ -245,9 +258,52 @@ def run_task(
                      max_train=max_train, seed=seed, device=cpu)  # fmt: skip
         settings = {"min_active": 8, "null_trees": 200, "max_units": 4096}
         ont.ontology_claim(sites, VAL, hierarchy, names[0], settings, seed, cpu)
+    sampler.stop()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    if samples is not None:
+        samples.extend(sampler.samples)
     return peak
+
+
+class MemorySampler:
+    """Every `period` seconds, in a thread: (resident bytes, bytes numpy holds now
+    (tracemalloc), whether a probe is being fitted). The phase-aware extrapolation
+    (`sampled_full_size_mb`) scales each sample's numpy bytes and adds L-BFGS's missing history
+    only to the samples taken during a fit."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        self.period, self.fitting = period, False
+        self.samples: list[tuple[int, int, bool]] = []
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import tracemalloc
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._halt.wait(self.period):
+            with open("/proc/self/statm") as fh:
+                resident = int(fh.read().split()[1]) * page
+            self.samples.append((resident, tracemalloc.get_traced_memory()[0], self.fitting))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._thread.join()
+
+
+def sampled_full_size_mb(samples: list, scale: float, missing_mb: float) -> float:
+    """max over samples of resident + (1 / scale - 1) x numpy's bytes then (+ missing_mb
+    during a probe fit), in MB; NaN without samples."""
+    if not samples:
+        return float("nan")
+    return max(
+        (resident + (1 / scale - 1) * numpy_now) / 2**20 + (missing_mb if fitting else 0.0)
+        for resident, numpy_now, fitting in samples
+    )
 
 
 def diagonal_inverse_in_place(a: np.ndarray, block: int = 2048) -> bool:
@@ -294,12 +350,15 @@ def measure(
     if child.returncode != 0:
         raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
     peak_mb = usage.ru_maxrss / 1024
-    numpy_mb = json.loads(side.read_text()) / 2**20
+    traced = json.loads(side.read_text())
+    numpy_mb = traced["numpy_peak"] / 2**20
     missing = lbfgs_missing_mb(probe_iter, width) if task in PROBE_TASKS else 0.0
+    sampled = sampled_full_size_mb(traced["samples"], scale, missing)
     return {"task": task, "scale": scale, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
             "numpy_peak_mb": round(numpy_mb),
             "lbfgs_missing_mb": round(missing),
-            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb + missing)}  # fmt: skip
+            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb + missing),
+            "sampled_full_size_mb": round(sampled)}  # fmt: skip
 
 
 # -- decoding --
@@ -369,9 +428,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
     args = parser.parse_args()  # fmt: skip
     if args.mode == "task":
+        samples: list = []
         peak = run_task(args.name, args.root, args.scale, args.probe_iter,
-                        skip_inverse=args.skip_inverse)  # fmt: skip
-        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
+                        skip_inverse=args.skip_inverse, samples=samples)  # fmt: skip
+        traced = {"numpy_peak": peak, "samples": samples}
+        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(traced))
         return
     if args.mode == "decode":
         width, height = (int(v) for v in args.size.split("x"))

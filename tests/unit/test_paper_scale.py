@@ -56,10 +56,22 @@ def test_every_vision_task_runs_on_the_built_data(built: tuple, task: str) -> No
 
 def test_skip_inverse_runs_ood_detection_with_the_diagonal_stand_in(built: tuple) -> None:
     bench, root = built
-    assert bench.run_task("ood_detection", root, 0.001, probe_iter=3, skip_inverse=True) > 0
+    samples: list = []
+    assert bench.run_task("ood_detection", root, 0.001, 3, skip_inverse=True, samples=samples)
+    assert samples and all(len(s) == 3 and s[0] > 0 for s in samples)
+    assert any(fitting for *_, fitting in samples)  # the probes' fits are marked
     a = np.array([[4.0, 1.0], [1.0, 2.0]])
     assert bench.diagonal_inverse_in_place(a, block=1)
     np.testing.assert_array_equal(a, [[0.25, 0.0], [0.0, 0.5]])
+
+
+def test_sampled_extrapolation_adds_the_missing_history_only_during_fits() -> None:
+    bench = _benchmark()
+    mb = 2**20
+    samples = [(100 * mb, 10 * mb, False), (80 * mb, 10 * mb, True), (90 * mb, 0, True)]
+    assert bench.sampled_full_size_mb(samples, 0.5, 50.0) == pytest.approx(140.0)
+    assert bench.sampled_full_size_mb(samples, 0.5, 0.0) == pytest.approx(110.0)
+    assert np.isnan(bench.sampled_full_size_mb([], 0.5, 0.0))
 
 
 def test_lbfgs_missing_history_counts_the_pairs_a_short_fit_does_not_reach() -> None:
