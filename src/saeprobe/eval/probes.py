@@ -104,7 +104,7 @@ CHUNK = 2048  # rows per step of the scaling, the loss and the statistics
 
 class _Rows:
     """A view of x (n, d) without copying it: the rows `rows` (sorted ids, None: all) and the
-    columns `columns` (None: all), handed out as float32 chunks of at most `chunk` rows."""
+    columns `columns` (None: all), handed out in chunks of at most `chunk` rows."""
 
     def __init__(
         self,
