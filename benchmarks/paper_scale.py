@@ -18,9 +18,20 @@ Extrapolation to the full size: `full_size_peak_mb` = peak RSS + (1 / scale - 1)
 the memory numpy allocated (tracemalloc). The numpy arrays (rows x latents codes, projections,
 per-image tables) grow with the rows; the rest does not: imports, SAE weights, the encoder's
 torch temporaries of one 8,192-row chunk, width x width matrices. Valid for semantics and
-ontology once the scaled val set has 8,192 rows (scale >= 0.17). Torch allocations that grow
-with the rows (the probes' standardised copies in OOD detection and generalization) are not
-traced: for those tasks it is a lower bound.
+ontology once the scaled val set has 8,192 rows (scale >= 0.17). OOD detection and
+generalization peak while a probe is fitted on the training codes (the codes, L-BFGS's history
+and row chunks of 2,048: the probes copy nothing that grows with the rows), at every scale
+where the training set has 2,048 rows (scale >= 0.02); the kNN bank (`knn_bank`, 12,811) is
+scaled with the rows. Two options cut their compute, not their arrays: `--probe-iter`
+(fewer L-BFGS iterations; the history pairs a fit of that many iterations does not reach,
+20 - (iterations - 1) pairs of width x 1,000 float32 weights, are added to the extrapolation
+as `lbfgs_missing_mb`) and `--skip-inverse` (the Mahalanobis covariance, d x d float64, is
+replaced in place by its inverted diagonal instead of its Cholesky inverse, which is in place
+too: the same matrix, without 4.4 TFLOP at 16,384 latents).
+`full_size_peak_mb` adds the missing history to the peak of the whole run, wherever that
+was: an upper bound. `sampled_full_size_mb` is phase-aware: the resident size and numpy's
+current bytes sampled every 0.2 s, each sample extrapolated on its own, the missing history
+added only to samples taken during a probe fit; the record keeps both.
 
 Mode `decode` writes ImageNet-sized JPEGs (500 x 375, quality 90, smooth random content) and
 measures one worker's decode + resize + center crop rate through
@@ -45,6 +56,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +67,7 @@ TRAIN = "imagenet_train"
 VAL = "imagenet_val"
 # published sizes of the OpenOOD / MOS sets and the shifted ImageNet test sets
 OOD = {
+    "ssb_hard": 49000,
     "inaturalist": 10000,
     "sun": 10000,
     "places": 10000,
@@ -66,7 +79,13 @@ OOD = {
 SHIFTED = {"imagenet_v2": 10000, "imagenet_r": 30000, "imagenet_a": 7500, "imagenet_sketch": 25000}
 SIZES = {TRAIN: 1281167, VAL: 50000, **OOD, **SHIFTED}
 SUBSET_CLASSES = {"imagenet_r": 200, "imagenet_a": 200}  # the 200-class subsets
+GROUP_OF = {"near": ("ssb_hard", "ninco"), "far": ("inaturalist", "textures", "openimage_o"),
+            "legacy": ("sun", "places", "imagenet_o")}  # fmt: skip
+OOD_GROUPS = {dataset: group for group, sets in GROUP_OF.items() for dataset in sets}
 MAX_TRAIN = 100000  # vision.max_train_images
+KNN_BANK = 12811  # vision.ood_detection.knn_bank
+LBFGS_HISTORY = 20  # saeprobe.eval.probes: L-BFGS history_size
+PROBE_TASKS = ("ood_detection", "ood_generalization")
 ARCHS = ("topk", "batchtopk", "relu", "matryoshka")
 MODEL = "vit"
 TASKS = ("semantics", "ood_detection", "ood_generalization", "ontology")
@@ -168,10 +187,19 @@ def build(root: Path, scale: float, n_sites: int, n_saes: int, width: int, dim: 
     marker.write_text(json.dumps(spec))
 
 
-def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: int = 0) -> int:
+def run_task(
+    task: str,
+    root: Path,
+    scale: float,
+    probe_iter: int | None,
+    seed: int = 0,
+    skip_inverse: bool = False,
+    samples: list | None = None,
+) -> int:
     """One vision task on the built data, as its script calls the library (configs/paper.yaml
     settings; the semantics top-image grid, which reads the images, is left out). Returns the
-    peak of the memory numpy allocated meanwhile (bytes, tracemalloc)."""
+    peak of the memory numpy allocated meanwhile (bytes, tracemalloc); `samples`, when given,
+    gets MemorySampler's samples."""
     import tracemalloc
 
     import torch
@@ -185,14 +213,21 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     from saeprobe.hierarchy import Hierarchy
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if probe_iter is not None:  # fewer L-BFGS iterations: the same memory, less time
-        fit = probes.fit_probe
+    if skip_inverse:  # the same d x d matrix, touched in place, without the O(d^3) work
+        det.invert_spd_in_place = diagonal_inverse_in_place
+    sampler = MemorySampler()
+    fit = probes.fit_probe
 
-        def fit_probe(*args, **kwargs):
+    def fit_probe(*args, **kwargs):
+        if probe_iter is not None:  # fewer L-BFGS iterations: less time (lbfgs_missing_mb)
             kwargs["max_iter"] = probe_iter
+        sampler.fitting = True
+        try:
             return fit(*args, **kwargs)
+        finally:
+            sampler.fitting = False
 
-        det.fit_probe = gen.fit_probe = fit_probe
+    det.fit_probe = gen.fit_probe = fit_probe
     cpu = torch.device("cpu")
     names = sorted(p.name for p in (root / "saes" / MODEL).glob("*/*") if p.is_dir())
     names = [a for a in ARCHS if a in names]
@@ -204,41 +239,115 @@ def run_task(task: str, root: Path, scale: float, probe_iter: int | None, seed: 
     if task not in TASKS:
         raise ValueError(f"--task: expected one of {TASKS}, got {task!r}")
     tracemalloc.start()
+    sampler.start()
     if task == "semantics":
         sem.semantics(sites, VAL, hierarchy, [], None, top_n=16, min_active=8, device=cpu)
         sem.semantics_claim(sites, VAL, names[0], 16, seed, cpu)
     elif task == "ood_detection":
         _, scores, oracles = det.ood_detection(
-            sites, TRAIN, VAL, list(OOD), knn_k=50, max_train=max_train, weight_decays=decays,
+            sites, TRAIN, VAL, list(OOD), knn_k=10, max_train=max_train, weight_decays=decays,
             val_fraction=val_fraction, seed=seed, device=cpu,
+            knn_bank=max(round(KNN_BANK * scale), 20), ood_groups=OOD_GROUPS,
         )  # fmt: skip
-        for site in sites.sites:
-            det.ood_evidence(scores[site], oracles[site], site, VAL, "ninco", "inaturalist",
-                             None, names[0], "knn", names[1:], seed)  # fmt: skip
+        det.site_evidence(scores, oracles, VAL, "ssb_hard", "inaturalist", None, names[0],
+                          "knn", names, seed)  # fmt: skip
+        det.latent_contributions(sites, VAL, "ssb_hard", cpu)
     elif task == "ood_generalization":
         gen.ood_generalization(
             sites, TRAIN, [VAL, *SHIFTED], top_k=[8, 32, 128, 512], max_train=max_train,
             weight_decays=decays, val_fraction=val_fraction, mask_to_present=True, seed=seed,
             device=cpu, shifted=list(SHIFTED), primary=names[0],
-            spurious=gen.SpuriousSettings(), control_dataset=VAL,
+            spurious=gen.SpuriousSettings(), control_dataset=VAL, per_class_k=[1, 4, 16],
         )  # fmt: skip
     elif task == "ontology":
         ont.ontology(sites, TRAIN, VAL, hierarchy, top_n=16, tau=0.9, min_active=8,
                      max_train=max_train, seed=seed, device=cpu)  # fmt: skip
         settings = {"min_active": 8, "null_trees": 200, "max_units": 4096}
         ont.ontology_claim(sites, VAL, hierarchy, names[0], settings, seed, cpu)
+    sampler.stop()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    if samples is not None:
+        samples.extend(sampler.samples)
     return peak
 
 
-def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict:
+class MemorySampler:
+    """Every `period` seconds, in a thread: (resident bytes, bytes numpy holds now
+    (tracemalloc), whether a probe is being fitted). The phase-aware extrapolation
+    (`sampled_full_size_mb`) scales each sample's numpy bytes and adds L-BFGS's missing history
+    only to the samples taken during a fit."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        self.period, self.fitting = period, False
+        self.samples: list[tuple[int, int, bool]] = []
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import tracemalloc
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._halt.wait(self.period):
+            with open("/proc/self/statm") as fh:
+                resident = int(fh.read().split()[1]) * page
+            self.samples.append((resident, tracemalloc.get_traced_memory()[0], self.fitting))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._thread.join()
+
+
+def sampled_full_size_mb(samples: list, scale: float, missing_mb: float) -> float:
+    """max over samples of resident + (1 / scale - 1) x numpy's bytes then (+ missing_mb
+    during a probe fit), in MB; NaN without samples."""
+    if not samples:
+        return float("nan")
+    return max(
+        (resident + (1 / scale - 1) * numpy_now) / 2**20 + (missing_mb if fitting else 0.0)
+        for resident, numpy_now, fitting in samples
+    )
+
+
+def diagonal_inverse_in_place(a: np.ndarray, block: int = 2048) -> bool:
+    """--skip-inverse's stand-in for the Mahalanobis score's in-place Cholesky inverse: a (d, d)
+    replaced by the inverse of its diagonal, in its own memory like the LAPACK inverse."""
+    diagonal = a.diagonal().copy()
+    for start in range(0, len(a), block):
+        a[start : start + block] = 0.0
+    a[np.diag_indices(len(a))] = 1 / diagonal
+    return True
+
+
+def lbfgs_missing_mb(probe_iter: int | None, width: int, n_classes: int = 1000) -> float:
+    """L-BFGS's history pairs (20, `history_size` of the probes) that a fit of `probe_iter`
+    iterations does not reach (it stores at most probe_iter - 1), in MB of float32 weights
+    (width x n_classes) and biases: what a full fit holds beyond the measured peak."""
+    if probe_iter is None:
+        return 0.0
+    missing = max(LBFGS_HISTORY - max(probe_iter - 1, 0), 0)
+    return missing * 2 * (width * n_classes + n_classes) * 4 / 2**20
+
+
+def measure(
+    task: str,
+    root: Path,
+    scale: float,
+    probe_iter: int | None,
+    width: int = 16384,
+    skip_inverse: bool = False,
+) -> dict:
     """Run one task in a child process: wall time and peak RSS (MB) of that child."""
     side = root / f"numpy_peak_{task}.json"
     side.unlink(missing_ok=True)
     command = [sys.executable, __file__, "task", task, "--root", str(root), "--scale", str(scale)]
     if probe_iter is not None:
         command += ["--probe-iter", str(probe_iter)]
+    if skip_inverse:
+        command += ["--skip-inverse"]
     start = time.perf_counter()
     child = subprocess.Popen(command)
     _, status, usage = os.wait4(child.pid, 0)
@@ -247,10 +356,15 @@ def measure(task: str, root: Path, scale: float, probe_iter: int | None) -> dict
     if child.returncode != 0:
         raise RuntimeError(f"task {task} failed with exit code {child.returncode}")
     peak_mb = usage.ru_maxrss / 1024
-    numpy_mb = json.loads(side.read_text()) / 2**20
+    traced = json.loads(side.read_text())
+    numpy_mb = traced["numpy_peak"] / 2**20
+    missing = lbfgs_missing_mb(probe_iter, width) if task in PROBE_TASKS else 0.0
+    sampled = sampled_full_size_mb(traced["samples"], scale, missing)
     return {"task": task, "scale": scale, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb),
             "numpy_peak_mb": round(numpy_mb),
-            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb)}  # fmt: skip
+            "lbfgs_missing_mb": round(missing),
+            "full_size_peak_mb": round(peak_mb + (1 / scale - 1) * numpy_mb + missing),
+            "sampled_full_size_mb": round(sampled)}  # fmt: skip
 
 
 # -- decoding --
@@ -358,14 +472,22 @@ def main() -> None:
         default=None,
         help="L-BFGS iterations per probe fit (default: the library's)",
     )
+    parser.add_argument(
+        "--skip-inverse",
+        action="store_true",
+        help="Mahalanobis: a diagonal stand-in for the O(d^3) in-place inverse (same matrix)",
+    )
     parser.add_argument("--images", type=int, default=400, help="decode mode: JPEGs to time")
     parser.add_argument("--size", default="500x375", help="decode mode: JPEG width x height")
     parser.add_argument("--repeats", type=int, default=3, help="decode mode: best of")
     parser.add_argument("--out", type=Path, default=None, help="append the records (JSON lines)")
     args = parser.parse_args()  # fmt: skip
     if args.mode == "task":
-        peak = run_task(args.name, args.root, args.scale, args.probe_iter)
-        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(peak))
+        samples: list = []
+        peak = run_task(args.name, args.root, args.scale, args.probe_iter,
+                        skip_inverse=args.skip_inverse, samples=samples)  # fmt: skip
+        traced = {"numpy_peak": peak, "samples": samples}
+        (args.root / f"numpy_peak_{args.name}.json").write_text(json.dumps(traced))
         return
     if args.mode == "thumbnails":
         width, height = (int(v) for v in args.size.split("x"))
@@ -391,9 +513,10 @@ def main() -> None:
         print(f"built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         records = []
         for task in args.tasks:
-            record = measure(task, args.root, args.scale, args.probe_iter)
+            record = measure(task, args.root, args.scale, args.probe_iter, args.width,
+                             args.skip_inverse)  # fmt: skip
             record.update(sites=args.sites, saes=args.saes, width=args.width, dim=args.dim,
-                          probe_iter=args.probe_iter)  # fmt: skip
+                          probe_iter=args.probe_iter, skip_inverse=args.skip_inverse)  # fmt: skip
             print(json.dumps(record), file=sys.stderr, flush=True)
             records.append(record)
     if args.out is not None:

@@ -80,7 +80,7 @@ if "vision" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=scaled_mem(32000),
+            mem_mb=scaled_mem(16000),
             runtime=120,
             gpu=GPUS,
         params:
@@ -122,7 +122,7 @@ if "vision" in config:
             ENV
         threads: 1
         resources:
-            mem_mb=scaled_mem(32000),
+            mem_mb=scaled_mem(16000),
             runtime=240,
             gpu=GPUS,
         params:

@@ -3,7 +3,8 @@ SAE codes, SAE-only scores, supervised oracles, and the claim's evidence with it
 
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
-from saeprobe.eval.ood_detection import latent_contributions, ood_detection, ood_evidence
+from saeprobe.eval.ood_detection import latent_contributions, ood_detection, site_evidence
+from saeprobe.eval.probes import probe_options
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 
@@ -22,9 +23,7 @@ with job(snakemake) as j:
         max_train=p.max_train,
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
-        probe_options={
-            k: p.probe[k] for k in ("max_iter", "grad_tol", "std_floor") if k in p.probe
-        },
+        probe_options=probe_options(p.probe),
         seed=p.seed,
         device=j.device,
         controls=[d for d in (far, fresh) if d is not None],
@@ -36,19 +35,6 @@ with job(snakemake) as j:
     atomic_write_csv(
         snakemake.output.latents, latent_contributions(sites, p.id_dataset, measured, j.device)
     )
-    rows = []
-    for site in p.sites:
-        rows += ood_evidence(
-            scores[site],
-            oracles[site],
-            site,
-            p.id_dataset,
-            measured,
-            far,
-            fresh,
-            p.primary,
-            s["primary_score"],
-            [n for n in p.sae_names if n != p.primary],
-            seed=p.seed,
-        )
+    rows = site_evidence(scores, oracles, p.id_dataset, measured, far, fresh, p.primary,
+                         s["primary_score"], p.sae_names, seed=p.seed)  # fmt: skip
     write_evidence(snakemake.output.evidence, rows, model=p.model)

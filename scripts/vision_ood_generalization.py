@@ -4,6 +4,7 @@ claim's evidence (shifted sets, and a planted spurious colour correlation as con
 from saeprobe.claims import write_evidence
 from saeprobe.eval.features import ModelSites
 from saeprobe.eval.ood_generalization import SpuriousSettings, ood_generalization
+from saeprobe.eval.probes import probe_options
 from saeprobe.io import atomic_write_csv
 from saeprobe.jobs import job
 
@@ -18,9 +19,7 @@ with job(snakemake) as j:
         max_train=p.max_train,
         weight_decays=p.probe["weight_decays"],
         val_fraction=p.probe["val_fraction"],
-        probe_options={
-            k: p.probe[k] for k in ("max_iter", "grad_tol", "std_floor") if k in p.probe
-        },
+        probe_options=probe_options(p.probe),
         mask_to_present=p.settings["mask_to_present"],
         seed=p.seed,
         device=j.device,

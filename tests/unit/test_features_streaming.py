@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,12 @@ import pandas as pd
 import torch
 
 from saeprobe.eval.features import ModelSites, SaeCodes, SiteData, sae_codes
-from saeprobe.eval.ood_detection import KNNScore, MahalanobisScore
+from saeprobe.eval.ood_detection import (
+    FeatureScorers,
+    KNNScore,
+    MahalanobisScore,
+    invert_spd_in_place,
+)
 from saeprobe.eval.semantics import top_images
 from saeprobe.sae.config import SAEConfig
 from saeprobe.sae.io import save_sae
@@ -98,3 +105,34 @@ def test_knn_and_mahalanobis_match_their_whole_matrix_definitions() -> None:
     diff = query[:, None, :].astype(np.float64) - means[None]
     expected = np.einsum("nci,ij,ncj->nc", diff, precision, diff).min(axis=1)
     np.testing.assert_allclose(maha(query), expected, rtol=1e-8)
+
+
+def test_in_place_inverse_equals_the_inverse_and_rejects_an_indefinite_matrix() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 40))
+    spd = a.T @ a / 300 + 0.1 * np.eye(40)
+    work = spd.copy()
+    address = work.__array_interface__["data"][0]
+    assert invert_spd_in_place(work, block=7)  # blocks that do not divide the size
+    assert work.__array_interface__["data"][0] == address
+    np.testing.assert_allclose(work, np.linalg.inv(spd), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(work, work.T)
+    indefinite = np.diag([1.0, -1.0, 2.0])
+    assert not invert_spd_in_place(indefinite)
+
+
+def test_feature_scorers_drop_the_training_features_unless_the_bank_is_all_of_them() -> None:
+    """A subset bank is a copy: the scorers keep no reference to x_train, which the caller can
+    then free before the evaluation sets are encoded; a bank of all rows is x_train itself."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    options = dict(knn_k=3, weight_decays=[1e-2], val_fraction=0.0, seed=0)
+    for bank, kept in ((30, False), (None, True)):
+        x = (rng.standard_normal((120, 6)) + y[:, None]).astype(np.float32)
+        ref = weakref.ref(x)
+        scorers = FeatureScorers(x, y, 3, knn_bank=bank, **options)
+        del x
+        gc.collect()
+        assert (ref() is not None) == kept
+        scores = scorers(rng.standard_normal((5, 6)).astype(np.float32))
+        assert sorted(scores) == ["energy", "knn", "mahalanobis", "msp"]

@@ -14,6 +14,7 @@ from saeprobe.eval.ood_detection import (
     knn_bank_rows,
     ood_evidence,
     oracle_scores,
+    site_evidence,
 )
 from saeprobe.stats import auroc_from_labels
 
@@ -171,3 +172,16 @@ def test_factor_silence_cannot_tell_on_codes_blind_to_the_factors() -> None:
     score = FactorSilenceScore(blind, factors)
     assert min(score.latents.values()) == 0
     assert np.isnan(score(blind)).all()
+
+
+def test_site_evidence_runs_every_site_with_the_other_saes_as_sensitivity() -> None:
+    rng = np.random.default_rng(0)
+    scores = {"L0": _scores(rng), "L1": _scores(rng)}
+    oracles = {site: {NEAR: 0.8, FAR: 0.99, FRESH: 0.5} for site in scores}
+    rows = pd.DataFrame(
+        site_evidence(scores, oracles, ID, NEAR, FAR, FRESH, "sae", "knn", ["sae", "other"], 0)
+    )
+    assert sorted(rows["site"].unique()) == ["L0", "L1"]
+    cases = set(rows["case"])
+    assert {"measured", "positive", "negative"} <= cases
+    assert any(c.endswith("other") for c in cases) and not any(c.endswith("sae") for c in cases)

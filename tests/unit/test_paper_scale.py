@@ -54,6 +54,34 @@ def test_every_vision_task_runs_on_the_built_data(built: tuple, task: str) -> No
     assert bench.run_task(task, root, scale=0.001, probe_iter=3) > 0  # numpy bytes at peak
 
 
+def test_skip_inverse_runs_ood_detection_with_the_diagonal_stand_in(built: tuple) -> None:
+    bench, root = built
+    samples: list = []
+    assert bench.run_task("ood_detection", root, 0.001, 3, skip_inverse=True, samples=samples)
+    assert samples and all(len(s) == 3 and s[0] > 0 for s in samples)
+    assert any(fitting for *_, fitting in samples)  # the probes' fits are marked
+    a = np.array([[4.0, 1.0], [1.0, 2.0]])
+    assert bench.diagonal_inverse_in_place(a, block=1)
+    np.testing.assert_array_equal(a, [[0.25, 0.0], [0.0, 0.5]])
+
+
+def test_sampled_extrapolation_adds_the_missing_history_only_during_fits() -> None:
+    bench = _benchmark()
+    mb = 2**20
+    samples = [(100 * mb, 10 * mb, False), (80 * mb, 10 * mb, True), (90 * mb, 0, True)]
+    assert bench.sampled_full_size_mb(samples, 0.5, 50.0) == pytest.approx(140.0)
+    assert bench.sampled_full_size_mb(samples, 0.5, 0.0) == pytest.approx(110.0)
+    assert np.isnan(bench.sampled_full_size_mb([], 0.5, 0.0))
+
+
+def test_lbfgs_missing_history_counts_the_pairs_a_short_fit_does_not_reach() -> None:
+    bench = _benchmark()
+    pair_mb = 2 * (16384 * 1000 + 1000) * 4 / 2**20  # one (s, y) pair of 16,384 x 1,000 probes
+    assert bench.lbfgs_missing_mb(3, 16384) == pytest.approx(18 * pair_mb)
+    assert bench.lbfgs_missing_mb(21, 16384) == 0.0
+    assert bench.lbfgs_missing_mb(None, 16384) == 0.0
+
+
 def test_run_task_rejects_an_unknown_task(built: tuple) -> None:
     bench, root = built
     with pytest.raises(ValueError, match="--task"):

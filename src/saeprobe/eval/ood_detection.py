@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.linalg import lapack
 
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
@@ -117,46 +118,93 @@ class KNNScore:
         return np.concatenate(out)
 
 
+def _float64_rows(x: np.ndarray, start: int, chunk: int) -> torch.Tensor:
+    """Rows start..start+chunk of x (n, d) as a float64 tensor (a torch copy: never a view of x,
+    which the callers may then modify)."""
+    return torch.from_numpy(np.asarray(x[start : start + chunk])).to(torch.float64, copy=True)
+
+
+def _class_means(
+    x: np.ndarray, y: torch.Tensor, n_classes: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """((n_classes, d) float64 class means, (n_classes,) counts) of x (n, d), over row chunks."""
+    means = torch.zeros(n_classes, x.shape[1], dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        xt = _float64_rows(x, start, chunk)
+        means.index_add_(0, y[start : start + chunk], xt)
+    counts = torch.bincount(y, minlength=n_classes)
+    return means / counts.clamp_min(1).unsqueeze(1), counts
+
+
+def _tied_covariance(
+    x: np.ndarray, y: torch.Tensor, means: torch.Tensor, ridge: float, chunk: int
+) -> np.ndarray:
+    """(d, d) float64 within-class covariance of x (n, d) around `means`, ridge added to the
+    diagonal (a fraction of its mean), summed over row chunks."""
+    d = x.shape[1]
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for start in range(0, len(x), chunk):
+        xt = _float64_rows(x, start, chunk)
+        xt -= means[y[start : start + chunk]]
+        cov.addmm_(xt.T, xt)
+    cov /= max(len(x) - 1, 1)
+    cov.diagonal().add_(ridge * cov.diagonal().mean().clamp_min(1e-12))
+    return cov.numpy()
+
+
+def invert_spd_in_place(a: np.ndarray, block: int = 2048) -> bool:
+    """Invert the symmetric positive-definite a (d, d) float64 C-contiguous in its own memory
+    (LAPACK potrf, potri: a Cholesky inverse at a fraction of an eigendecomposition's cost, and
+    no second d x d matrix). False, with a overwritten, when a is not numerically positive
+    definite."""
+    column_major = a.T  # the same memory; a is symmetric, so this is a as LAPACK reads it
+    factor, info = lapack.dpotrf(column_major, lower=0, clean=0, overwrite_a=1)
+    if info != 0:
+        return False
+    inverse, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    if info != 0 or not np.shares_memory(inverse, a):
+        raise RuntimeError("LAPACK potri did not invert in place")  # pragma: no cover
+    # the inverse is in column-major upper = row-major lower triangle; mirror it, block-wise
+    d = len(a)
+    for start in range(0, d, block):
+        stop = min(start + block, d)
+        a[start:stop, stop:] = a[stop:, start:stop].T
+        diagonal = a[start:stop, start:stop]
+        upper = np.triu_indices(stop - start, 1)
+        diagonal[upper] = diagonal.T[upper]
+    return True
+
+
 class MahalanobisScore:
-    """Minimum class-conditional Mahalanobis distance under a tied covariance (Lee et al. 2018)."""
+    """Minimum class-conditional Mahalanobis distance under a tied covariance (Lee et al. 2018).
+
+    Memory: one d x d float64 matrix (16,384 SAE latents: 2.1 GB), the covariance inverted in
+    place; the inputs are read in float64 chunks of `chunk` rows."""
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, n_classes: int, ridge: float = 1e-6, chunk: int = 8192
+        self, x: np.ndarray, y: np.ndarray, n_classes: int, ridge: float = 1e-6, chunk: int = 2048
     ) -> None:
         """x: (n, d), y: (n,) class ids; sums in float64 over `chunk` rows at a time."""
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        d = x.shape[1]
-        means = torch.zeros(n_classes, d, dtype=torch.float64)
-        for start in range(0, len(x), chunk):
-            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
-            means.index_add_(0, yt[start : start + chunk], xt)
-        counts = torch.bincount(yt, minlength=n_classes).clamp_min(1).unsqueeze(1)
-        self.means = means / counts
-        cov = torch.zeros(d, d, dtype=torch.float64)
-        for start in range(0, len(x), chunk):
-            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
-            centred = xt - self.means[yt[start : start + chunk]]
-            cov.addmm_(centred.T, centred)
-        cov /= max(len(x) - 1, 1)
-        cov.diagonal().add_(ridge * cov.diagonal().mean().clamp_min(1e-12))
-        # the ridge makes cov positive definite: a Cholesky inverse is the pseudo-inverse at
-        # a fraction of an eigendecomposition's cost (16,384 SAE latents: minutes, not hours)
-        factor, info = torch.linalg.cholesky_ex(cov)
-        if int(info) == 0:
+        self.means, counts = _class_means(x, yt, n_classes, chunk)
+        self.present = counts > 0
+        cov = _tied_covariance(x, yt, self.means, ridge, chunk)
+        # the ridge makes cov positive definite; if it still is not numerically, the
+        # pseudo-inverse of a recomputed covariance
+        if invert_spd_in_place(cov):
+            self.precision = torch.from_numpy(cov)
+        else:
             del cov
-            self.precision = torch.cholesky_inverse(factor)
-        else:  # not numerically positive definite
+            cov = torch.from_numpy(_tied_covariance(x, yt, self.means, ridge, chunk))
             self.precision = torch.linalg.pinv(cov, hermitian=True)
-        del factor
-        self.present = torch.bincount(yt, minlength=n_classes) > 0
 
-    def __call__(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def __call__(self, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """x: (n, d) -> (n,) squared distance to the closest class mean."""
         means = self.means[self.present]
         mean_term = ((means @ self.precision) * means).sum(dim=1)
         out = []
         for start in range(0, len(x), chunk):
-            xt = torch.from_numpy(np.asarray(x[start : start + chunk], dtype=np.float64))
+            xt = _float64_rows(x, start, chunk)
             xp = xt @ self.precision
             dist = (xp * xt).sum(dim=1, keepdim=True) - 2 * xp @ means.T + mean_term
             out.append(dist.min(dim=1).values.numpy())
@@ -190,16 +238,20 @@ FACTOR_SELECTIVITY = 0.5
 class FactorSilenceScore:
     """Minus the weakest factor's evidence (module docstring, `factor_silence`)."""
 
-    def __init__(self, codes: np.ndarray, factors: Mapping[str, np.ndarray]) -> None:
-        """codes: (n, width) training codes; factors: name -> (n,) value of each image."""
-        ct = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float32))
+    def __init__(
+        self, codes: np.ndarray, factors: Mapping[str, np.ndarray], chunk: int = 8192
+    ) -> None:
+        """codes: (n, width) training codes; factors: name -> (n,) value of each image; sums
+        in float64 over `chunk` rows at a time."""
         self.members: dict[str, torch.Tensor] = {}
         self.scales: dict[str, torch.Tensor] = {}
         for name, values in factors.items():
             levels, ids = np.unique(np.asarray(values).astype(str), return_inverse=True)
             yt = torch.from_numpy(ids.astype(np.int64))
-            sums = torch.zeros(len(levels), ct.shape[1], dtype=torch.float64)
-            sums.index_add_(0, yt, ct.double())
+            sums = torch.zeros(len(levels), codes.shape[1], dtype=torch.float64)
+            for start in range(0, len(codes), chunk):
+                part = np.asarray(codes[start : start + chunk], dtype=np.float64)
+                sums.index_add_(0, yt[start : start + chunk], torch.from_numpy(part))
             means = sums / torch.bincount(yt, minlength=len(levels)).clamp_min(1).unsqueeze(1)
             top, total = means.max(dim=0).values, means.sum(dim=0)
             member = (top > 0) & (top >= FACTOR_SELECTIVITY * total)
@@ -255,43 +307,62 @@ ORACLE = "oracle"
 Scores = dict[tuple[str, str], dict[str, np.ndarray]]
 
 
+class FeatureScorers:
+    """The FEATURE_SCORES fitted on x_train (n, d), y (n,) class ids: the linear head (msp,
+    energy), the Mahalanobis score and the kNN bank; the same code for raw activations and SAE
+    codes. They keep no reference to x_train unless the kNN bank is all of it, so the caller
+    can free the training features before the evaluation sets are scored.
+
+    probe_options: fit_probe's max_iter, grad_tol, std_floor; knn_bank: the kNN bank's size (a
+    seeded subset of x_train; None: all of it)."""
+
+    def __init__(
+        self,
+        x_train: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        knn_k: int,
+        weight_decays: Sequence[float],
+        val_fraction: float,
+        seed: int,
+        device: torch.device | str = "cpu",
+        probe_options: Mapping[str, Any] | None = None,
+        knn_bank: int | None = None,
+    ) -> None:
+        self.probe = fit_probe(
+            x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
+            **(probe_options or {}),
+        )  # fmt: skip
+        self.mahalanobis = MahalanobisScore(x_train, y, n_classes)
+        rows = knn_bank_rows(len(x_train), knn_bank, seed)
+        bank = x_train if len(rows) == len(x_train) else x_train[rows]  # no copy of all rows
+        self.knn = KNNScore(bank, knn_k, device=device)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """x: (m, d) -> {score: (m,)}."""
+        per = head_scores(self.probe, x)
+        per["mahalanobis"] = self.mahalanobis(x)
+        per["knn"] = self.knn(x)
+        return per
+
+
 def feature_scores(
-    x_train: np.ndarray,
-    y: np.ndarray,
-    n_classes: int,
+    scorers: FeatureScorers,
     evals: Mapping[str, np.ndarray],
-    knn_k: int,
-    weight_decays: Sequence[float],
-    val_fraction: float,
-    seed: int,
-    device: torch.device | str = "cpu",
-    probe_options: Mapping[str, Any] | None = None,
     fits: dict[str, ProbeFit] | None = None,
-    knn_bank: int | None = None,
     extra: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """The FEATURE_SCORES of each eval set: x_train (n, d), y (n,) class ids, evals name ->
-    (m, d) -> {score: {name: (m,)}}; the same code for raw activations and SAE codes.
-    probe_options: fit_probe's max_iter, grad_tol, std_floor; fits, when given, gets the
-    head's final fit under each score that uses it (msp, energy); knn_bank: the kNN bank's size
-    (a seeded subset of x_train; None: all of it).
+    """The FEATURE_SCORES of each eval set (name -> (m, d)): {score: {name: (m,)}}; fits, when
+    given, gets the head's final fit under each score that uses it (msp, energy).
 
     Each eval set is read from `evals` once (a lazy mapping can encode one set at a time);
     `extra` adds more scores {score: (m,)} of the same (m, d) array."""
-    probe = fit_probe(
-        x_train, y, n_classes, weight_decays, val_fraction, seed, device=device,
-        **(probe_options or {}),
-    )  # fmt: skip
     if fits is not None:
-        fits.update({score: probe.fit for score in HEAD_SCORES})
-    mahalanobis = MahalanobisScore(x_train, y, n_classes)
-    knn = KNNScore(x_train[knn_bank_rows(len(x_train), knn_bank, seed)], knn_k, device=device)
+        fits.update({score: scorers.probe.fit for score in HEAD_SCORES})
     out: dict[str, dict[str, np.ndarray]] = {}
     for name in evals:
         x = evals[name]
-        per = head_scores(probe, x)
-        per["mahalanobis"] = mahalanobis(x)
-        per["knn"] = knn(x)
+        per = scorers(x)
         if extra is not None:
             per.update(extra(x))
         del x
@@ -333,7 +404,7 @@ def oracle_scores(
     """Supervised reference: the margin of a linear probe (fixed penalty) trained to tell
     x_ood (m, d) from x_id (n, d), each image scored by the probe fitted on the other folds
     (stratified): ((n,), (m,)), higher = more OOD."""
-    x = np.concatenate([x_id, x_ood]).astype(np.float32)
+    x = np.concatenate([x_id, x_ood], dtype=np.float32)
     is_ood = np.r_[np.zeros(len(x_id), np.int64), np.ones(len(x_ood), np.int64)]
     if min(len(x_id), len(x_ood)) < folds:
         return np.full(len(x_id), np.nan), np.full(len(x_ood), np.nan)
@@ -386,7 +457,8 @@ def site_scores(
     scores: Scores = {}
     raw = {d: data.raw for d, data in evals.items()}
     head: dict[str, ProbeFit] = {}
-    for score, by in feature_scores(train.raw, y, len(classes), raw, **fit, fits=head).items():
+    scorers = FeatureScorers(train.raw, y, len(classes), **fit)
+    for score, by in feature_scores(scorers, raw, fits=head).items():
         scores[(RAW, score)] = by
     if fits is not None:
         fits.update({(RAW, score): f for score, f in head.items()})
@@ -395,6 +467,8 @@ def site_scores(
         codes_train = sae_codes(sae, train)
         profile = ProfileScore(codes_train, y, len(classes))
         silence = FactorSilenceScore(codes_train, attributes) if attributes else None
+        scorers = FeatureScorers(codes_train, y, len(classes), **fit)
+        del codes_train  # the evaluation sets are encoded one at a time without it
 
         def sae_only(
             c: np.ndarray,
@@ -407,8 +481,8 @@ def site_scores(
             return out
 
         codes = EncodedSets(sae, evals)
-        per = feature_scores(codes_train, y, len(classes), codes, extra=sae_only, **fit, fits=head)
-        del codes_train
+        per = feature_scores(scorers, codes, fits=head, extra=sae_only)
+        del scorers
         if fits is not None:
             fits.update({(sae_name, score): f for score, f in head.items()})
         per["recon_error"] = {d: reconstruction_error(sae, x) for d, x in evals.items()}
@@ -619,6 +693,31 @@ def ood_evidence(
             f"{oracles.get(dataset, float('nan')):.3f}"
         )
         rows += evidence_rows("ood_detection", site, case, estimates, note)
+    return rows
+
+
+def site_evidence(
+    scores: Mapping[str, Scores],
+    oracles: Mapping[str, dict[str, float]],
+    id_dataset: str,
+    measured_dataset: str,
+    far_dataset: str | None,
+    fresh_id_dataset: str | None,
+    primary_sae: str,
+    primary_score: str,
+    sae_names: Sequence[str],
+    seed: int,
+) -> list[dict]:
+    """Evidence rows of claim `ood_detection` for every site of `scores` (site -> Scores, as
+    `ood_detection` returns them, with oracles site -> {dataset: auroc}): `ood_evidence` per
+    site, the SAEs other than the primary as sensitivity rows."""
+    others = [name for name in sae_names if name != primary_sae]
+    rows = []
+    for site in scores:
+        rows += ood_evidence(
+            scores[site], oracles[site], site, id_dataset, measured_dataset, far_dataset,
+            fresh_id_dataset, primary_sae, primary_score, others, seed=seed,
+        )  # fmt: skip
     return rows
 
 

@@ -162,13 +162,13 @@ def ood_generalization(
                     cols = np.flatnonzero(full_mask.any(axis=1))
                     mask = full_mask[cols]
                 else:
-                    cols = slice(None) if k is None else ranking[:k]
+                    cols = None if k is None else ranking[:k]
                 probe = fit_probe(
-                    x_train[:, cols], y, len(classes), decays, val_fraction, seed, device=device,
-                    mask=mask, **options,
+                    x_train, y, len(classes), decays, val_fraction, seed, device=device,
+                    mask=mask, columns=cols, **options,
                 )  # fmt: skip
                 decays = [probe.weight_decay]  # sparse probes reuse the full probe's penalty
-                probes.append((k, selection, cols, probe))
+                probes.append((k, selection, probe))
                 if k is None and sae is not None:
                     weights.append(
                         pd.DataFrame(
@@ -191,8 +191,8 @@ def ood_generalization(
                 target = class_ids(data.labels, classes)
                 seen = target >= 0
                 present = np.unique(target[seen]) if mask_to_present else None
-                for j, (k, selection, cols, probe) in enumerate(probes):
-                    pred = probe.predict(x_test[seen][:, cols], present)
+                for j, (k, selection, probe) in enumerate(probes):
+                    pred = probe.predict(x_test, present)[seen]  # the probe reads its columns
                     if k is None and dataset in shifted:
                         hits.append(pred == target[seen])
                         strata.append(np.full(int(seen.sum()), i))
