@@ -21,7 +21,8 @@ Scores only an SAE has:
   mean code summed over f's values (`FACTOR_SELECTIVITY`); its scale is that mean code at v. An
   image's evidence for f is its largest code / scale over f's latents, and its score is minus
   its weakest factor's evidence: an unseen colour silences the colour latents, a new shape the
-  shape latents, while a known image has some latent of every factor firing.
+  shape latents, while a known image has some latent of every factor firing. An SAE in which
+  some factor has no latent of its own gets no such score (logged).
 Per latent (`latent_contributions`, for the latent atlas): `contribution`, the latent's part of
 the shift of the mean `activation_mass` score from the in-distribution set to the measured OOD
 set, i.e. its mean code on ID minus on OOD images (the latents' parts sum to the shift; > 0:
@@ -46,6 +47,7 @@ in-distribution sample taken for OOD (it must not). The controls test the detect
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +71,8 @@ from saeprobe.eval.probes import NO_FIT, LinearProbe, ProbeFit, fit_probe
 from saeprobe.sae.models import SAE
 from saeprobe.stats import ALPHA, Estimate, auroc_from_labels
 from saeprobe.stats import auroc as rank_auroc
+
+log = logging.getLogger(__name__)
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -467,6 +471,12 @@ def site_scores(
         codes_train = sae_codes(sae, train)
         profile = ProfileScore(codes_train, y, len(classes))
         silence = FactorSilenceScore(codes_train, attributes) if attributes else None
+        if silence is not None and min(silence.latents.values()) == 0:
+            log.warning(
+                "%s %s: no factor_silence score, a factor has no latent of its own %s",
+                site, sae_name, silence.latents,
+            )  # fmt: skip
+            silence = None
         scorers = FeatureScorers(codes_train, y, len(classes), **fit)
         del codes_train  # the evaluation sets are encoded one at a time without it
 
