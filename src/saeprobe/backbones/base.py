@@ -26,7 +26,8 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return PRECISIONS[precision]
 
 
-# a stream of its own, so an untrained copy never repeats a model another seed-0 init made
+# a stream of its own: an untrained copy never equals a model initialised after
+# torch.manual_seed(seed) (the random stand-ins of the tests and the rehearsal are)
 UNTRAINED_STREAM = 0x756E74
 
 
