@@ -11,6 +11,7 @@ import open_clip
 import pandas as pd
 import torch
 
+from saeprobe.io import atomic_save_tensors, atomic_write_json
 from saeprobe.rehearsal.models import save_dinov2
 from saeprobe.world.clip import save_world_clip
 
@@ -29,6 +30,31 @@ def tiny_open_clip(seed: int = 0) -> open_clip.CLIP:
 def save_tiny_open_clip(path: Path, seed: int = 0) -> Path:
     """A random tiny CLIP saved as the world CLIP is: open_clip config + safetensors."""
     save_world_clip(tiny_open_clip(seed), TINY_OPEN_CLIP, path)
+    return path
+
+
+# preprocessing unlike open_clip's defaults, so a test sees it carried over from the folder
+TINY_OPEN_CLIP_PREPROCESS = {
+    "size": [16, 16],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bilinear",
+    "resize_mode": "squash",
+}
+
+
+def save_tiny_open_clip_local_dir(path: Path, seed: int = 0) -> Path:
+    """A random tiny CLIP as an open_clip `local-dir:` folder (the layout of an open_clip model
+    on the HF hub: `open_clip_config.json` with model_cfg + preprocess_cfg, and the weights)."""
+    model = tiny_open_clip(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(
+        path / "open_clip_model.safetensors", {k: v.clone() for k, v in model.state_dict().items()}
+    )
+    atomic_write_json(
+        path / "open_clip_config.json",
+        {"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": TINY_OPEN_CLIP_PREPROCESS},
+    )
     return path
 
 

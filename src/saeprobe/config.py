@@ -260,10 +260,11 @@ def check_references(config: dict) -> None:
                     else ""
                 )
             )
-        if spec.get("untrained") and spec["source"] != "world":
+        if spec.get("untrained") and spec["source"] not in UNTRAINED_SOURCES:
             problems.append(
-                f"config key 'models.{name}.untrained': only a world model (source world) has "
-                f"an untrained copy, not source {spec['source']}"
+                f"config key 'models.{name}.untrained': only a vision model (source "
+                f"{' / '.join(UNTRAINED_SOURCES)}) has an untrained copy, not source "
+                f"{spec['source']}"
             )
         if spec["source"] in ("open_clip", "hf", "diffusers", "llava") and "name" not in spec:
             problems.append(
@@ -278,6 +279,11 @@ def check_references(config: dict) -> None:
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
+
+# The sources whose models can be loaded at their random initialisation (`untrained: true`).
+UNTRAINED_SOURCES = ("world", "open_clip", "hf")
+# What an untrained control shares with the model it controls: its architecture and inputs.
+CONTROL_KEYS = ("source", "name", "weights", "revision")
 
 # Which dataset sources each model family can read.
 DATASET_SOURCES = {
@@ -558,8 +564,9 @@ def sae_primary_entry(sae: dict, model: str) -> tuple[str, dict] | None:
 
 
 def _untrained_control_problems(config: dict) -> list[str]:
-    """vision.semantics.untrained_controls: each control a models entry outside vision.models,
-    with the model's SAE sites, the same primary SAE and activations on vision.id_dataset."""
+    """vision.semantics.untrained_controls: each control an untrained models entry outside
+    vision.models, with the model's source, name, weights and revision, its SAE sites, the same
+    primary SAE and activations on vision.id_dataset."""
     vision = config["vision"]
     controls = vision.get("semantics", {}).get("untrained_controls", {})
     models = config.get("models", {})
@@ -577,6 +584,16 @@ def _untrained_control_problems(config: dict) -> list[str]:
             continue
         if control in vision["models"]:
             problems.append(f"{key}: the control '{control}' must stay out of vision.models")
+        if not models[control].get("untrained"):
+            problems.append(f"{key}: '{control}' is not untrained (models.{control}.untrained)")
+        measured = models.get(model, {})
+        differ = [k for k in CONTROL_KEYS if models[control].get(k) != measured.get(k)]
+        if differ:
+            problems.append(
+                f"{key}: '{control}' differs from '{model}' in {differ}; an untrained copy "
+                "keeps the model's source, name, weights and revision (its architecture and "
+                "preprocessing)"
+            )
         missing = sorted(set(sites.get(model, [])) - set(sites.get(control, [])))
         if missing:
             problems.append(

@@ -190,6 +190,60 @@ def test_bad_values_name_the_key(mutate, expected: list[str]) -> None:
         assert fragment in str(info.value)
 
 
+PAPER = ROOT / "configs" / "paper.yaml"
+
+
+def test_paper_config_controls_its_hub_models_with_untrained_copies() -> None:
+    config = load(PAPER)
+    controls = config["vision"]["semantics"]["untrained_controls"]
+    assert set(controls) == set(config["vision"]["models"])
+    assert {config["models"][c]["source"] for c in controls.values()} == {"open_clip", "hf"}
+    assert all(config["models"][c]["untrained"] for c in controls.values())
+    validate_config(config, SCHEMA)
+
+
+def _control(c: dict) -> dict:
+    return c["models"]["clip_vitl14_untrained"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda c: c["models"]["sd15"].update(untrained=True),
+            ["models.sd15.untrained", "not source diffusers"],
+        ),
+        (
+            lambda c: c["models"]["llava15_7b"].update(untrained=True),
+            ["models.llava15_7b.untrained", "not source llava"],
+        ),
+        (
+            lambda c: _control(c).pop("untrained"),
+            ["untrained_controls.clip_vitl14", "'clip_vitl14_untrained' is not untrained"],
+        ),
+        (
+            lambda c: _control(c).update(name="ViT-B-16"),
+            ["untrained_controls.clip_vitl14", "differs from 'clip_vitl14' in ['name']"],
+        ),
+        (
+            lambda c: _control(c).update(weights="openai"),
+            ["untrained_controls.clip_vitl14", "in ['weights']"],
+        ),
+        (
+            lambda c: c["extract"]["datasets"].update(clip_vitl14_untrained=["imagenet_train"]),
+            ["untrained_controls.clip_vitl14", "'imagenet_val'", "clip_vitl14_untrained"],
+        ),
+    ],
+)
+def test_untrained_rules_name_the_key(mutate, expected: list[str]) -> None:
+    config = copy.deepcopy(load(PAPER))
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, SCHEMA)
+    for fragment in expected:
+        assert fragment in str(info.value), str(info.value)
+
+
 def test_gpu_request_follows_device() -> None:
     assert gpus_for({"device": "cuda"}) == 1
     assert gpus_for({"device": "cpu"}) == 0

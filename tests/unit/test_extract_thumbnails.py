@@ -182,16 +182,13 @@ def _config(name: str) -> dict:
 def test_by_default_the_atlas_datasets_keep_thumbnails_not_the_training_set() -> None:
     paper = _config("configs/paper.yaml")
     assert paper["extract"]["thumbnails"] == "auto"
-    assert thumbnail_stores(paper) == {
-        ("clip_vitl14", "imagenet_val"),
-        ("dinov2_vitb14", "imagenet_val"),
-    }
+    models = ("clip_vitl14", "dinov2_vitb14", "clip_vitl14_untrained", "dinov2_vitb14_untrained")
+    assert thumbnail_stores(paper) == {(m, "imagenet_val") for m in models}
     assert thumbnail_stores(_config("config.yaml")) == set()  # the world's images are stored
     listed = copy.deepcopy(paper)
     listed["extract"]["thumbnails"] = ["imagenet_train"]
     assert thumbnail_stores(validate_config(listed, ROOT / "schemas" / "config.schema.yaml")) == {
-        ("clip_vitl14", "imagenet_train"),
-        ("dinov2_vitb14", "imagenet_train"),
+        (m, "imagenet_train") for m in models
     }
     listed["extract"]["thumbnails"] = []
     assert thumbnail_stores(listed) == set()

@@ -65,7 +65,8 @@ def test_every_table_names_the_paper_datasets(rehearsal) -> None:
     assert all(len(t) for t in tables.values()), [n for n, t in tables.items() if not len(t)]
     assert (workdir / RESULTS / "RESULTS.md").stat().st_size > 0
     vision = PAPER["vision"]
-    assert set(tables["sae_quality"]["model"]) == set(PAPER["models"])
+    controls = vision["semantics"]["untrained_controls"]
+    assert set(tables["sae_quality"]["model"]) == set(PAPER["models"]) - set(controls.values())
     ood = tables["ood_detection"]
     groups = {f"{g} (mean)" for g in vision["ood_detection"].get("ood_groups", {}).values()}
     assert groups <= set(ood["ood_dataset"])  # one mean row per group, groups never averaged
@@ -78,3 +79,23 @@ def test_every_table_names_the_paper_datasets(rehearsal) -> None:
     for name in ("ood_detection", "ood_generalization", "ontology"):
         assert set(tables[name]["model"]) == set(vision["models"]), name
     assert set(tables["steering"]["concept"]) == set(PAPER["diffusion"]["steering"]["concepts"])
+
+
+def test_the_semantics_claim_has_its_untrained_negative_at_every_site(rehearsal) -> None:
+    """Each vision model's semantics evidence has the `negative:untrained` case (its untrained
+    copy's primary SAE) at each of its SAE sites, and the claim table judges it."""
+    workdir, _ = rehearsal
+    controls = PAPER["vision"]["semantics"]["untrained_controls"]
+    assert set(controls) == set(PAPER["vision"]["models"])
+    for model, control in controls.items():
+        evidence = pd.read_csv(workdir / RESULTS / f"evidence/semantics/{model}.csv")
+        untrained = evidence[evidence["case"] == "negative:untrained"]
+        sites = {f"{model}/{site}" for site in PAPER["sae"]["sites"][model]}
+        assert set(untrained["site"]) == sites, model
+        measured = evidence[evidence["case"] == "measured"]
+        assert set(untrained["statistic"]) <= set(measured["statistic"]), model
+        assert (workdir / RESULTS / f"saes/{control}").is_dir()
+    claims = pd.read_csv(workdir / RESULTS / "tables/claims.csv")
+    assert set(claims[claims["claim"] == "semantics"]["site"]) >= {
+        f"{m}/{s}" for m in controls for s in PAPER["sae"]["sites"][m]
+    }

@@ -20,13 +20,15 @@ SOURCES = tuple(FAMILIES)
 
 
 def load_backbone(
-    spec: Mapping, device: str | torch.device = "auto", precision: str = "auto"
+    spec: Mapping, device: str | torch.device = "auto", precision: str = "auto", seed: int = 0
 ) -> Backbone:
     """Load the model a config spec names, in eval mode on `device`.
 
     spec: `{source: world, weights}` (the world CLIP's checkpoint folder),
           `{source: open_clip, name, weights}` or `{source: hf, name}`; `layers`, `tokens` and
-          `pooled` keys are ignored here (they say what to collect).
+          `pooled` keys are ignored here (they say what to collect). `untrained: true` on an
+          open_clip or hf spec: the checkpoint's architecture and preprocessing at the library's
+          random initialisation, seeded by `seed` (the same seed gives the same weights).
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
@@ -34,11 +36,11 @@ def load_backbone(
     if source in ("world", "open_clip"):
         from saeprobe.backbones.openclip import load_open_clip
 
-        return load_open_clip(spec, device, precision)
+        return load_open_clip(spec, device, precision, seed)
     if source == "hf":
         from saeprobe.backbones.hf import load_hf
 
-        return load_hf(spec, device, precision)
+        return load_hf(spec, device, precision, seed)
     raise ValueError(f"model spec source: expected one of world, open_clip, hf; got {source!r}")
 
 
@@ -48,15 +50,16 @@ def load_collector(
     """The collector of a `models:` entry, loaded in eval mode on `device`.
 
     precision applies to vision backbones (see `load_backbone`); the text encoder and the
-    multimodal LLM take their weights' `dtype` from the spec. `seed` picks the image tokens
-    kept per example where an MLLM spec limits them.
+    multimodal LLM take their weights' `dtype` from the spec. `seed` initialises an untrained
+    vision model (`untrained: true`) and picks the image tokens kept per example where an MLLM
+    spec limits them.
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
     family = family_of(spec["source"])
     if family == "vision":
         from saeprobe.backbones.vision import load_vision
 
-        return load_vision(spec, device, precision)
+        return load_vision(spec, device, precision, seed)
     if family == "text_encoder":
         from saeprobe.backbones.text_encoder import load_text_encoder
 

@@ -6,6 +6,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +24,22 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {['auto', *PRECISIONS]}, got {precision!r}")
     return PRECISIONS[precision]
+
+
+# a stream of its own: an untrained copy never equals a model initialised after
+# torch.manual_seed(seed) (the random stand-ins of the tests and the rehearsal are)
+UNTRAINED_STREAM = 0x756E74
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build a model at a random initialisation that depends on `seed` alone (an untrained
+    control, `models.<name>.untrained`): the CPU generator is seeded from (seed, a stream of
+    its own) and restored afterwards, so the caller's random state is untouched."""
+    init_seed = int(np.random.SeedSequence([int(seed), UNTRAINED_STREAM]).generate_state(1)[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        yield
 
 
 class _StopForward(Exception):

@@ -17,7 +17,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from saeprobe.backbones.base import Backbone, amp_dtype
+from saeprobe.backbones.base import Backbone, amp_dtype, seeded_init
 from saeprobe.data.preprocess import PreprocessParams
 
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -78,7 +78,9 @@ class HFBackbone(Backbone):
     (the CLS token after the final layernorm).
     """
 
-    def __init__(self, spec: Mapping, device: torch.device, precision: str = "auto") -> None:
+    def __init__(
+        self, spec: Mapping, device: torch.device, precision: str = "auto", seed: int = 0
+    ) -> None:
         if "name" not in spec:
             raise ValueError("hf model spec: missing key 'name' (a hub id or a local directory)")
         name = spec["name"]
@@ -86,35 +88,43 @@ class HFBackbone(Backbone):
         config = AutoConfig.from_pretrained(name, revision=revision)
         model_type = config.model_type
         architectures = getattr(config, "architectures", None) or []
-        kwargs = {"revision": revision, "dtype": torch.float32}
         self.num_prefix_tokens = 1
+        own_config = None  # a config to build from instead of the checkpoint's
         if model_type == "clip":
             # a full CLIP checkpoint: keep its vision tower and visual projection only
-            vision_config = config.vision_config
-            vision_config.projection_dim = config.projection_dim
-            with _quiet_loading():
-                model = CLIPVisionModelWithProjection.from_pretrained(
-                    name, config=vision_config, **kwargs
-                )
-            self._core, self._kind = model.vision_model, "clip_projection"
+            own_config = config.vision_config
+            own_config.projection_dim = config.projection_dim
+            model_class = CLIPVisionModelWithProjection
         elif model_type == "clip_vision_model" and "CLIPVisionModelWithProjection" in architectures:
-            model = CLIPVisionModelWithProjection.from_pretrained(name, **kwargs)
-            self._core, self._kind = model.vision_model, "clip_projection"
+            model_class = CLIPVisionModelWithProjection
         elif model_type == "clip_vision_model":
-            model = CLIPVisionModel.from_pretrained(name, **kwargs)
-            self._core, self._kind = model, "clip"
+            model_class = CLIPVisionModel
         elif model_type == "dinov2":
-            model = Dinov2Model.from_pretrained(name, **kwargs)
-            self._core, self._kind = model, "dinov2"
+            model_class = Dinov2Model
         elif model_type == "dinov2_with_registers":
-            model = Dinov2WithRegistersModel.from_pretrained(name, **kwargs)
-            self._core, self._kind = model, "dinov2"
-            self.num_prefix_tokens = 1 + int(model.config.num_register_tokens)
+            model_class = Dinov2WithRegistersModel
+            self.num_prefix_tokens = 1 + int(config.num_register_tokens)
         else:
             raise ValueError(
                 f"hf model {name!r}: model_type {model_type!r} is not supported; "
                 f"expected one of {list(MODEL_TYPES)}"
             )
+        if spec.get("untrained"):
+            with seeded_init(seed):
+                model = model_class(own_config or config).to(torch.float32)
+        elif own_config is not None:
+            with _quiet_loading():
+                model = model_class.from_pretrained(
+                    name, config=own_config, revision=revision, dtype=torch.float32
+                )
+        else:
+            model = model_class.from_pretrained(name, revision=revision, dtype=torch.float32)
+        if model_class is CLIPVisionModelWithProjection:
+            self._core, self._kind = model.vision_model, "clip_projection"
+        elif model_class is CLIPVisionModel:
+            self._core, self._kind = model, "clip"
+        else:
+            self._core, self._kind = model, "dinov2"
         self.model = model.eval().to(device)
         self.spec = dict(spec)
         self.device = device
@@ -144,6 +154,10 @@ class HFBackbone(Backbone):
         return out.pooler_output
 
 
-def load_hf(spec: Mapping, device: torch.device, precision: str = "auto") -> Backbone:
-    """spec: `{source: hf, name: <hub id or local dir>, revision?}`."""
-    return HFBackbone(spec, device, precision)
+def load_hf(
+    spec: Mapping, device: torch.device, precision: str = "auto", seed: int = 0
+) -> Backbone:
+    """spec: `{source: hf, name: <hub id or local dir>, revision?, untrained?}`; `untrained`:
+    the checkpoint's architecture (its config) at the library's random initialisation, seeded
+    by `seed`, with the checkpoint's own image processor."""
+    return HFBackbone(spec, device, precision, seed)

@@ -8,7 +8,7 @@ import open_clip
 import torch
 from torch import nn
 
-from saeprobe.backbones.base import Backbone, amp_dtype
+from saeprobe.backbones.base import Backbone, amp_dtype, seeded_init
 from saeprobe.data.preprocess import PreprocessParams
 
 
@@ -71,7 +71,7 @@ class OpenClipBackbone(Backbone):
 
 
 def load_open_clip_model(
-    spec: Mapping, device: torch.device
+    spec: Mapping, device: torch.device, seed: int = 0
 ) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
     """The whole CLIP (image and text towers) and its tokenizer, in eval mode.
 
@@ -80,6 +80,8 @@ def load_open_clip_model(
     `open_clip_config.json` + `open_clip_model.safetensors`, loaded by
     `saeprobe.world.clip.load_world_clip` (open_clip.add_model_config +
     create_model_and_transforms, the same call that loads hub models).
+    With `untrained: true` an open_clip spec gives the architecture at its own random
+    initialisation (seeded by `seed`, see `untrained_open_clip`); no weights are read.
     """
     if spec["source"] == "world":
         from saeprobe.world.clip import load_world_clip
@@ -90,13 +92,53 @@ def load_open_clip_model(
         return model, tokenizer
     if "name" not in spec:
         raise ValueError("open_clip model spec: missing key 'name' (e.g. ViT-L-14)")
-    model, _, _ = open_clip.create_model_and_transforms(
-        spec["name"], pretrained=spec.get("weights"), device=device
-    )
+    if spec.get("untrained"):
+        model = untrained_open_clip(spec["name"], spec.get("weights"), device, seed)
+    else:
+        model, _, _ = open_clip.create_model_and_transforms(
+            spec["name"], pretrained=spec.get("weights"), device=device
+        )
     return model.eval(), open_clip.get_tokenizer(spec["name"])
 
 
-def load_open_clip(spec: Mapping, device: torch.device, precision: str = "auto") -> Backbone:
+def untrained_open_clip(
+    name: str, weights: str | None, device: torch.device, seed: int
+) -> nn.Module:
+    """The CLIP `name` (+ `weights`) would load, at open_clip's own random initialisation.
+
+    The architecture and preprocessing are those of the trained checkpoint: a built-in name
+    takes the preprocessing (mean, std, interpolation, resize mode) and QuickGELU setting of
+    its pretrained tag `weights`, read from open_clip's tag table without a download; a
+    `local-dir:` or `hf-hub:` name its folder's `open_clip_config.json` (an `hf-hub:` repo's
+    weights file is fetched by open_clip but not loaded). No tower loads base weights.
+    """
+    force_preprocess, quick_gelu = untrained_open_clip_settings(name, weights)
+    with seeded_init(seed):
+        model = open_clip.create_model(
+            name,
+            pretrained=None,
+            load_weights=False,
+            force_quick_gelu=quick_gelu,
+            force_preprocess_cfg=force_preprocess,
+            pretrained_image=False,
+            pretrained_text=False,
+        )
+    return model.to(device)
+
+
+def untrained_open_clip_settings(name: str, weights: str | None) -> tuple[dict, bool]:
+    """(preprocessing overrides, QuickGELU) that the pretrained tag `weights` of the built-in
+    architecture `name` sets; ({}, False) for a schema name, a weights file or no weights."""
+    if not weights or name.startswith(("local-dir:", "hf-hub:")):
+        return {}, False
+    tag = open_clip.get_pretrained_cfg(name.replace("/", "-"), weights)
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    return {k: tag[k] for k in keys if k in tag}, bool(tag.get("quick_gelu", False))
+
+
+def load_open_clip(
+    spec: Mapping, device: torch.device, precision: str = "auto", seed: int = 0
+) -> Backbone:
     """The vision tower of the CLIP `spec` names (see `load_open_clip_model`)."""
-    model, _ = load_open_clip_model(spec, device)
+    model, _ = load_open_clip_model(spec, device, seed)
     return OpenClipBackbone(model, spec, device, precision)

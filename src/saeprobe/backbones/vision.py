@@ -71,7 +71,9 @@ class VisionCollector(Collector):
         return self.backbone.describe()
 
 
-def load_vision(spec: Mapping, device: torch.device, precision: str) -> VisionCollector:
+def load_vision(
+    spec: Mapping, device: torch.device, precision: str, seed: int = 0
+) -> VisionCollector:
     from saeprobe.backbones import load_backbone
 
-    return VisionCollector(load_backbone(spec, device, precision), spec)
+    return VisionCollector(load_backbone(spec, device, precision, seed), spec)
