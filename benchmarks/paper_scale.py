@@ -51,6 +51,7 @@ with the 64 px thumbnail extraction keeps for the atlas, and states the thumbnai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -200,21 +202,12 @@ def run_task(
     settings; the semantics top-image grid, which reads the images, is left out). Returns the
     peak of the memory numpy allocated meanwhile (bytes, tracemalloc); `samples`, when given,
     gets MemorySampler's samples."""
-    import tracemalloc
-
     import torch
 
-    from saeprobe.eval import ontology as ont
     from saeprobe.eval import ood_detection as det
     from saeprobe.eval import ood_generalization as gen
     from saeprobe.eval import probes
-    from saeprobe.eval import semantics as sem
-    from saeprobe.eval.features import ModelSites
-    from saeprobe.hierarchy import Hierarchy
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if skip_inverse:  # the same d x d matrix, touched in place, without the O(d^3) work
-        det.invert_spd_in_place = diagonal_inverse_in_place
     sampler = MemorySampler()
     fit = probes.fit_probe
 
@@ -227,7 +220,34 @@ def run_task(
         finally:
             sampler.fitting = False
 
-    det.fit_probe = gen.fit_probe = fit_probe
+    threads = torch.get_num_threads()
+    with contextlib.ExitStack() as patched:  # the library as it was once the task returns
+        patched.enter_context(mock.patch.object(det, "fit_probe", fit_probe))
+        patched.enter_context(mock.patch.object(gen, "fit_probe", fit_probe))
+        if skip_inverse:  # the same d x d matrix, touched in place, without the O(d^3) work
+            patched.enter_context(
+                mock.patch.object(det, "invert_spd_in_place", diagonal_inverse_in_place)
+            )
+        patched.callback(torch.set_num_threads, threads)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        return _run_task(task, root, scale, seed, sampler, samples)
+
+
+def _run_task(
+    task: str, root: Path, scale: float, seed: int, sampler: MemorySampler, samples: list | None
+) -> int:
+    """run_task's body, with the library patched."""
+    import tracemalloc
+
+    import torch
+
+    from saeprobe.eval import ontology as ont
+    from saeprobe.eval import ood_detection as det
+    from saeprobe.eval import ood_generalization as gen
+    from saeprobe.eval import semantics as sem
+    from saeprobe.eval.features import ModelSites
+    from saeprobe.hierarchy import Hierarchy
+
     cpu = torch.device("cpu")
     names = sorted(p.name for p in (root / "saes" / MODEL).glob("*/*") if p.is_dir())
     names = [a for a in ARCHS if a in names]

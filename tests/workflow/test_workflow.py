@@ -64,7 +64,10 @@ def test_every_configured_store_is_complete(smoke_run: Path) -> None:
                 rows = sum(np.load(p, mmap_mode="r").shape[0] for p in root.glob(f"{site}/shard_*"))
                 assert rows == meta["count"] == len(np.load(root / site / "example.npy"))
                 if spec["source"] == "world_llava":
-                    assert set(np.load(root / site / "modality.npy")) == {0, 1}
+                    # image and text rows; a text-only store (the crossmodal control) has text
+                    text_only = config["datasets"][dataset].get("text_only", False)
+                    expected = {1} if text_only else {0, 1}
+                    assert set(np.load(root / site / "modality.npy")) == expected
             assert not (root.parent / f"{dataset}.partial").exists()
     assert families == {"vision", "world_diffusion", "world_llava"}
 
