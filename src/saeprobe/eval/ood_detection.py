@@ -267,10 +267,15 @@ class FactorSilenceScore:
         """{factor: number of its latents}."""
         return {name: len(m) for name, m in self.members.items()}
 
+    @property
+    def complete(self) -> bool:
+        """Whether every factor has a latent of its own (else the score cannot be taken)."""
+        return bool(self.members) and min(self.latents.values()) > 0
+
     def __call__(self, codes: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """codes: (n, width) -> (n,); NaN when some factor has no latent (it cannot say
         whether that factor is seen)."""
-        if not self.members or min(self.latents.values()) == 0:
+        if not self.complete:
             return np.full(len(codes), np.nan)
         out = []
         for start in range(0, len(codes), chunk):
@@ -471,7 +476,7 @@ def site_scores(
         codes_train = sae_codes(sae, train)
         profile = ProfileScore(codes_train, y, len(classes))
         silence = FactorSilenceScore(codes_train, attributes) if attributes else None
-        if silence is not None and min(silence.latents.values()) == 0:
+        if silence is not None and not silence.complete:
             log.warning(
                 "%s %s: no factor_silence score, a factor has no latent of its own %s",
                 site, sae_name, silence.latents,
