@@ -141,3 +141,16 @@ def test_an_image_with_too_many_pixels_is_reported_and_skipped(tmp_path: Path) -
     assert all("pixels, more than the 480 allowed" in s.error for s in batch.skipped)
     (full,) = load_dataset({**spec, "max_pixels": None}, PARAMS_16).iter_batches([(0, len(ds))])
     assert len(full.indices) == 5
+
+
+def test_reading_stores_and_saes_does_not_import_torchvision() -> None:
+    """torchvision loads torch._dynamo (about 2 s a job); only jobs that resize images need it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, saeprobe.activations, saeprobe.sae, saeprobe.eval.features; "
+        "print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
-_INTERPOLATIONS = {
-    "nearest": InterpolationMode.NEAREST,
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "lanczos": InterpolationMode.LANCZOS,
-    "box": InterpolationMode.BOX,
-    "hamming": InterpolationMode.HAMMING,
-}
+if TYPE_CHECKING:
+    from torchvision.transforms import InterpolationMode
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def _tf() -> ModuleType:
+    """torchvision's functional transforms, imported on first use: importing torchvision costs
+    about 2 s (it loads torch._dynamo), which every job that only reads this module's
+    `PreprocessParams` would otherwise pay."""
+    import torchvision.transforms.functional as TF
+
+    return TF
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class PreprocessParams:
 
     @property
     def interpolation_mode(self) -> InterpolationMode:
-        return _INTERPOLATIONS[self.interpolation]
+        from torchvision.transforms import InterpolationMode
+
+        return InterpolationMode(self.interpolation)
 
 
 def _resize_target(params: PreprocessParams) -> int | list[int]:
@@ -89,12 +96,12 @@ def _crop(
     else:
         height, width = image.shape[-2:]
     if height < size or width < size:
-        return TF.center_crop(image, [size, size])
+        return _tf().center_crop(image, [size, size])
     if params.crop_rounding == "round":
         top, left = round((height - size) / 2.0), round((width - size) / 2.0)
     else:
         top, left = (height - size) // 2, (width - size) // 2
-    return TF.crop(image, int(top), int(left), size, size)
+    return _tf().crop(image, int(top), int(left), size, size)
 
 
 def draft(image: Image.Image, params: PreprocessParams) -> None:
@@ -102,7 +109,8 @@ def draft(image: Image.Image, params: PreprocessParams) -> None:
     keeps both sides at least the resize target; call before the image is loaded. Other
     formats, and JPEGs too small to shrink, are left alone. Decoding a large photograph this
     way costs a fraction of the full decode; the resize that follows sees fewer pixels, so the
-    result differs from a full decode + resize by about a grey level (tests/unit/test_decode.py).
+    result differs from a full decode + resize by about a grey level
+    (tests/unit/test_paper_scale.py).
     """
     if image.format == "JPEG":
         image.draft("RGB", (params.resize_size, params.resize_size))
@@ -125,6 +133,7 @@ def transform_pil(image: Image.Image, params: PreprocessParams) -> torch.Tensor:
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
+    TF = _tf()
     image = TF.resize(image, _resize_target(params), interpolation=params.interpolation_mode)
     if params.center_crop:
         image = _crop(image, params)
@@ -145,9 +154,9 @@ def transform_batch(images: torch.Tensor, params: PreprocessParams) -> torch.Ten
         needs_resize = (height, width) != (params.resize_size, params.resize_size)
     if needs_resize:
         mode = params.interpolation_mode
-        if mode not in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC):
-            mode = InterpolationMode.NEAREST
-        images = TF.resize(images, _resize_target(params), interpolation=mode, antialias=True)
+        if params.interpolation not in ("bilinear", "bicubic"):
+            mode = type(mode).NEAREST
+        images = _tf().resize(images, _resize_target(params), interpolation=mode, antialias=True)
     if params.center_crop and tuple(images.shape[-2:]) != (size, size):
         images = _crop(images, params)
     return images
