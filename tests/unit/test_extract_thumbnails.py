@@ -21,6 +21,8 @@ from saeprobe.activations import ActivationStore, extract
 from saeprobe.atlas.build import AtlasSae, AtlasSettings, build_atlas, dataset_thumbnails
 from saeprobe.config import ConfigError, thumbnail_stores, validate_config
 from saeprobe.data.thumbnails import thumbnail
+from saeprobe.eval.features import ModelSites, load_site, sae_codes
+from saeprobe.eval.semantics import grid_latents, semantics_grid, top_images
 from saeprobe.sae.config import SAEConfig
 from saeprobe.sae.io import save_sae
 from saeprobe.sae.models import build_sae
@@ -115,12 +117,46 @@ def test_atlas_reads_them_after_the_image_files_are_gone(model: dict, tmp_path: 
         np.testing.assert_array_equal(tile, expected[int(index)])  # png sheets are lossless
 
 
-def _atlas_sae(tmp_path: Path, store_dir: Path, dataset: dict) -> AtlasSae:
+def test_semantics_grids_read_them_after_the_image_files_are_gone(
+    model: dict, tmp_path: Path
+) -> None:
+    dataset = _folder(tmp_path / "imgs")
+    store_dir = tmp_path / "acts" / "clip" / "imgs"
+    _run(dataset, model, store_dir, thumbnail_px=PX)
+    expected = _file_thumbnails(dataset, ActivationStore(store_dir / "L1_cls").examples())
+    shutil.rmtree(dataset["root"])
+    sae_dir = tmp_path / "saes" / "clip" / "L1_cls" / "s"
+    _atlas_sae(tmp_path, store_dir, dataset, sae_dir)
+    sites = ModelSites("clip", ["L1_cls"], ["s"], tmp_path / "acts", tmp_path / "saes")
+    data = load_site(store_dir, "L1_cls")
+    sae = sites.load_sae("L1_cls", "s", torch.device("cpu"))
+    codes = sae_codes(sae, data, latents=np.arange(8))
+    top = top_images(codes, 4, positive_only=True)
+    fires = top.valid.sum(axis=1)
+    assert fires.max() > 0
+    table = pd.DataFrame(
+        {"site": "L1_cls", "features": "s", "latent": range(8), "name": "circle"}
+        | {"name_score": fires / fires.max(), "purity": 0.5}
+    )
+    panels = semantics_grid(sites, "imgs", table, dataset, "s", 3, 4, torch.device("cpu"))
+    rows = panels[0][1]
+    assert len(rows) == 3
+    for (_, images), latent in zip(rows, grid_latents(table, 3), strict=True):
+        indices = data.images["index"].iloc[top.indices[latent][top.valid[latent]]]
+        assert len(images) == len(indices)
+        for image, index in zip(images, indices, strict=True):
+            np.testing.assert_array_equal(image, expected[int(index)])  # not a grey square
+    assert len(rows[0][1]) == fires.max()
+
+
+def _atlas_sae(
+    tmp_path: Path, store_dir: Path, dataset: dict, sae_dir: Path | None = None
+) -> AtlasSae:
     torch.manual_seed(0)
     sae = build_sae(SAEConfig(arch="topk", width=8, k=2), ActivationStore(store_dir / "L1_cls").dim)
     with torch.no_grad():
         sae.b_enc.fill_(0.1)  # every latent fires on some image
-    sae_dir = save_sae(sae, tmp_path / "sae")
+    sae_dir = save_sae(sae, sae_dir or tmp_path / "sae")
     return AtlasSae(
         "clip", "L1_cls", "s", "vision", str(sae_dir), str(store_dir / "L1_cls"), "imgs", dataset
     )

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.config import THUMBNAIL_PX
 from saeprobe.sites import MODALITIES
 
 METADATA = "metadata.json"
@@ -189,6 +190,26 @@ class ActivationStore:
         image folders extracted with `thumbnail_px`; grey for an unreadable image), memory-mapped.
         """
         return np.load(self.path.parent / THUMBNAILS, mmap_mode="r")
+
+    def example_thumbnails(
+        self, spec: Mapping, indices: Sequence[int], size: int = THUMBNAIL_PX
+    ) -> list[np.ndarray] | None:
+        """uint8 (px, px, 3) thumbnails of the dataset examples `indices`: from `thumbnails.npy`
+        where extraction saved them (no file is opened), else the world's stored images or an
+        image folder's files decoded again at `size` (grey for an unreadable file); None for a
+        dataset without images (prompts). `spec` is the dataset's config entry."""
+        if (self.path.parent / THUMBNAILS).is_file():
+            examples = self.examples()
+            position = pd.Series(np.arange(len(examples)), index=examples["index"].to_numpy())
+            thumbs = self.thumbnails()
+            return [np.asarray(thumbs[position[int(i)]]) for i in indices]
+        examples = self.examples().set_index("index", drop=False)
+        if spec.get("source") != "world" and "path" not in examples:
+            return None
+        from saeprobe.data.thumbnails import thumbnails
+
+        paths = examples.loc[list(indices), "path"].tolist() if "path" in examples else []
+        return thumbnails(spec, paths, list(indices), size)
 
     def modality_norms(self, block: int = 65536) -> dict[str, float]:
         """{modality: mean L2 norm of its rows} in float64 (the per-modality normalisers)."""

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
-from saeprobe.activations.store import THUMBNAILS, ActivationStore
+from saeprobe.activations.store import ActivationStore
 from saeprobe.atlas.encode import EncodedSite
 from saeprobe.atlas.media import fit, strip_sheet, write_media
 from saeprobe.atlas.page import root_from, sae_folder, write_root_index, write_sae_page
@@ -77,20 +76,10 @@ def dataset_thumbnails(
     the shown examples); None for a dataset without images (prompts)."""
     if not len(indices):
         return {}
-    if (store.path.parent / THUMBNAILS).is_file():
-        position = pd.Series(
-            np.arange(len(store.examples())), index=store.examples()["index"].to_numpy()
-        )
-        thumbs = store.thumbnails()
-        return {int(i): fit(thumbs[position[int(i)]], size) for i in indices}
-    examples = store.examples().set_index("index", drop=False)
-    if spec.get("source") == "world" or "path" in examples:
-        from saeprobe.data.thumbnails import thumbnails
-
-        paths = examples.loc[list(indices), "path"].tolist() if "path" in examples else []
-        images = thumbnails(spec, paths, list(indices), size)
-        return {int(i): fit(im, size) for i, im in zip(indices, images, strict=True)}
-    return None
+    images = store.example_thumbnails(spec, indices, size)
+    if images is None:
+        return None
+    return {int(i): fit(im, size) for i, im in zip(indices, images, strict=True)}
 
 
 def token_texts(words: Sequence[str]) -> list[str]:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saeprobe.activations.store import ActivationStore
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.eval.features import (
     ModelSites,
@@ -333,13 +334,13 @@ def semantics_grid(
     table: the `semantics` table (rows of site, features, latent, name, name_score, purity);
     latents are chosen by `semantics.grid_latents`. Each row of a panel is one latent, its
     label "#latent name (name_score; purity)", its images (<= n_images of (H, W, 3) uint8,
-    positive activations only) from `data.thumbnails` of the dataset spec.
+    positive activations only): the thumbnails saved at extraction where there are some, else
+    the dataset's images (`ActivationStore.example_thumbnails`).
     """
-    from saeprobe.data.thumbnails import thumbnails
-
     panels: list[GridPanel] = []
     for site in sites.sites:
         data = load_site(sites.activation_dir(id_dataset), site)
+        store = ActivationStore(sites.activation_dir(id_dataset) / site)
         rows_of = table[(table["site"] == site) & (table["features"] == grid_sae)]
         chosen = grid_latents(rows_of, n_latents)
         sae = sites.load_sae(site, grid_sae, device)
@@ -349,13 +350,12 @@ def semantics_grid(
         for j, latent in enumerate(chosen):
             keep = top.indices[j][top.valid[j]]
             info = rows_of[rows_of["latent"] == latent].iloc[0]
-            image_rows = data.images.iloc[keep]
-            paths = image_rows["path"].tolist() if "path" in image_rows else []
+            indices = data.images["index"].iloc[keep].tolist()
             rows.append(
                 (
                     f"#{latent} {info['name']}\n"
                     f"({info['name_score']:.2f}; purity {info['purity']:.2f})",
-                    thumbnails(dataset_spec, paths, image_rows["index"].tolist()),
+                    store.example_thumbnails(dataset_spec, indices) or [],
                 )
             )
         panels.append(
