@@ -37,7 +37,7 @@ demo: $(BIN)/snakemake
 	$(SNAKEMAKE) --report $(RESULTS)/report.html
 
 test: $(DEV)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q --durations=25 -n 2 --dist loadgroup
 
 lint: $(DEV)
 	$(BIN)/ruff check src scripts tests benchmarks

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from snakemake_run import ROOT, run_snakemake
 
+_RANK = pytest.StashKey[int]()
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:
@@ -28,6 +30,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks tests/workflow `workflow`, and groups tests for pytest-xdist's `--dist loadgroup`
+    (`make test`): a file's tests run on one worker, so its module fixtures run once, and so do
+    all tests of the smoke run, so it runs once per session. The groups are handed out in
+    order, two to a worker at first: the smoke run's tests and the rehearsal, the two longest,
+    go first, to different workers, then the other workflow files, then the unit files."""
     for item in items:
-        if "workflow" in Path(item.fspath).parts:
+        workflow = "workflow" in Path(item.fspath).parts
+        if workflow:
             item.add_marker(pytest.mark.workflow)
+        smoke = "smoke_run" in item.fixturenames
+        group = "smoke_run" if smoke else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        rehearsal = item.get_closest_marker("rehearsal") is not None
+        item.stash[_RANK] = 0 if smoke else 1 if rehearsal else 2 if workflow else 3
+    items.sort(key=lambda item: item.stash[_RANK])
