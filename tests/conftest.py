@@ -29,6 +29,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks tests/workflow `workflow`, and groups tests for pytest-xdist's `--dist loadgroup`
     (`make test`): a file's tests run on one worker, so its module fixtures run once, and so do
