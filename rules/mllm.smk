@@ -101,7 +101,7 @@ rule download_coco_annotations:
         runtime=60,
     params:
         archive=lambda wc: coco_archive(coco_config(), "annotations"),
-        root=coco_root(),
+        root=lambda wc, output: str(Path(output.captions[0]).parent.parent),
     script:
         "../scripts/download_coco.py"
 
@@ -123,7 +123,7 @@ rule download_coco_images:
         runtime=lambda wc: 240 if wc.coco_split == "train2017" else 60,
     params:
         archive=lambda wc: coco_archive(coco_config(), wc.coco_split),
-        root=coco_root(),
+        root=lambda wc, output: str(Path(output.images).parent),
     script:
         "../scripts/download_coco.py"
 

@@ -2,7 +2,8 @@
 archive, downloaded into params.root/zips and unzipped into params.root.
 
 params.archive: (url, sha256) from `saeprobe.config.coco_archive` (sha256 null = trust the first
-download and record its checksum next to it); params.root: the COCO root (mllm.coco.root).
+download and record its checksum next to it); params.root: the COCO root (mllm.coco.root), the
+parent of the annotations/ or {split}/ folder the rule writes.
 """
 
 from saeprobe.data.download import download_coco
