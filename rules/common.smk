@@ -13,8 +13,10 @@ os.environ.update(
 
 from saeprobe.sites import family_of
 from saeprobe.config import (
+    COCO_SPLITS,
     THUMBNAIL_PX,
     canonical,
+    coco_archive,
     gpus_for,
     thumbnail_stores,
     validate_config,
@@ -134,8 +136,13 @@ def prompt_download(file: str) -> dict:
     raise ValueError(f"no prompt dataset downloads {file!r}")
 
 
+def coco_config() -> dict:
+    """The `mllm.coco` section (URLs and checksums of the COCO archives, their root)."""
+    return canonical(config.get("mllm", {}).get("coco", {}))
+
+
 def coco_root() -> str:
-    return config.get("mllm", {}).get("coco", {}).get("root", "data/coco")
+    return coco_config().get("root", "data/coco")
 
 
 def dataset_spec(name: str) -> dict:

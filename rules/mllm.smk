@@ -77,23 +77,53 @@ rule world_llava_table:
         "(cp {input} {output}.tmp && mv {output}.tmp {output}) 2> {log}"
 
 
-rule download_coco:
+rule download_coco_annotations:
     output:
-        captions=f"{coco_root()}/annotations/captions_val2017.json",
-        instances=f"{coco_root()}/annotations/instances_val2017.json",
-        images=directory(f"{coco_root()}/val2017"),
+        captions=expand(
+            "{root}/annotations/captions_{split}.json",
+            root=coco_root(),
+            split=COCO_SPLITS,
+        ),
+        instances=expand(
+            "{root}/annotations/instances_{split}.json",
+            root=coco_root(),
+            split=COCO_SPLITS,
+        ),
     log:
-        res("logs/download_coco.log"),
+        res("logs/download_coco/annotations.log"),
     benchmark:
-        res("benchmarks/download_coco.tsv")
+        res("benchmarks/download_coco/annotations.tsv")
     localrule: True
     conda:
         ENV
     resources:
         mem_mb=2000,
-        runtime=240,
+        runtime=60,
     params:
-        coco=canonical(config.get("mllm", {}).get("coco", {})),
+        archive=lambda wc: coco_archive(coco_config(), "annotations"),
+        root=lambda wc, output: str(Path(output.captions[0]).parent.parent),
+    script:
+        "../scripts/download_coco.py"
+
+
+rule download_coco_images:
+    output:
+        images=directory(f"{coco_root()}/{{coco_split}}"),
+    log:
+        res("logs/download_coco/{coco_split}.log"),
+    benchmark:
+        res("benchmarks/download_coco/{coco_split}.tsv")
+    wildcard_constraints:
+        coco_split="|".join(COCO_SPLITS),
+    localrule: True
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=lambda wc: 240 if wc.coco_split == "train2017" else 60,
+    params:
+        archive=lambda wc: coco_archive(coco_config(), wc.coco_split),
+        root=lambda wc, output: str(Path(output.images).parent),
     script:
         "../scripts/download_coco.py"
 

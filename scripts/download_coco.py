@@ -1,14 +1,14 @@
-"""Snakemake script (rule download_coco): COCO 2017 val images and annotations, unzipped.
+"""Snakemake script (rules download_coco_annotations, download_coco_images): one COCO 2017
+archive, downloaded into params.root/zips and unzipped into params.root.
 
-params.coco: root, annotations_url, images_url, annotations_sha256, images_sha256 (null = trust
-the first download and record its checksum next to it). The archives are unzipped into the
-parent of output.images (snakemake has already created the outputs' parents).
+params.archive: (url, sha256) from `saeprobe.config.coco_archive` (sha256 null = trust the first
+download and record its checksum next to it); params.root: the COCO root (mllm.coco.root), the
+parent of the annotations/ or {split}/ folder the rule writes.
 """
-
-from pathlib import Path
 
 from saeprobe.data.download import download_coco
 from saeprobe.jobs import job
 
 with job(snakemake) as j:
-    download_coco(dict(j.params.coco), Path(snakemake.output.images).parent)
+    url, sha256 = j.params.archive
+    download_coco(url, sha256, j.params.root)

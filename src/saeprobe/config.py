@@ -424,9 +424,43 @@ WORLD_DATASETS = ("world", "world_captions", "world_pairs")
 WORLD_FACTORS = ("shape", "superclass", "colour", "background", "rendering")
 
 
+# COCO 2017 splits with captions (test2017 has none); one annotations archive covers both
+COCO_SPLITS = ("train2017", "val2017")
+
+
+def coco_split_problem(key: str, split: Any) -> str | None:
+    """The config error for a COCO split that is not one of `COCO_SPLITS` (None when it is)."""
+    if split in COCO_SPLITS:
+        return None
+    return (
+        f"config key '{key}': {split!r} is not a COCO split with captions "
+        f"(expected one of {list(COCO_SPLITS)})"
+    )
+
+
+def coco_archive(coco: Mapping[str, Any], part: str) -> tuple[str, str | None]:
+    """(url, sha256 or None) of one COCO 2017 archive: `part` "annotations" (captions and
+    instances of both splits) or a split of `COCO_SPLITS` (its images). `coco` is the config's
+    `mllm.coco` (annotations_url, annotations_sha256, images_urls, images_sha256)."""
+    if part == "annotations":
+        url, sha256 = coco.get("annotations_url"), coco.get("annotations_sha256")
+        key = "mllm.coco.annotations_url"
+    else:
+        problem = coco_split_problem("mllm.coco.images_urls", part)
+        if problem:
+            raise ValueError(problem)
+        url = coco.get("images_urls", {}).get(part)
+        sha256 = (coco.get("images_sha256") or {}).get(part)
+        key = f"mllm.coco.images_urls.{part}"
+    if not url:
+        raise ValueError(f"config key '{key}': expected the archive's URL, got none")
+    return url, sha256
+
+
 def model_dataset_problems(config: dict) -> list[str]:
     """Layers a world model does not have (its depth is in the config), world splits that are
-    not generated, and dataset entries that lack what their source needs."""
+    not generated, COCO splits without captions, and dataset entries that lack what their
+    source needs."""
     problems = []
     depth = {
         "world": ("world_clip.vision_layers", config.get("world_clip", {}).get("vision_layers")),
@@ -454,6 +488,9 @@ def model_dataset_problems(config: dict) -> list[str]:
                 f"config key 'datasets.{name}.split': {spec.get('split')!r} is not a world split "
                 f"(expected one of {splits}, see world.splits)"
             )
+        if spec["source"] == "coco":
+            problem = coco_split_problem(f"datasets.{name}.split", spec.get("split"))
+            problems += [problem] if problem else []
         if spec["source"] == "imagefolder" and "root" not in spec:
             problems.append(
                 f"config key 'datasets.{name}.root': an imagefolder dataset needs the folder of "

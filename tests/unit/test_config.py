@@ -244,6 +244,36 @@ def test_untrained_rules_name_the_key(mutate, expected: list[str]) -> None:
         assert fragment in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda c: c["datasets"]["coco_pairs_train"].update(split="test2017"),
+            ["datasets.coco_pairs_train.split", "'test2017' is not a COCO split", "train2017"],
+        ),
+        (
+            lambda c: c["datasets"]["coco_pairs_eval"].pop("split"),
+            ["datasets.coco_pairs_eval.split", "None is not a COCO split", "val2017"],
+        ),
+        (
+            lambda c: c["mllm"]["coco"].update(images_urls={"test2017": "http://x/test2017.zip"}),
+            ["mllm.coco.images_urls", "test2017"],
+        ),
+    ],
+)
+def test_coco_splits_name_the_key(mutate, expected: list[str]) -> None:
+    config = copy.deepcopy(load(PAPER))
+    assert {config["datasets"][n]["split"] for n in ("coco_pairs_train", "coco_pairs_eval")} == {
+        "train2017",
+        "val2017",
+    }
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, SCHEMA)
+    for fragment in expected:
+        assert fragment in str(info.value), str(info.value)
+
+
 def test_gpu_request_follows_device() -> None:
     assert gpus_for({"device": "cuda"}) == 1
     assert gpus_for({"device": "cpu"}) == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,26 @@ def test_an_unknown_archive_or_a_url_off_the_hub_is_refused(tmp_path: Path) -> N
     }
     with pytest.raises(ValueError, match=r"datasets\.sun\.download\.url.*loopback"):
         build_files(off_hub, tmp_path)
+
+
+def test_the_hub_serves_each_coco_split_the_datasets_read(hub: Path) -> None:
+    """An images zip per split, holding only that split, with enough images for every coco
+    dataset of the config (as many as its max_examples + offset)."""
+    coco = CONFIG["mllm"]["coco"]
+    files = hub / FILES
+    with zipfile.ZipFile(datasets.url_path(files, coco["annotations_url"])) as zf:
+        captions = {
+            split: len(json.loads(zf.read(f"annotations/captions_{split}.json"))["images"])
+            for split in coco["images_urls"]
+        }
+    splits = {s["split"] for s in CONFIG["datasets"].values() if s["source"] == "coco"}
+    assert splits == {"train2017", "val2017"} <= set(coco["images_urls"])
+    for split, url in coco["images_urls"].items():
+        with zipfile.ZipFile(datasets.url_path(files, url)) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".jpg")]
+        assert names and all(n.startswith(f"{split}/") for n in names), split
+        assert len(names) == captions[split]
+    for name, spec in CONFIG["datasets"].items():
+        if spec["source"] == "coco":
+            need = spec["max_examples"] + spec.get("offset", 0)
+            assert need <= captions[spec["split"]], name

@@ -3,6 +3,7 @@ preprocessing at a seeded random initialisation, never its weights."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,35 @@ def test_untrained_open_clip_keeps_the_folders_preprocessing(specs: dict[str, di
     params = load_backbone({**specs["open_clip"], "untrained": True}, "cpu").preprocess_params
     assert params.mean == pytest.approx(TINY_OPEN_CLIP_PREPROCESS["mean"])
     assert (params.interpolation, params.resize_mode) == ("bilinear", "squash")
+
+
+def test_an_untrained_hf_hub_clip_fetches_its_config_and_no_weights(
+    specs: dict[str, dict], tmp_path: Path, monkeypatch
+) -> None:
+    """An `hf-hub:` name: the repo's open_clip_config.json alone is fetched (a stand-in hub
+    that holds only the config, recording every file asked for); the model is the folder's
+    architecture and preprocessing at the seed's weights."""
+    folder = Path(specs["open_clip"]["name"].removeprefix("local-dir:"))
+    cache = tmp_path / "hub_cache"
+    cache.mkdir()
+    shutil.copy(folder / "open_clip_config.json", cache)
+    asked: list[tuple[str, str]] = []
+
+    def hf_hub_download(repo_id: str, filename: str, **_: object) -> str:
+        asked.append((repo_id, filename))
+        if not (cache / filename).is_file():
+            raise FileNotFoundError(f"{repo_id}/{filename}: not on the stand-in hub")
+        return str(cache / filename)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hf_hub_download)
+    spec = {"source": "open_clip", "name": "hf-hub:org/tiny-clip", "untrained": True}
+    untrained = load_backbone(spec, "cpu", seed=3)
+    assert asked and all(f == "open_clip_config.json" for _, f in asked), asked
+    assert {r for r, _ in asked} == {"org/tiny-clip"}
+    local = load_backbone({**specs["open_clip"], "untrained": True}, "cpu", seed=3)
+    ours, theirs = untrained.model.state_dict(), local.model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert untrained.preprocess_params == local.preprocess_params
 
 
 @pytest.mark.parametrize("kind", KINDS)

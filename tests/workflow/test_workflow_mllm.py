@@ -119,10 +119,25 @@ def test_paper_config_builds_its_dag_offline(tmp_path: Path) -> None:
     for rule in ("download_coco", "extract_activations", "train_saes", "crossmodal_report"):
         assert rule in out
     assert "results/paper/activations/llava15_7b/coco_pairs_train" in out
+    # one annotations job; the images of each split the datasets read, each its own job
+    assert out.count("rule download_coco_annotations:") == 1
+    assert out.count("rule download_coco_images:") == 2
+    assert "coco_split=train2017" in out and "coco_split=val2017" in out
     assert "train_world_llava" not in out
     paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
     assert paper["models"]["llava15_7b"]["name"] == "llava-hf/llava-1.5-7b-hf"
     assert "gpu=1" in out.replace(" ", "") or "gpu: 1" in out or "gpu=1" in out
+    # a config that reads only val2017 never fetches the train images
+    paper["datasets"]["coco_pairs_train"]["split"] = "val2017"
+    (tmp_path / "val_only.yaml").write_text(yaml.safe_dump(paper))
+    result = run_snakemake(
+        "-n", "results/paper/activations/llava15_7b/coco_pairs_train",
+        "--configfile", str(tmp_path / "val_only.yaml"), "--directory", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "coco_split=val2017" in out and "download_coco_annotations" in out
+    assert "coco_split=train2017" not in out and "data/coco/train2017" not in out
 
 
 def fake_coco(root: Path, n: int = 12) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import open_clip
 import torch
@@ -109,13 +110,13 @@ def untrained_open_clip(
     The architecture and preprocessing are those of the trained checkpoint: a built-in name
     takes the preprocessing (mean, std, interpolation, resize mode) and QuickGELU setting of
     its pretrained tag `weights`, read from open_clip's tag table without a download; a
-    `local-dir:` or `hf-hub:` name its folder's `open_clip_config.json` (an `hf-hub:` repo's
-    weights file is fetched by open_clip but not loaded). No tower loads base weights.
+    `local-dir:` or `hf-hub:` name its folder's `open_clip_config.json` (of an `hf-hub:` repo
+    only that file is fetched, see `config_only`). No tower loads base weights.
     """
     force_preprocess, quick_gelu = untrained_open_clip_settings(name, weights)
     with seeded_init(seed):
         model = open_clip.create_model(
-            name,
+            config_only(name),
             pretrained=None,
             load_weights=False,
             force_quick_gelu=quick_gelu,
@@ -124,6 +125,18 @@ def untrained_open_clip(
             pretrained_text=False,
         )
     return model.to(device)
+
+
+def config_only(name: str) -> str:
+    """`name`, with an `hf-hub:org/repo` name turned into `local-dir:` of the cache folder that
+    holds the repo's `open_clip_config.json`, fetched alone: open_clip's `hf-hub:` path would
+    also download the weights file (gigabytes) that an untrained copy never loads."""
+    if not name.startswith("hf-hub:"):
+        return name
+    config = open_clip.pretrained.download_pretrained_from_hf(
+        name.removeprefix("hf-hub:"), filename="open_clip_config.json"
+    )
+    return f"local-dir:{Path(config).parent}"
 
 
 def untrained_open_clip_settings(name: str, weights: str | None) -> tuple[dict, bool]:

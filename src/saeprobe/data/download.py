@@ -10,7 +10,6 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,21 +139,26 @@ def ensure(url: str, dest: str | Path, sha256: str | None, timeout: float = 60.0
     return dest
 
 
-def download_coco(coco: Mapping[str, Any], root: str | Path) -> None:
-    """COCO 2017 val: download the annotations and images archives into `root/zips` (keys
-    annotations_url, images_url, annotations_sha256?, images_sha256?; see `ensure`) and unzip
-    them into `root`, file by file, so directories that already exist are merged into."""
+def unzip_into(archive: Path, root: Path) -> None:
+    """Unzip `archive` into `root` file by file, so folders that already exist are merged into
+    (each file moved into place from a scratch folder under `root`)."""
+    tmp = root / f".{archive.stem}.unzip"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp)
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            target = root / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(tmp)
+    log.info("unzipped %s into %s", archive, root)
+
+
+def download_coco(url: str, sha256: str | None, root: str | Path) -> Path:
+    """One COCO archive (`saeprobe.config.coco_archive`): download `url` into `root/zips`
+    (resumable; sha256 None = trust the first download, see `ensure`) and unzip it into `root`.
+    Returns the zip."""
     root = Path(root)
-    for what in ("annotations", "images"):
-        url = coco[f"{what}_url"]
-        archive = ensure(url, root / "zips" / Path(url).name, coco.get(f"{what}_sha256"))
-        tmp = root / f".{what}.unzip"
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-        for path in sorted(tmp.rglob("*")):
-            if path.is_file():
-                target = root / path.relative_to(tmp)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-        shutil.rmtree(tmp)
-        log.info("%s: unzipped %s into %s", what, archive, root)
+    archive = ensure(url, root / "zips" / Path(url).name, sha256)
+    unzip_into(archive, root)
+    return archive

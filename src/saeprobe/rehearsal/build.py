@@ -123,8 +123,8 @@ def build_files(config: Mapping[str, Any], workdir: Path) -> None:
         urls.add(coco["annotations_url"])
     for url in sorted(urls):
         datasets.write_archive(datasets.url_path(files, url), "zip", annotations)
-    if "images_url" in coco:
-        datasets.write_archive(datasets.url_path(files, coco["images_url"]), "zip", images)
+    for split, url in coco.get("images_urls", {}).items():
+        datasets.write_archive(datasets.url_path(files, url), "zip", images[split])
 
 
 def main() -> None:

@@ -191,16 +191,18 @@ def caption(rng: np.random.Generator, category: str) -> str:
 
 
 def coco_files(n_train: int, n_val: int, size: int, seed: int) -> tuple[dict, dict]:
-    """({member: bytes} of annotations_trainval2017.zip, of val2017.zip): captions (five per
-    image) for train2017 and val2017, instances for val2017, val2017/<id>.jpg images."""
+    """({member: bytes} of annotations_trainval2017.zip, {split: {member: bytes} of its images
+    archive}): captions (five per image) and instances for train2017 and val2017, and each
+    split's {split}/<id>.jpg images (train2017.zip, val2017.zip)."""
     rng = np.random.default_rng(seed)
     categories = [
         {"id": i + 1, "name": n, "supercategory": s} for i, (n, s) in enumerate(COCO_CATEGORIES)
     ]
-    annotations, images = {}, {}
+    annotations: dict[str, bytes] = {}
+    images: dict[str, dict[str, bytes]] = {}
     ann_id = 0
     for split, n in (("train2017", n_train), ("val2017", n_val)):
-        caps, insts, infos = [], [], []
+        caps, insts, infos, files = [], [], [], {}
         for k in range(n):
             image_id = 100000 * (split == "val2017") + k + 1
             cat = categories[k % len(categories)]
@@ -214,15 +216,14 @@ def coco_files(n_train: int, n_val: int, size: int, seed: int) -> tuple[dict, di
             insts.append(
                 {"id": ann_id, "image_id": image_id, "category_id": cat["id"], "bbox": [0, 0, 1, 1]}
             )
-            if split == "val2017":
-                images[f"val2017/{file_name}"] = image_bytes(rng, class_colour(cat["name"]), size)
+            files[f"{split}/{file_name}"] = image_bytes(rng, class_colour(cat["name"]), size)
         annotations[f"annotations/captions_{split}.json"] = json.dumps(
             {"images": infos, "annotations": caps}
         ).encode()
-        if split == "val2017":
-            annotations[f"annotations/instances_{split}.json"] = json.dumps(
-                {"images": infos, "annotations": insts, "categories": categories}
-            ).encode()
+        annotations[f"annotations/instances_{split}.json"] = json.dumps(
+            {"images": infos, "annotations": insts, "categories": categories}
+        ).encode()
+        images[split] = files
     return annotations, images
 
 
