@@ -37,7 +37,7 @@ demo: $(BIN)/snakemake
 	$(SNAKEMAKE) --report $(RESULTS)/report.html
 
 test: $(DEV)
-	$(BIN)/pytest -q --durations=25 -n 2 --dist loadgroup
+	$(BIN)/pytest -q --durations=25 -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: $(DEV)
 	$(BIN)/ruff check src scripts tests benchmarks
