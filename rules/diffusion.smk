@@ -79,6 +79,11 @@ if "diffusion" in config:
             strips=res("diffusion/steering_strips.npz"),
             evidence=res("evidence/steering.csv"),
             controls=res("diffusion/steering_controls.csv"),
+            monotone=report(
+                res("tables/steering_monotone.csv"),
+                caption="../report/steering_monotone.rst",
+                category="Diffusion",
+            ),
             specificity=report(
                 res("tables/steering_specificity.csv"),
                 caption="../report/steering_specificity.rst",

@@ -8,7 +8,12 @@ import pytest
 
 from saeprobe.claims import FAILS, HOLDS, INCONCLUSIVE, judge, write_evidence
 from saeprobe.eval.attributes import attribute_estimates, attribute_evidence, named_after_input
-from saeprobe.eval.steering import specificity_matrix, steering_evidence
+from saeprobe.eval.steering import (
+    monotone_table,
+    rises_with_strength,
+    specificity_matrix,
+    steering_evidence,
+)
 
 CONCEPTS = ["red", "green", "blue", "circle"]
 SAE = "world_diffusion/L0_all/topk-w128-k4"
@@ -100,6 +105,70 @@ def test_other_saes_are_sensitivity_rows_only(tmp_path) -> None:
         "reported:random_latent",
         "sensitivity:other",
     }
+
+
+RISING = [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def dose_units(curve: list[float], sd: float, seed: int, n: int = 9) -> np.ndarray:
+    """Effects (n, strengths) of n (prompt, seed) units: curve + cell noise of sd, 0 at the base
+    (an unsteered image is its own reference)."""
+    e = np.asarray(curve) + np.random.default_rng(seed).normal(0.0, sd, (n, len(curve)))
+    e[:, 0] = 0.0
+    return e
+
+
+def pass_rate(curve: list[float], sd: float, reps: int = 400) -> float:
+    return float(
+        np.mean([rises_with_strength(dose_units(curve, sd, s)).monotone for s in range(reps)])
+    )
+
+
+def test_rise_rule_says_no_to_falling_and_flat_latents() -> None:
+    assert rises_with_strength(dose_units(RISING, 0.02, 0)).monotone
+    for curve in ([0.0, -0.1, -0.2, -0.3, -0.4], [0.0] * 5, [0.0, 0.1, 0.2, 0.3, 0.1]):
+        rise = rises_with_strength(dose_units(curve, 0.02, 0))
+        assert not rise.monotone, curve
+    falls = rises_with_strength(dose_units([0.0, 0.1, 0.2, 0.3, 0.1], 0.02, 0))
+    assert falls.worst_step < 0 and falls.worst_step_upper < 0
+    with pytest.raises(ValueError, match="n_units, n_strengths"):
+        rises_with_strength(np.zeros(5))
+    assert not rises_with_strength(np.array([RISING])).monotone  # one unit: no noise estimate
+
+
+def test_a_dip_within_its_noise_is_not_a_fall() -> None:
+    z = np.array([-1.5, -1.0, -0.5, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5]) / 0.9354  # mean 0, sd 1
+    e = np.tile(RISING, (9, 1))
+    e[:, 1] = -0.003 + 0.03 * z  # the mean falls 0.003 from the base, sd 0.03
+    rise = rises_with_strength(e)
+    assert not rise.strict and rise.monotone
+    assert rise.worst_step == pytest.approx(-0.003)
+    e[:, 1] = -0.05 + 0.03 * z  # the same spread, a fall of 0.05: t = -5
+    assert not rises_with_strength(e).monotone
+
+
+def test_noise_of_the_size_seen_does_not_pass_a_clearly_falling_latent() -> None:
+    """Cell sd 0.1 gives step sds of 0.14, mid-range of the 0.01-0.24 seen over 9 units on the
+    default run; 0.17 gives 0.24, the largest. Each draw is a different noise seed."""
+    assert pass_rate([0.0, 0.1, 0.2, 0.3, 0.1], 0.1) < 0.05  # falls back by 0.2
+    assert pass_rate([0.0, 0.1, 0.2, 0.3, 0.0], 0.17) < 0.05  # falls back to its base
+    assert pass_rate([0.0] * 5, 0.1) < 0.1  # flat: the top-vs-base test's 5%, about
+    assert pass_rate(RISING, 0.17) > 0.95
+
+
+def test_monotone_table_reads_a_steering_table() -> None:
+    rows = []
+    for concept, curve in (("red", RISING), ("blue", [0.0, 0.1, 0.2, 0.3, 0.0])):
+        e = dose_units(curve, 0.02, 1)
+        for u, (prompt, seed) in enumerate([(p, s) for p in "abc" for s in range(3)]):
+            for strength, effect in zip([0, 0.5, 1, 2, 4], e[u], strict=True):
+                rows.append([SAE, 7, concept, strength, seed, prompt, effect])
+    table = pd.DataFrame(
+        rows, columns=["sae", "latent", "concept", "strength", "seed", "prompt", "effect"]
+    )
+    out = monotone_table(table.sample(frac=1.0, random_state=0)).set_index("concept")
+    assert out.loc["red", "monotone"] and not out.loc["blue", "monotone"]
+    assert (out["n_units"] == 9).all() and out.loc["blue", "top_minus_base"] < 0.05
 
 
 def test_permutation_null_of_naming() -> None:

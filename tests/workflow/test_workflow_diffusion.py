@@ -34,6 +34,11 @@ def test_steering_table_follows_the_contract(smoke_run: Path) -> None:
     assert (zero["effect"].abs() < 1e-6).all() and (zero["preservation"] > 0.9999).all()
     assert table["preservation"].between(-1, 1 + 1e-6).all()
     assert table["sae"].str.startswith(f"{cfg['model']}/L0_all/").all()
+    monotone = pd.read_csv(smoke_results(smoke_run) / "tables/steering_monotone.csv")
+    assert set(monotone["concept"]) == set(cfg["steering"]["concepts"])
+    assert (
+        monotone["n_units"] == len(cfg["steering"]["prompts"]) * len(cfg["steering"]["seeds"])
+    ).all()
 
 
 def test_attributes_table_follows_the_contract(smoke_run: Path) -> None:

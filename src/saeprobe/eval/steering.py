@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from saeprobe.claims import MEASURED, NEGATIVE, POSITIVE, SENSITIVITY, evidence_rows
 from saeprobe.diffusion.experiment import Experiment, run_steering_experiment, world_colours
@@ -134,6 +136,78 @@ def case_estimates(controls: pd.DataFrame, condition: str, seed: int) -> dict[st
     return out
 
 
+# One-sided level of each test of `rises_with_strength`, fixed before any run was read.
+RISE_ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Rise:
+    """Whether one latent's effect rises with strength (`rises_with_strength`). Steps are the
+    changes from one strength to the next; bounds are one-sided (1 - alpha) t bounds of the
+    mean over units."""
+
+    monotone: bool
+    strict: bool
+    n_units: int
+    worst_step: float
+    worst_step_upper: float
+    top_minus_base: float
+    top_minus_base_lower: float
+
+
+def rises_with_strength(effects: np.ndarray, alpha: float = RISE_ALPHA) -> Rise:
+    """Whether a latent's effect rises monotonically with strength, judged against its own
+    noise. effects: (n_units, n_strengths), one row per (prompt, seed), strengths ascending
+    (the first is the unsteered base); every unit is seen at every strength, so differences
+    are paired and prompt and seed effects cancel.
+
+    monotone: no step falls significantly (for every step, the upper one-sided 1 - alpha
+    t bound of the mean paired step stays >= 0) and the top strength is significantly above
+    the base (its lower bound > 0). Each step is tested at alpha without a multiplicity
+    correction: a correction would make a fall harder to detect, so the rule errs towards
+    "not monotone". A fall smaller than about (t_{1-alpha} + t_{0.8}) * sd / sqrt(n) cannot be
+    resolved from n units. strict: the earlier rule, no mean step below 0 at all."""
+    e = np.asarray(effects, dtype=np.float64)
+    if e.ndim != 2 or e.shape[1] < 2:
+        raise ValueError(f"effects: expected (n_units, n_strengths >= 2), got {e.shape}")
+    n = e.shape[0]
+    steps = np.diff(e, axis=1)  # (n, K - 1)
+    top = e[:, -1] - e[:, 0]  # (n,)
+    mean_steps = steps.mean(0)
+    worst = int(np.argmin(mean_steps))
+    if n < 2:
+        nan = math.nan
+        return Rise(False, bool((mean_steps >= 0).all()), n, float(mean_steps[worst]), nan,
+                    float(top.mean()), nan)  # fmt: skip
+    k = float(stats.t.ppf(1 - alpha, n - 1))
+    upper = mean_steps + k * steps.std(0, ddof=1) / math.sqrt(n)
+    lower_top = top.mean() - k * top.std(ddof=1) / math.sqrt(n)
+    return Rise(
+        monotone=bool((upper >= 0).all() and lower_top > 0),
+        strict=bool((mean_steps >= 0).all()),
+        n_units=n,
+        worst_step=float(mean_steps[worst]),
+        worst_step_upper=float(upper[worst]),
+        top_minus_base=float(top.mean()),
+        top_minus_base_lower=float(lower_top),
+    )
+
+
+def monotone_table(table: pd.DataFrame, alpha: float = RISE_ALPHA) -> pd.DataFrame:
+    """Per steered latent (sae, concept, latent) of a steering table (columns sae, latent,
+    concept, strength, prompt, seed, effect), `rises_with_strength` over its (prompt, seed)
+    units, in columns sae, concept, latent, then Rise's fields. Units missing a strength are
+    left out."""
+    rows = []
+    for (sae, concept, latent), g in table.groupby(["sae", "concept", "latent"], sort=False):
+        wide = g.pivot_table(index=["prompt", "seed"], columns="strength", values="effect")
+        wide = wide.sort_index(axis=1).dropna()
+        rise = rises_with_strength(wide.to_numpy(), alpha)
+        rows.append({"sae": sae, "concept": concept, "latent": int(latent), **asdict(rise)})
+    columns = ["sae", "concept", "latent", *Rise.__dataclass_fields__]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def steering_evidence(controls: pd.DataFrame, primary: str | None, seed: int) -> list[dict]:
     """Evidence rows of the steering claim from the controls table (`steering_controls` rows of
     every SAE; column `primary` marks the judged SAE). Site: `{model}/{site}` of the SAE id."""
@@ -210,6 +284,8 @@ def steering_task(
     )
     atomic_write_csv(out["table"], table)
     atomic_write_csv(out["controls"], controls)
+    if "monotone" in out:
+        atomic_write_csv(out["monotone"], monotone_table(table))
     spec = (
         [
             specificity_matrix(g, cond)
