@@ -19,6 +19,9 @@ if "diffusion" in config:
             res("logs/train_world_diffusion.log"),
         benchmark:
             res("benchmarks/train_world_diffusion.tsv")
+        # the longest chain of the default run (world CLIP, this, steering, attributes): run it
+        # as soon as its inputs exist, before the short jobs that can fill the other core
+        priority: 10
         conda:
             ENV
         threads: 1
