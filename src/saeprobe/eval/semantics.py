@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -346,16 +347,20 @@ def semantics_grid(
         sae = sites.load_sae(site, grid_sae, device)
         codes = sae_codes(sae, data, latents=np.asarray(chosen, dtype=np.int64))
         top = top_images(codes, n_images, positive_only=True)
+        shown = [
+            data.images["index"].iloc[top.indices[j][top.valid[j]]].tolist()
+            for j in range(len(chosen))
+        ]
+        # one read of the store's example table and thumbnails for all latents of the site
+        flat = iter(store.example_thumbnails(dataset_spec, [i for r in shown for i in r]) or [])
         rows = []
-        for j, latent in enumerate(chosen):
-            keep = top.indices[j][top.valid[j]]
+        for latent, indices in zip(chosen, shown, strict=True):
             info = rows_of[rows_of["latent"] == latent].iloc[0]
-            indices = data.images["index"].iloc[keep].tolist()
             rows.append(
                 (
                     f"#{latent} {info['name']}\n"
                     f"({info['name_score']:.2f}; purity {info['purity']:.2f})",
-                    store.example_thumbnails(dataset_spec, indices) or [],
+                    list(islice(flat, len(indices))),
                 )
             )
         panels.append(
