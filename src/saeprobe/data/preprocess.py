@@ -75,9 +75,7 @@ class PreprocessParams:
 
     @property
     def interpolation_mode(self) -> InterpolationMode:
-        from torchvision.transforms import InterpolationMode
-
-        return InterpolationMode(self.interpolation)
+        return _tf().InterpolationMode(self.interpolation)
 
 
 def _resize_target(params: PreprocessParams) -> int | list[int]:
@@ -153,10 +151,10 @@ def transform_batch(images: torch.Tensor, params: PreprocessParams) -> torch.Ten
     else:
         needs_resize = (height, width) != (params.resize_size, params.resize_size)
     if needs_resize:
-        mode = params.interpolation_mode
-        if params.interpolation not in ("bilinear", "bicubic"):
-            mode = type(mode).NEAREST
-        images = _tf().resize(images, _resize_target(params), interpolation=mode, antialias=True)
+        TF = _tf()
+        smooth = params.interpolation in ("bilinear", "bicubic")
+        mode = TF.InterpolationMode(params.interpolation if smooth else "nearest")
+        images = TF.resize(images, _resize_target(params), interpolation=mode, antialias=True)
     if params.center_crop and tuple(images.shape[-2:]) != (size, size):
         images = _crop(images, params)
     return images
