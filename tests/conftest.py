@@ -33,9 +33,10 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks tests/workflow `workflow`, and groups tests for pytest-xdist's `--dist loadgroup`
     (`make test`): a file's tests run on one worker, so its module fixtures run once, and so do
-    all tests of the smoke run, so it runs once per session. The groups are handed out in
-    this order (`--no-loadscope-reorder`), two to a worker at first: the smoke run's tests and the rehearsal, the two longest,
-    go first, to different workers, then the other workflow files, then the unit files."""
+    all tests of the smoke run, so it runs once per session. The groups are handed out in this
+    order (`--no-loadscope-reorder`), two to a worker at first: the smoke run's tests and the
+    rehearsal, the two longest, go first, to different workers, then the other workflow files,
+    then the unit files."""
     for item in items:
         workflow = "workflow" in Path(item.fspath).parts
         if workflow:
