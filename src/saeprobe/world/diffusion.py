@@ -65,6 +65,9 @@ from saeprobe.world.hf_text import load_world_text_encoder, tokenize
 log = logging.getLogger(__name__)
 
 
+RUN_SEED_STRIDE = 100_003  # far apart: run r of one config seed is no run of a nearby seed
+
+
 @dataclass(frozen=True)
 class WorldDiffusionConfig(FromConfig):
     """Settings of the world's text-to-image model (config section `diffusion.world_model`;
@@ -100,6 +103,7 @@ class WorldDiffusionConfig(FromConfig):
     timestep_power: float = 1.0
     ema_decay: float = 0.99
     checkpoint_every: int = 50
+    run: int = 0
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
@@ -107,11 +111,17 @@ class WorldDiffusionConfig(FromConfig):
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    @property
+    def train_seed(self) -> int:
+        """The seed of the initial weights, batches and noise: the config's seed for run 0, another
+        draw for each other run (the same settings and world, another training run)."""
+        return self.seed + RUN_SEED_STRIDE * self.run
+
 
 def build_vae(cfg: WorldDiffusionConfig, image_size: int) -> AutoencoderKL:
     """A tiny AutoencoderKL: (B, 3, S, S) in [-1, 1] <-> (B, latent_channels, S/2^(n-1), ...)."""
     n = len(cfg.vae_channels)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train_seed)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -134,7 +144,7 @@ def build_unet(cfg: WorldDiffusionConfig, latent_size: int, text_dim: int) -> UN
     first = "CrossAttn" if cfg.attend_finest else ""
     down = (f"{first}DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
     up = ("CrossAttnUpBlock2D",) * (n - 1) + (f"{first}UpBlock2D",)
-    torch.manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.train_seed + 1)
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=cfg.latent_channels,
@@ -299,10 +309,10 @@ def train_vae(
     start = stage.resume()
     n = len(pixels)
     for step in tqdm(range(start, cfg.vae_steps), desc="vae", mininterval=5.0):
-        rng = np.random.default_rng([cfg.seed, 1, step])
+        rng = np.random.default_rng([cfg.train_seed, 1, step])
         idx = torch.from_numpy(rng.choice(n, cfg.vae_batch_size, replace=False))
         x = pixels[idx].to(device)
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        gen = torch.Generator().manual_seed(cfg.train_seed * 7919 + step)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(
             device
@@ -398,12 +408,12 @@ def train_world_diffusion(
     n = len(lat_mean)
     t0 = time.perf_counter()
     for step in tqdm(range(first, cfg.unet_steps), desc="unet", mininterval=5.0):
-        rng = np.random.default_rng([cfg.seed, 2, step])
+        rng = np.random.default_rng([cfg.train_seed, 2, step])
         index = rng.choice(n, cfg.batch_size, replace=False)
         tokens = sampler.sample(index, rng)
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)
         tokens[drop] = empty
-        gen = torch.Generator().manual_seed(cfg.seed * 104729 + step)
+        gen = torch.Generator().manual_seed(cfg.train_seed * 104729 + step)
         idx = torch.from_numpy(index)
         eps_z = torch.randn(lat_mean[idx].shape, generator=gen)
         z0 = (lat_mean[idx] + lat_std[idx] * eps_z).to(device)
