@@ -342,6 +342,27 @@ def test_vae_training_resumes_after_a_kill_to_the_same_weights(tmp_path) -> None
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_another_run_draws_other_weights_and_run_0_is_the_config_seed(tmp_path) -> None:
+    from saeprobe.world import diffusion as dw
+
+    cfg = WorldDiffusionConfig(vae_channels=(8, 16), vae_steps=2, vae_batch_size=4, seed=3)
+    pixels = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cpu = torch.device("cpu")
+
+    def weights(c: WorldDiffusionConfig, work: str) -> list[torch.Tensor]:
+        return list(dw.train_vae(c, pixels, tmp_path / work, cpu)[0].state_dict().values())
+
+    base = weights(cfg, "a")
+    assert cfg.train_seed == 3
+    same = weights(WorldDiffusionConfig(**{**cfg.__dict__, "run": 0}), "b")
+    other = weights(WorldDiffusionConfig(**{**cfg.__dict__, "run": 1}), "c")
+    assert all(torch.equal(a, b) for a, b in zip(base, same, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(base, other, strict=True))
+    # another run is another training: it never resumes the first run's checkpoints
+    run_1 = WorldDiffusionConfig(**{**cfg.__dict__, "run": 1})
+    assert dw.stage_fingerprint(cfg, "vae", 16) != dw.stage_fingerprint(run_1, "vae", 16)
+
+
 def test_holdout_parts_split_a_corpus_disjointly(tmp_path) -> None:
     import pandas as pd
 

@@ -21,6 +21,7 @@ from saeprobe.data.prompts import world_captions
 from saeprobe.diffusion.experiment import load_scorer, world_colours, world_vocabulary
 from saeprobe.diffusion.pipeline import load_pipeline
 from saeprobe.diffusion.steering import (
+    AttributeJudge,
     GenSettings,
     discover_attributes,
     latent_stats,
@@ -118,7 +119,7 @@ def test_colour_latents_are_discovered_and_named_by_their_colour(world: dict) ->
     codes = prompt_codes(sae, acts, world["table"]["prompt"].to_numpy(), len(world["prompts"]))
     contrast = word_contrast(codes, world["prompts"], COLOURS)
     colour_latents = pick_latents(contrast, COLOURS)
-    vocabulary, _ = world_vocabulary(world["vocab"])
+    vocabulary, groups = world_vocabulary(world["vocab"])
     table, _ = discover_attributes(
         world["pipe"],
         sae,
@@ -133,11 +134,41 @@ def test_colour_latents_are_discovered_and_named_by_their_colour(world: dict) ->
         vocabulary,
         min_consistency=0.5,
         min_effect=0.0,
+        groups=groups,
     )
     named = dict(zip(table["latent"], table["attribute"], strict=True))
     kept = dict(zip(table["latent"], table["kept"], strict=True))
     correct = [c for c, lat in colour_latents.items() if named[lat] == c and kept[lat]]
     assert len(correct) >= 3, (colour_latents, table.to_dict("records"))
+
+
+def test_the_attribute_judge_names_the_colour_a_rendering_gains(world: dict) -> None:
+    """Ground truth for the judge of attribute discovery: pairs of real renderings of one shape
+    in two colours. The judge must name the second colour; fed texts shuffled among the
+    colours (a broken vocabulary) it must not."""
+    images = np.load(world["root"] / "world/train/images.npy")
+    manifest = pd.read_csv(world["root"] / "world/train/manifest.csv", keep_default_na=False)
+    rng = np.random.default_rng(0)
+    first = rng.choice(len(manifest), 150, replace=False)
+    second = []
+    for i in first:
+        same_shape = manifest["shape"] == manifest["shape"].iloc[i]
+        other = np.flatnonzero(same_shape & (manifest["colour"] != manifest["colour"].iloc[i]))
+        second.append(int(rng.choice(other)))
+    truth = manifest["colour"].to_numpy()[second]
+    emb = world["scorer"].images(images)
+    vocabulary, groups = world_vocabulary(world["vocab"])
+    shuffled = dict(vocabulary) | {
+        c: vocabulary[d] for c, d in zip(COLOURS, COLOURS[1:] + COLOURS[:1], strict=True)
+    }
+
+    def accuracy(vocab: dict[str, str]) -> float:
+        judge = AttributeJudge(world["scorer"], vocab, groups)
+        gained = judge.change(emb[second], emb[first]).argmax(1).numpy()
+        return float(np.mean(np.asarray(judge.attrs)[gained] == truth))
+
+    assert accuracy(vocabulary) >= 0.9
+    assert accuracy(shuffled) <= 0.2
 
 
 def test_steering_towards_a_colour_raises_that_colour(world: dict) -> None:

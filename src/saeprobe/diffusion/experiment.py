@@ -319,6 +319,7 @@ def run_attribute_experiment(
             vocabulary,
             settings["min_consistency"],
             settings["min_effect"],
+            groups,
         )
         sae = sae.to("cpu")
         table["activation_mass"] = mass[table["latent"].to_numpy()]
@@ -354,6 +355,7 @@ def run_attribute_experiment(
                     gen,
                     scorer,
                     vocabulary,
+                    groups,
                     seed,
                 )
             )
@@ -375,6 +377,7 @@ def attribute_controls(
     gen: GenSettings,
     scorer: Scorer,
     vocabulary: Mapping[str, str],
+    groups: Mapping[str, str] | None,
     seed: int,
 ) -> pd.DataFrame:
     """Discovery run on `settings["controls"]` directions of each kind (null: as many as the
@@ -411,7 +414,7 @@ def attribute_controls(
         if not names:
             continue
         deltas = [scaled(d, norm) for d in dirs]
-        t = discover_directions(pipe, names, deltas, base, *args, *thresholds)
+        t = discover_directions(pipe, names, deltas, base, *args, *thresholds, groups)
         parts.append(t.assign(sae=sae_name, case=case, input_concept=inputs))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

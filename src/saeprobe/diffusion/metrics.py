@@ -25,6 +25,9 @@ class Scorer:
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
+        # the inverse temperature the CLIP was trained with (CLIP's own cap: 100)
+        scale = getattr(model, "logit_scale", None)
+        self.logit_scale = float(scale.exp()) if scale is not None else 100.0
         self.batch_size = batch_size
         size = getattr(model.visual, "image_size", 224)
         self.size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -58,6 +61,19 @@ class Scorer:
 def clip_scores(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     """Cosine similarities (n, m) of normalised image (n, e) and text (m, e) embeddings."""
     return image_emb @ text_emb.T
+
+
+def group_probabilities(scores: torch.Tensor, groups: Sequence[str], scale: float) -> torch.Tensor:
+    """Zero-shot probabilities (n, A) from cosine scores (n, A): a softmax of scale * score over
+    the attributes of each group (groups: (A,) group names; the attributes of a group exclude
+    each other, as the colours of a shape do), so that attributes of different groups, and
+    texts whose scores spread more or less, are on one scale."""
+    out = torch.empty_like(scores)
+    names = np.asarray(groups)
+    for group in dict.fromkeys(groups):
+        idx = torch.from_numpy(np.flatnonzero(names == group))
+        out[:, idx] = torch.softmax(scale * scores[:, idx], dim=1)
+    return out
 
 
 def preservation(steered: torch.Tensor, base: torch.Tensor) -> torch.Tensor:

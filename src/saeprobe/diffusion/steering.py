@@ -25,6 +25,7 @@ from saeprobe.diffusion.metrics import (
     Scorer,
     clip_scores,
     colour_fractions,
+    group_probabilities,
     pixel_mse,
     preservation,
 )
@@ -234,14 +235,16 @@ def discover_attributes(
     vocabulary: Mapping[str, str],
     min_consistency: float,
     min_effect: float,
+    groups: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Name latents by the attribute their steering adds, consistently across prompts and seeds.
 
     For each latent: images with it (steered at `strength`) and without (unsteered) for every
-    (prompt, seed); the difference of their CLIP image embeddings is scored against the text
-    embedding of every attribute in `vocabulary` ({attribute: text}); a pair's best attribute is
-    the argmax; the latent's attribute is the modal best one, consistency the fraction of pairs
-    that agree with it, effect the mean CLIP-score change for that attribute. Latents with
+    (prompt, seed); the judge reads each image as zero-shot probabilities of the attributes in
+    `vocabulary` ({attribute: text}) within their `groups` ({attribute: group}; None: one
+    group), `attribute_change`; a pair's best attribute is the one whose probability rises
+    most; the latent's attribute is the modal best one, consistency the fraction of pairs that
+    agree with it, effect the mean probability change of that attribute. Latents with
     consistency >= min_consistency and effect >= min_effect are kept and ranked by
     effect * consistency (rank 1 = strongest). Returns the table and images {"base",
     "latent_<i>"}.
@@ -252,8 +255,7 @@ def discover_attributes(
         pipe, cond0, unc0, ss, gen.steps, gen.guidance_scale, gen.batch_size, gen.height
     )
     base_emb = scorer.images(base)
-    attrs = list(vocabulary)
-    text_emb = scorer.texts([vocabulary[a] for a in attrs])
+    judge = AttributeJudge(scorer, vocabulary, groups)
     conds, uncs = [], []
     for latent in latents:
         cond, unc = _embeds(
@@ -274,7 +276,7 @@ def discover_attributes(
     images = {"base": base}
     rows = []
     for latent, with_img in zip(latents, flat, strict=True):
-        row = _attribute_row(scorer.images(with_img), base_emb, text_emb, attrs)
+        row = judge.row(scorer.images(with_img), base_emb)
         value = float(strength) * float(typical[latent])
         rows.append(
             {"sae": sae_name, "latent": int(latent), **row, "strength": float(strength)}
@@ -284,23 +286,47 @@ def discover_attributes(
     return keep_and_rank(pd.DataFrame(rows), min_consistency, min_effect), images
 
 
-def _attribute_row(
-    emb: torch.Tensor, base_emb: torch.Tensor, text_emb: torch.Tensor, attrs: Sequence[str]
-) -> dict[str, Any]:
-    """Name one steering by the attribute its images gain. emb, base_emb: (pairs, e) steered and
-    unsteered image embeddings; text_emb: (A, e) of `attrs`."""
-    delta = clip_scores(emb, text_emb) - clip_scores(base_emb, text_emb)  # (pairs, A)
-    best = delta.argmax(1).numpy()
-    counts = np.bincount(best, minlength=len(attrs))
-    modal = int(counts.argmax())
-    second = next(int(a) for a in np.argsort(-delta.mean(0).numpy()) if a != modal)
-    return {
-        "attribute": attrs[modal],
-        "effect": float(delta[:, modal].mean()),
-        "consistency": float(counts[modal] / len(best)),
-        "runner_up": attrs[second],
-        "preservation": float(preservation(emb, base_emb).mean()),
-    }
+class AttributeJudge:
+    """Names what a steering did to images: the scorer's zero-shot probabilities of the
+    vocabulary's attributes ({attribute: text}), a softmax within each group ({attribute:
+    group}; None: the whole vocabulary is one group). On real world renderings that differ in
+    one attribute, the probability that rises most names it 100% (colour), 91-98% (shape) and
+    95% (background) of the time; the raw CLIP-score change that rises most, 66%, 52-64% and
+    73-79% (BENCHMARKS.md, world diffusion round 6)."""
+
+    def __init__(
+        self, scorer: Scorer, vocabulary: Mapping[str, str], groups: Mapping[str, str] | None
+    ):
+        self.scorer = scorer
+        self.attrs = list(vocabulary)
+        self.groups = [groups[a] for a in self.attrs] if groups else [""] * len(self.attrs)
+        self.text_emb = scorer.texts([vocabulary[a] for a in self.attrs])
+
+    def probabilities(self, emb: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (n, e) -> probabilities (n, A), each group summing to 1."""
+        scores = clip_scores(emb, self.text_emb)
+        return group_probabilities(scores, self.groups, self.scorer.logit_scale)
+
+    def change(self, emb: torch.Tensor, base_emb: torch.Tensor) -> torch.Tensor:
+        """Probability change (pairs, A) from base_emb to emb (pairs, e): image embeddings of
+        the same (prompt, seed) pairs; its argmax is the attribute a pair gains."""
+        return self.probabilities(emb) - self.probabilities(base_emb)
+
+    def row(self, emb: torch.Tensor, base_emb: torch.Tensor) -> dict[str, Any]:
+        """Name one steering by the attribute its images gain. emb, base_emb: (pairs, e)
+        embeddings of the steered and unsteered images of the same (prompt, seed) pairs."""
+        delta = self.change(emb, base_emb)
+        best = delta.argmax(1).numpy()
+        counts = np.bincount(best, minlength=len(self.attrs))
+        modal = int(counts.argmax())
+        second = next(int(a) for a in np.argsort(-delta.mean(0).numpy()) if a != modal)
+        return {
+            "attribute": self.attrs[modal],
+            "effect": float(delta[:, modal].mean()),
+            "consistency": float(counts[modal] / len(best)),
+            "runner_up": self.attrs[second],
+            "preservation": float(preservation(emb, base_emb).mean()),
+        }
 
 
 def keep_and_rank(table: pd.DataFrame, min_consistency: float, min_effect: float) -> pd.DataFrame:
@@ -350,18 +376,17 @@ def discover_directions(
     vocabulary: Mapping[str, str],
     min_consistency: float,
     min_effect: float,
+    groups: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """`discover_attributes` for raw directions (the controls): one row per name (column
     `direction`), steering = adding deltas[i] (d,) at the chosen tokens. base: the unsteered
     images (P*S, H, W, 3) of the same prompts and seeds."""
     ps, ss = _grid(prompts, seeds)
-    attrs = list(vocabulary)
-    text_emb = scorer.texts([vocabulary[a] for a in attrs])
+    judge = AttributeJudge(scorer, vocabulary, groups)
     base_emb = scorer.images(base)
     flat = _generate_directions(pipe, ps, ss, deltas, gen, base.shape)
     rows = [
-        {"direction": n, **_attribute_row(scorer.images(img), base_emb, text_emb, attrs)}
-        | {"norm": float(d.norm())}
+        {"direction": n, **judge.row(scorer.images(img), base_emb)} | {"norm": float(d.norm())}
         for n, d, img in zip(names, deltas, flat, strict=True)
     ]
     cols = ["direction", "attribute", "effect", "consistency", "runner_up", "preservation", "norm"]
