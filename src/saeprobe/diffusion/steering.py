@@ -242,7 +242,7 @@ def discover_attributes(
     For each latent: images with it (steered at `strength`) and without (unsteered) for every
     (prompt, seed); the judge reads each image as zero-shot probabilities of the attributes in
     `vocabulary` ({attribute: text}) within their `groups` ({attribute: group}; None: one
-    group), `attribute_change`; a pair's best attribute is the one whose probability rises
+    group) (`AttributeJudge`); a pair's best attribute is the one whose probability rises
     most; the latent's attribute is the modal best one, consistency the fraction of pairs that
     agree with it, effect the mean probability change of that attribute. Latents with
     consistency >= min_consistency and effect >= min_effect are kept and ranked by
@@ -290,9 +290,9 @@ class AttributeJudge:
     """Names what a steering did to images: the scorer's zero-shot probabilities of the
     vocabulary's attributes ({attribute: text}), a softmax within each group ({attribute:
     group}; None: the whole vocabulary is one group). On real world renderings that differ in
-    one attribute, the probability that rises most names it 100% (colour), 91-98% (shape) and
-    95% (background) of the time; the raw CLIP-score change that rises most, 66%, 52-64% and
-    73-79% (BENCHMARKS.md, world diffusion round 6)."""
+    one attribute, the probability that rises most names it 100% (colour), 90-98% (shape) and
+    95-96% (background) of the time; the raw CLIP-score change that rises most, 66%, 51-63% and
+    73-79% (BENCHMARKS.md, world diffusion round 6; benchmarks/attribute_judge.py)."""
 
     def __init__(
         self, scorer: Scorer, vocabulary: Mapping[str, str], groups: Mapping[str, str] | None
